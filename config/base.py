@@ -1,0 +1,67 @@
+"""Shared building blocks of the settings models."""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+# Relative paths in a config file mean "next to the config file", as users expect;
+# the loader sets this while it validates one file.
+CONFIG_DIR: ContextVar[Path | None] = ContextVar("CONFIG_DIR", default=None)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_HOSTPORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors (typos must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+def _resolve(path: Path) -> Path:
+    base = CONFIG_DIR.get()
+    path = path.expanduser()
+    if base is not None and not path.is_absolute():
+        return base / path
+    return path
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            "expected a name of letters, digits, '_', '.' or '-' (at most 63, starting "
+            f"with a letter or digit), got {value!r}"
+        )
+    return value
+
+
+def _check_hostport(value: str) -> str:
+    m = _HOSTPORT.fullmatch(value)
+    if not m or not 0 < int(m.group("port")) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9187, got {value!r}")
+    return value
+
+
+def _check_argv(value: list[str]) -> list[str]:
+    if not value or not value[0].strip():
+        raise ValueError("expected a command as a list of arguments, such as "
+                         "[\"./scripts/traffic-shift.sh\", \"--target\", \"{target}\"]")
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+"""A file path; relative paths are taken from the config file's directory."""
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""A short name (server, check, service): letters, digits, '_', '.', '-'."""
+
+HostPort = Annotated[str, AfterValidator(_check_hostport)]
+"""host:port."""
+
+Argv = Annotated[list[str], AfterValidator(_check_argv)]
+"""A command as an argument list; never run through a shell."""

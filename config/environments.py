@@ -1,0 +1,59 @@
+"""The blue and green environments: their databases and health endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import AnyHttpUrl, SecretStr, field_validator
+
+from config.base import Section
+from config.durations import Duration
+
+
+class DatabaseSettings(Section):
+    dsn: str
+    """libpq connection string or URI, without the password."""
+    password: SecretStr | None = None
+    """Never in the file: CUTOVER_<ENV>__DATABASE__PASSWORD or the credentials directory."""
+    connect_timeout: Duration = 5.0
+    """How long a connection attempt may take."""
+    statement_timeout: Duration = 30.0
+    """Upper bound for any one statement the controller runs (0 = none)."""
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: str) -> str:
+        try:
+            params: dict[str, Any] = conninfo_to_dict(value)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"not a valid PostgreSQL connection string: {exc}") from None
+        if "password" in params:
+            raise ValueError(
+                "the DSN carries a password; remove it and give the password through the "
+                "environment (CUTOVER_<ENV>__DATABASE__PASSWORD) or the credentials directory"
+            )
+        return value
+
+    def conninfo(self, **overrides: Any) -> str:
+        """The connection string with the secret password and timeouts added."""
+        extra: dict[str, Any] = {"connect_timeout": max(1, int(self.connect_timeout))}
+        if self.password is not None:
+            extra["password"] = self.password.get_secret_value()
+        extra.update(overrides)
+        return make_conninfo(self.dsn, **extra)
+
+    def describe(self) -> str:
+        """Where this database is, for messages: host, port and name, never secrets."""
+        params = conninfo_to_dict(self.dsn)
+        host = params.get("host", "localhost")
+        port = params.get("port", "5432")
+        return f"{params.get('dbname', params.get('user', '?'))} on {host}:{port}"
+
+
+class EnvironmentSettings(Section):
+    database: DatabaseSettings | None = None
+    """The environment's PostgreSQL."""
+    health_url: AnyHttpUrl | None = None
+    """The app's health endpoint, e.g. http://10.0.0.7:5000/api/health."""

@@ -1,0 +1,77 @@
+"""Hooks, the state store, metrics and notifications."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+
+from config.base import Argv, ConfigPath, HostPort, Section
+from config.durations import Duration
+
+
+class HookPoint(StrEnum):
+    BEFORE_SYNC = "before_sync"
+    BEFORE_SWITCH = "before_switch"
+    AFTER_SWITCH = "after_switch"
+    BEFORE_TRAFFIC = "before_traffic"
+    AFTER_STAGE = "after_stage"
+    BEFORE_FINALIZE = "before_finalize"
+    AFTER_FINALIZE = "after_finalize"
+    AFTER_ROLLBACK = "after_rollback"
+
+
+class Hook(Section):
+    at: HookPoint
+    name: str | None = None
+    command: Argv | None = None
+    """argv, run without a shell; {phase}, {stage} and {weight} are filled in."""
+    url: AnyHttpUrl | None = None
+    """Called with the phase as JSON; any non-2xx status is a failure."""
+    method: Literal["GET", "POST"] = "POST"
+    timeout: Duration = 60.0
+    on_failure: Literal["rollback", "hold", "ignore"] = "hold"
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Self:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (argv list) or url")
+        return self
+
+
+class StateSettings(Section):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: ConfigPath = Field(default=Path("cutover-state.db"), validate_default=True)
+    """sqlite: the journal file."""
+    dsn: str | None = None
+    """postgres: the store's database (for two daemons in HA); no password in it."""
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _backend_has_target(self) -> Self:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("backend 'postgres' needs dsn")
+        return self
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    listen: HostPort = "127.0.0.1:9187"
+    """Where /metrics, /healthz and /status are served (localhost by default)."""
+
+
+class NotifyEvent(StrEnum):
+    PHASE = "phase"
+    BREACH = "breach"
+    ROLLBACK = "rollback"
+    HOOK_FAILED = "hook_failed"
+
+
+class NotifySettings(Section):
+    webhook: SecretStr | None = None
+    """A Slack-compatible webhook URL; secret (it carries a token): use the env or credentials."""
+    timeout: Duration = 5.0
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NotifyEvent))
+    """Which events are sent."""

@@ -1,0 +1,120 @@
+"""How green is kept equal to blue, and how writes move between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from config.base import Argv, ConfigPath, Name, Section
+from config.durations import ByteSize, Duration
+
+
+class SyncMode(StrEnum):
+    LOGICAL = "logical"
+    DIFF = "diff"
+
+
+class TransformSettings(Section):
+    target: str
+    """Green table the query's rows are synced into, e.g. public.validation_results_per_aspect."""
+    query: str
+    """A SELECT over blue producing the target's rows."""
+    key: list[str] = Field(min_length=1)
+    """Columns of the query that identify a row (the target's primary key)."""
+
+
+class SyncSettings(Section):
+    mode: SyncMode = SyncMode.LOGICAL
+    """logical (native logical replication) or diff (chunked checksum diff; SELECT on blue only)."""
+    schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)
+    """Schemas whose tables are synced when `tables` is empty."""
+    tables: list[str] = Field(default_factory=list)
+    """Tables to sync (schema.table); empty means every table of `schemas`."""
+    exclude_tables: list[str] = Field(default_factory=list)
+    """Tables never synced."""
+    copy_jobs: int = Field(default=4, ge=1, le=64)
+    """Parallel COPY workers for the initial copy."""
+    split_rows: int = Field(default=1_000_000, ge=1_000)
+    """Tables with more rows than this are copied in key ranges, in parallel."""
+    chunk_rows: int = Field(default=100_000, ge=100)
+    """Rows per checksum chunk for verify and the diff sync."""
+    max_lag_bytes: ByteSize = 16 * 1024 * 1024
+    """Replication lag (bytes) above which the switch waits and the lag check fails."""
+    max_lag: Duration = 5.0
+    """Replication lag (time, by heartbeat) above which the lag check fails."""
+    interval: Duration = 30.0
+    """Cadence of the diff sync loop and of sync status refreshes."""
+    heartbeat_interval: Duration = 1.0
+    """How often a heartbeat row is written on blue to measure lag in time."""
+    name: Name = "cutover"
+    """Prefix of the publication, slot and subscription names Cutover creates."""
+    watermark_column: str | None = None
+    """diff mode: an updated_at-style column that narrows each cycle to changed rows."""
+    full_pass_every: int = Field(default=10, ge=1)
+    """diff mode with a watermark: every Nth cycle compares everything (catches deletes)."""
+    transforms: list[TransformSettings] = Field(default_factory=list)
+    """Green tables computed from a query over blue (diff mode)."""
+
+
+class PgBouncerSettings(Section):
+    admin_dsn: str = "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer"
+    """Connection string of PgBouncer's admin console (the user must be in admin_users)."""
+    admin_password: SecretStr | None = None
+    """Never in the file: CUTOVER_SWITCHOVER__PGBOUNCER__ADMIN_PASSWORD or the credentials dir."""
+    databases: list[str] = Field(default_factory=lambda: ["app"], min_length=1)
+    """PgBouncer database entries the writers use; all are paused and repointed together."""
+    databases_file: ConfigPath
+    """The file PgBouncer includes in [databases]; Cutover rewrites it to repoint."""
+
+
+class CommandEndpointSettings(Section):
+    pause: Argv
+    """Stops new writes (e.g. scale writers to zero, block a proxy)."""
+    repoint: Argv
+    """Points writers at {target} ({host}, {port}, {dbname} are filled in)."""
+    resume: Argv
+    """Lets writes flow again."""
+    timeout: Duration = 30.0
+    """Each command's time limit."""
+
+
+class SwitchMethod(StrEnum):
+    PGBOUNCER = "pgbouncer"
+    COMMAND = "command"
+    NONE = "none"
+
+
+class SwitchoverSettings(Section):
+    method: SwitchMethod = SwitchMethod.PGBOUNCER
+    """pgbouncer, command, or none (blue and green share one database: traffic only)."""
+    fence_timeout: Duration = 5.0
+    """Longest wait for writers to pause; past it the switch aborts and resumes on blue."""
+    timeout: Duration = 30.0
+    """Hard limit for the whole switch; past it everything is put back on blue."""
+    max_write_xact_age: Duration = 2.0
+    """Write transactions older than this on blue make the switch wait (precheck)."""
+    verify: Literal["counts", "checksums"] = "counts"
+    """What is compared under the fence before writes move."""
+    reverse_replication: bool = True
+    """Keep blue current from green after the switch, so a rollback loses nothing."""
+    pgbouncer: PgBouncerSettings | None = None
+    command: CommandEndpointSettings | None = None
+
+    @field_validator("fence_timeout", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @model_validator(mode="after")
+    def _method_has_its_section(self) -> Self:
+        if self.method is SwitchMethod.PGBOUNCER and self.pgbouncer is None:
+            raise ValueError("method 'pgbouncer' needs a [switchover.pgbouncer] section "
+                             "(admin_dsn, databases, databases_file)")
+        if self.method is SwitchMethod.COMMAND and self.command is None:
+            raise ValueError("method 'command' needs a [switchover.command] section "
+                             "(pause, repoint, resume)")
+        return self

@@ -1,0 +1,143 @@
+"""Traffic shifting: the stages and the load-balancer driver."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from itertools import pairwise
+from typing import Literal, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from config.base import Argv, ConfigPath, HostPort, Name, Section
+from config.durations import Duration
+
+
+class Stage(Section):
+    weight: int = Field(ge=1, le=100)
+    """Percentage of requests sent to green in this stage."""
+    bake: Duration = 60.0
+    """How long every SLO check must pass before the next stage."""
+
+
+def _default_stages() -> list[Stage]:
+    return [Stage(weight=10, bake=60.0), Stage(weight=50, bake=60.0), Stage(weight=100, bake=300.0)]
+
+
+class TrafficDriver(StrEnum):
+    HAPROXY = "haproxy"
+    NGINX = "nginx"
+    COMMAND = "command"
+    HTTP = "http"
+    SQL = "sql"
+
+
+class HAProxySettings(Section):
+    socket: ConfigPath | None = None
+    """Runtime API unix socket (stats socket ... level admin)."""
+    address: HostPort | None = None
+    """Runtime API over TCP, host:port, instead of a socket."""
+    backend: str = "app"
+    """The backend holding the blue and green servers."""
+    timeout: Duration = 2.0
+    """Per-command time limit."""
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> Self:
+        if (self.socket is None) == (self.address is None):
+            raise ValueError("give exactly one of socket (unix socket path) or address (host:port)")
+        return self
+
+
+class NginxSettings(Section):
+    upstream_file: ConfigPath
+    """The file holding the `upstream` block; Cutover rewrites it."""
+    upstream: str = "app"
+    """The upstream's name."""
+    servers: dict[Name, HostPort]
+    """Server name -> address, for every blue and green server."""
+    test_command: Argv = Field(default_factory=lambda: ["nginx", "-t"])
+    reload_command: Argv = Field(default_factory=lambda: ["nginx", "-s", "reload"])
+    timeout: Duration = 10.0
+
+
+class CommandDriverSettings(Section):
+    argv: Argv = Field(default_factory=lambda: [
+        "./scripts/traffic-shift.sh", "--target", "{target}", "--percentage", "{percentage}"])
+    """The shift command; {target}, {percentage}, {blue_weight}, {green_weight} are filled in."""
+    readback: Argv | None = None
+    """Optional command printing the current green percentage."""
+    timeout: Duration = 30.0
+
+
+class HttpDriverSettings(Section):
+    url: AnyHttpUrl
+    """Control-plane endpoint receiving {"blue": N, "green": M} as JSON."""
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    readback_url: AnyHttpUrl | None = None
+    token: SecretStr | None = None
+    """Bearer token; never in the file: CUTOVER_TRAFFIC__HTTP__TOKEN or the credentials dir."""
+    timeout: Duration = 5.0
+
+
+class SqlDriverSettings(Section):
+    dsn: str
+    """Database holding the feature-flag table (no password in the DSN)."""
+    password: SecretStr | None = None
+    table: str = "feature_flags"
+    name_column: str = "feature_name"
+    feature: str
+    """The flag's name, e.g. 'fhir_integration'."""
+    percentage_column: str = "rollout_percentage"
+
+
+class TrafficSettings(Section):
+    driver: TrafficDriver = TrafficDriver.HAPROXY
+    stages: list[Stage] = Field(default_factory=_default_stages, min_length=1)
+    """Green percentages in order, each with its bake time; they must rise and end at 100."""
+    blue_servers: list[Name] = Field(default_factory=lambda: ["blue"], min_length=1)
+    green_servers: list[Name] = Field(default_factory=lambda: ["green"], min_length=1)
+    split_tolerance: float = Field(default=2.0, gt=0, le=50)
+    """Observed share may differ from the target by this many points before a stage counts."""
+    confirm_timeout: Duration = 30.0
+    """How long to wait for the observed split to match before the stage fails."""
+    haproxy: HAProxySettings | None = None
+    nginx: NginxSettings | None = None
+    command: CommandDriverSettings | None = None
+    http: HttpDriverSettings | None = None
+    sql: SqlDriverSettings | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_rise_to_100(cls, stages: list[Stage]) -> list[Stage]:
+        weights = [s.weight for s in stages]
+        if any(b <= a for a, b in pairwise(weights)):
+            raise ValueError(f"weights must rise from stage to stage, got {weights}")
+        if weights[-1] != 100:
+            raise ValueError(f"the last stage must be 100 (all traffic on green), got {weights}")
+        return stages
+
+    @field_validator("green_servers")
+    @classmethod
+    def _disjoint(cls, green: list[str], info: ValidationInfo) -> list[str]:
+        both = set(green) & set(info.data.get("blue_servers", []))
+        if both:
+            raise ValueError(f"{sorted(both)} also listed in blue_servers; a server is blue or green")
+        return green
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if getattr(self, self.driver.value) is None and self.driver is not TrafficDriver.COMMAND:
+            raise ValueError(f"driver '{self.driver.value}' needs a [traffic.{self.driver.value}] "
+                             "section")
+        if self.nginx is not None:
+            missing = [s for s in self.blue_servers + self.green_servers if s not in self.nginx.servers]
+            if missing:
+                raise ValueError(f"nginx.servers has no address for {missing}")
+        return self

@@ -1,0 +1,46 @@
+"""The `cutover` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller import cli_config, cli_lab
+from controller.cli_common import Exit, fail
+from controller.lab.lab import DEFAULT_ROOT
+from controller.lab.processes import LabError
+
+app = typer.Typer(
+    name="cutover",
+    help="Blue-green cutover controller for services backed by PostgreSQL: sync blue to green, "
+    "switch writes with a pause of milliseconds, shift traffic in stages, roll back on SLO "
+    "breach.\n\nExit codes: 0 ok, 1 failed (breach, difference found), 2 bad usage or config.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(cli_config.app, name="config")
+app.add_typer(cli_lab.app, name="lab")
+
+
+@app.command()
+def demo(
+    root: Annotated[Path, typer.Option("--dir", help="Where the demo's lab lives.")] = DEFAULT_ROOT,
+    seconds: Annotated[float, typer.Option(min=1, help="Seconds of load.")] = 8,
+    rate: Annotated[float, typer.Option(min=1, help="Requests per second.")] = 300,
+    keep: Annotated[bool, typer.Option(help="Leave the lab running afterwards.")] = False,
+) -> None:
+    """Run the main job on the built-in lab, with live progress (what `make demo` runs)."""
+    from controller.demo import run_demo
+
+    try:
+        ok = run_demo(root, seconds, rate, keep)
+    except LabError as exc:
+        fail(str(exc))
+    raise typer.Exit(Exit.OK if ok else Exit.FAILED)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,41 @@
+"""`cutover config check|show|schema`."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from config import Settings, masked_dump
+from controller.cli_common import ConfigOption, JsonOption, out, print_json, settings_or_exit
+
+app = typer.Typer(help="Check, show and describe the configuration.", no_args_is_help=True)
+
+
+@app.command()
+def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Validate the config: exit 0 when usable, 2 naming every bad field otherwise."""
+    settings = settings_or_exit(config)
+    if as_json:
+        print_json({"ok": True, "service": settings.service})
+        return
+    stages = " -> ".join(f"{s.weight} %" for s in settings.traffic.stages)
+    out.print(f"config ok: service {settings.service!r}, sync {settings.sync.mode.value}, "
+              f"switchover {settings.switchover.method.value}, traffic {settings.traffic.driver.value} "
+              f"({stages}), {len(settings.slo)} SLO check(s)")
+
+
+@app.command()
+def show(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Print the effective config (file + environment + secrets), secrets masked."""
+    data = masked_dump(settings_or_exit(config))
+    if as_json:
+        print_json(data)
+    else:
+        out.print_json(json.dumps(data))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the config file (every setting, its type and meaning)."""
+    print_json(Settings.model_json_schema())

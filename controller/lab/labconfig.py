@@ -1,0 +1,99 @@
+"""The Cutover config for a running lab, written next to it as cutover.toml."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from controller.lab import pgbouncer
+
+if TYPE_CHECKING:
+    from controller.lab.state import LabState
+
+
+def _names(names: list[str]) -> str:
+    return "[" + ", ".join(f'"{n}"' for n in names) + "]"
+
+
+def render_config(lab: LabState) -> str:
+    prometheus = ""
+    if lab.with_prometheus:
+        prometheus = f"""
+[sources.prometheus]
+url = "{lab.prometheus_url}"
+
+[[slo]]
+name = "app-5xx-ratio"
+source = "prometheus"
+query = '''sum(rate(lab_app_requests_total{{env="{{env}}",code=~"5.."}}[5s]))
+  / sum(rate(lab_app_requests_total{{env="{{env}}"}}[5s]))'''
+max = 0.05
+"""
+    blue1, green1 = lab.servers_of("blue")[0], lab.servers_of("green")[0]
+    return f"""# Cutover config for the lab in {lab.root} (written by `cutover lab up`).
+service = "lab"
+
+[blue]
+health_url = "{lab.app_url(blue1)}/api/health"
+[blue.database]
+dsn = "{lab.db_dsn('blue')}"
+
+[green]
+health_url = "{lab.app_url(green1)}/api/health"
+[green.database]
+dsn = "{lab.db_dsn('green')}"
+
+[sync]
+mode = "logical"
+copy_jobs = 2
+
+[switchover]
+method = "pgbouncer"
+fence_timeout = "5s"
+[switchover.pgbouncer]
+admin_dsn = "{lab.pgbouncer_admin_dsn}"
+databases = ["app"]
+databases_file = "{pgbouncer.DATABASES_FILE}"
+
+[traffic]
+driver = "haproxy"
+blue_servers = {_names(lab.servers_of("blue"))}
+green_servers = {_names(lab.servers_of("green"))}
+stages = [
+  {{ weight = 10, bake = "15s" }},
+  {{ weight = 50, bake = "15s" }},
+  {{ weight = 100, bake = "15s" }},
+]
+[traffic.haproxy]
+socket = "haproxy.sock"
+backend = "app"
+
+[[slo]]
+name = "5xx-ratio"
+source = "haproxy"
+metric = "error_ratio"
+max = 0.05
+max_vs_blue = 2.0
+noise_floor = 0.01
+interval = "500ms"
+failure_limit = 2
+min_samples = 20
+
+[[slo]]
+name = "latency"
+source = "haproxy"
+metric = "latency_ms"
+max_vs_blue = 1.25
+noise_floor = 20
+interval = "1s"
+failure_limit = 3
+{prometheus}
+[rollback]
+on_breach = "rollback"
+database = "stay"
+
+[state]
+path = "cutover-state.db"
+
+[metrics]
+listen = "127.0.0.1:{lab.port('metrics')}"
+"""

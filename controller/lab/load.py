@@ -1,0 +1,195 @@
+"""Load for the lab: HTTP requests at a set rate through HAProxy, and pgbench through PgBouncer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from controller.lab.http11 import HttpError, encode, read_message
+from controller.lab.processes import LabError, find_binary
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    """Monotonic time the request was sent."""
+    status: int
+    """HTTP status; 0 when no response came (connection refused, timeout)."""
+    env: str | None
+    latency: float
+
+
+@dataclass
+class LoadReport:
+    samples: list[Sample] = field(default_factory=list)
+    dropped: int = 0
+    """Requests not sent because `concurrency` were already in flight."""
+
+    def since(self, t: float) -> LoadReport:
+        return LoadReport([s for s in self.samples if s.at >= t], 0)
+
+    @property
+    def total(self) -> int:
+        return len(self.samples)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for s in self.samples if s.status == 0 or s.status >= 500)
+
+    def by_env(self) -> Counter[str]:
+        return Counter(s.env or "none" for s in self.samples)
+
+    def latency_ms(self, percentile: float) -> float:
+        ordered = sorted(s.latency for s in self.samples)
+        if not ordered:
+            return 0.0
+        return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * percentile / 100))]
+
+    def share(self, env: str) -> float:
+        """Percentage of answered requests served by env."""
+        answered = [s for s in self.samples if s.env]
+        return 100.0 * sum(1 for s in answered if s.env == env) / len(answered) if answered else 0.0
+
+
+class HttpLoad:
+    """Open-loop load: `rate` requests a second whatever the latency, like real users.
+
+    Latency is measured from when a request was due, not when a connection was free, so a
+    stall shows up as latency instead of silently lowering the rate (coordinated omission).
+    """
+
+    def __init__(self, url: str, rate: float, write_ratio: float = 0.1, connections: int = 32,
+                 timeout: float = 5.0) -> None:
+        parsed = urlsplit(url)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise LabError(f"the load generator speaks plain http://host:port, got {url!r}")
+        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.rate, self.write_ratio = rate, write_ratio
+        self.connections, self.timeout = connections, timeout
+        self._report = LoadReport()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> HttpLoad:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
+                                        name="lab-http-load")
+        self._thread.start()
+
+    def stop(self) -> LoadReport:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + 5)
+        return self.report()
+
+    def report(self) -> LoadReport:
+        with self._lock:
+            return LoadReport(list(self._report.samples), self._report.dropped)
+
+    async def _main(self) -> None:
+        due: asyncio.Queue[tuple[float, bool] | None] = asyncio.Queue()
+        workers = [asyncio.create_task(self._worker(due)) for _ in range(self.connections)]
+        start = time.monotonic()
+        backlog_limit = max(self.connections, int(self.rate * self.timeout))
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            at = start + n / self.rate
+            delay = at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if due.qsize() >= backlog_limit:
+                with self._lock:
+                    self._report.dropped += 1
+                continue
+            due.put_nowait((at, random.random() < self.write_ratio))
+        for _ in workers:
+            due.put_nowait(None)
+        await asyncio.wait(workers, timeout=self.timeout + 1)
+
+    async def _worker(self, due: asyncio.Queue[tuple[float, bool] | None]) -> None:
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while (job := await due.get()) is not None:
+            at, write = job
+            status, env = 0, None
+            try:
+                if conn is None:
+                    conn = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), self.timeout)
+                reader, writer = conn
+                writer.write(encode(f"{'POST' if write else 'GET'} /api/items HTTP/1.1",
+                                    {"Host": f"{self.host}:{self.port}"}))
+                response = await asyncio.wait_for(read_message(reader), self.timeout)
+                if response is None:
+                    raise HttpError("closed")
+                status = int(response.start_line.split(" ", 2)[1])
+                env = response.headers.get("x-env")
+                if response.headers.get("connection", "").lower() == "close":
+                    writer.close()
+                    conn = None
+            except (OSError, HttpError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+            sample = Sample(at, status, env, time.monotonic() - at)
+            with self._lock:
+                self._report.samples.append(sample)
+        if conn is not None:
+            conn[1].close()
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    transactions: int
+    failed: int
+    tps: float
+    output: str
+
+
+def pgbench_init(dsn: str, scale: int) -> None:
+    done = subprocess.run([find_binary("pgbench"), "-i", "-q", "-s", str(scale), "--foreign-keys", dsn],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise LabError(f"pgbench -i failed: {done.stderr}")
+
+
+class Pgbench:
+    """pgbench through PgBouncer (simple protocol: transaction pooling has no prepared statements)."""
+
+    def __init__(self, dsn: str, clients: int = 4, seconds: int = 10, rate: int | None = None,
+                 log_dir: Path | None = None) -> None:
+        argv = [find_binary("pgbench"), "-n", "-M", "simple", "-c", str(clients), "-j", "2",
+                "-T", str(seconds), "-P", "1"]
+        if rate:
+            argv += ["-R", str(rate)]
+        self.argv = [*argv, dsn]
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait(self, timeout: float | None = None) -> PgbenchResult:
+        assert self.proc is not None, "start() first"
+        out, _ = self.proc.communicate(timeout=timeout)
+        done = re.search(r"number of transactions actually processed: (\d+)", out)
+        failed = re.search(r"number of failed transactions: (\d+)", out)
+        tps = re.search(r"tps = ([\d.]+)", out)
+        if not done:
+            raise LabError(f"pgbench failed:\n{out[-2000:]}")
+        return PgbenchResult(int(done.group(1)), int(failed.group(1)) if failed else 0,
+                             float(tps.group(1)) if tps else 0.0, out)
