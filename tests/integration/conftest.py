@@ -1,0 +1,3 @@
+from tests.labfixtures import lab
+
+__all__ = ["lab"]
