@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit lint bench clean
+.PHONY: setup demo test test-unit lint bench docs clean
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/pytest tests/bench -s -p no:cacheprovider
+
+docs: setup
+	$(BIN)/cutover config reference > docs/config.md
+	$(BIN)/python -c 'from tests.unit.test_lab_config import *; EXAMPLE.write_text(render_config(default_lab()))'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

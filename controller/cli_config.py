@@ -7,6 +7,7 @@ import json
 import typer
 
 from config import Settings, masked_dump
+from config.reference import reference_markdown
 from controller.cli_common import ConfigOption, JsonOption, out, print_json, settings_or_exit
 
 app = typer.Typer(help="Check, show and describe the configuration.", no_args_is_help=True)
@@ -39,3 +40,9 @@ def show(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 def schema() -> None:
     """Print the JSON Schema of the config file (every setting, its type and meaning)."""
     print_json(Settings.model_json_schema())
+
+
+@app.command()
+def reference() -> None:
+    """Print the configuration reference as Markdown (docs/config.md)."""
+    typer.echo(reference_markdown(), nl=False)
