@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import psycopg
 
 from controller.lab.processes import LabError, Proc, RunAs, is_running, run, spawn, stop, tail
+from sync.pgtools import pg_bindir
 
 SUPERUSER = "postgres"
 APP_USER = "app"
@@ -28,19 +28,6 @@ SETTINGS = {
     "logging_collector": "off",
     "log_min_messages": "warning",
 }
-
-
-def pg_bindir() -> Path:
-    """CUTOVER_PG_BINDIR, else the newest /usr/lib/postgresql/*/bin holding initdb."""
-    if os.environ.get("CUTOVER_PG_BINDIR"):
-        return Path(os.environ["CUTOVER_PG_BINDIR"])
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
-    if not found:
-        raise LabError("PostgreSQL server binaries not found under /usr/lib/postgresql; run "
-                       "`make setup` (as root it runs apt-get install postgresql) or set "
-                       "CUTOVER_PG_BINDIR")
-    return found[-1].parent
 
 
 def init_cluster(datadir: Path, port: int, run_as: RunAs | None) -> None:

@@ -1,0 +1,39 @@
+"""One named connection per purpose: application_name says who we are in pg_stat_activity,
+statement_timeout bounds every statement, and failures become SyncError naming the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from config.environments import DatabaseSettings
+from config.settings import Settings
+from sync.errors import BadInputError, SyncError
+
+Conn = psycopg.Connection[TupleRow]
+
+
+def connect(db: DatabaseSettings, purpose: str, *, autocommit: bool = True,
+            replication: bool = False, **options: Any) -> Conn:
+    """A connection for one purpose (e.g. "copy-3", "verify"), UTC, with timeouts."""
+    timeout_ms = int(db.statement_timeout * 1000)
+    extra: dict[str, Any] = {"application_name": f"cutover-{purpose}",
+                             "options": f"-c statement_timeout={timeout_ms} -c TimeZone=UTC"}
+    if replication:
+        extra["replication"] = "database"
+    try:
+        return psycopg.connect(db.conninfo(**extra), autocommit=autocommit, **options)
+    except psycopg.OperationalError as exc:
+        raise SyncError(f"cannot connect to {db.describe()} for {purpose}: "
+                        f"{str(exc).strip()}") from None
+
+
+def databases(settings: Settings) -> tuple[DatabaseSettings, DatabaseSettings]:
+    """Blue's and green's database settings; both are needed to sync."""
+    blue, green = settings.blue.database, settings.green.database
+    if blue is None or green is None:
+        missing = " and ".join(e for e, d in (("blue", blue), ("green", green)) if d is None)
+        raise BadInputError(f"{missing}.database: needed to sync (set its dsn)")
+    return blue, green

@@ -1,0 +1,131 @@
+"""The parallel initial copy: every worker reads blue under one exported snapshot (the
+replication slot's), so the copy is exactly the state the subscription then continues from."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from config.settings import Settings
+from sync.catalog import Table
+from sync.chunks import Chunk
+from sync.connections import Conn, connect, databases
+from sync.errors import SyncError
+
+
+@dataclass
+class CopyProgress:
+    rows: int = 0
+    bytes: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+
+
+ProgressFn = Callable[[CopyProgress], None]
+REPORT_EVERY_BYTES = 4 * 1024 * 1024
+
+
+def column_types(conn: Conn, table: Table) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        [table.schema, table.name]).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+class ParallelCopy:
+    def __init__(self, settings: Settings, snapshot: str, progress: ProgressFn) -> None:
+        self.blue_db, self.green_db = databases(settings)
+        self.jobs = settings.sync.copy_jobs
+        self.snapshot = snapshot
+        self.progress_fn = progress
+        self.progress = CopyProgress()
+        self._lock = threading.Lock()
+        self._failed = threading.Event()
+        self._binary: dict[int, bool] = {}
+
+    def run(self, chunks: list[Chunk]) -> CopyProgress:
+        self.progress.chunks_total = len(chunks)
+        self._decide_formats(chunks)
+        pending = list(chunks)
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="copy") as pool:
+            futures = [pool.submit(self._worker, i, pending) for i in range(min(self.jobs, len(chunks)))]
+            errors = [f.exception() for f in futures]
+        failures = [e for e in errors if e is not None]
+        if failures:
+            first = failures[0]
+            raise first if isinstance(first, SyncError) else SyncError(f"copy failed: {first}")
+        return self.progress
+
+    def _decide_formats(self, chunks: list[Chunk]) -> None:
+        # Binary COPY is faster but needs identical column types on both sides.
+        with connect(self.blue_db, "copy-plan") as blue, connect(self.green_db, "copy-plan") as green:
+            for table in {c.table.oid: c.table for c in chunks}.values():
+                theirs = column_types(green, table)
+                ours = column_types(blue, table)
+                self._binary[table.oid] = all(theirs.get(c) == ours[c] for c in table.columns)
+
+    def _next(self, pending: list[Chunk]) -> Chunk | None:
+        with self._lock:
+            if self._failed.is_set() or not pending:
+                return None
+            return pending.pop(0)
+
+    def _worker(self, n: int, pending: list[Chunk]) -> None:
+        try:
+            with connect(self.blue_db, f"copy-{n}", autocommit=True) as blue, \
+                    connect(self.green_db, f"copy-{n}", autocommit=True) as green:
+                blue.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                blue.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
+                # Like the apply worker: no user triggers or FK checks on green while loading.
+                green.execute("SET session_replication_role = replica")
+                green.execute("SET synchronous_commit = off")
+                while (chunk := self._next(pending)) is not None:
+                    self._copy(blue, green, chunk)
+                blue.execute("COMMIT")
+        except psycopg.Error as exc:
+            self._failed.set()
+            raise SyncError(f"copy worker {n} failed: {str(exc).strip()}; re-run `cutover sync` "
+                            "to start the copy again (green's partial rows are replaced)") from None
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _copy(self, blue: Conn, green: Conn, chunk: Chunk) -> None:
+        table = chunk.table
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+        only = sql.SQL("ONLY ") if table.kind == "r" else sql.SQL("")
+        where: sql.Composable = sql.SQL("")
+        if chunk.first_page is not None:
+            where = sql.SQL(" WHERE ctid >= {}::tid").format(sql.Literal(f"({chunk.first_page},0)"))
+            if chunk.end_page is not None:
+                where += sql.SQL(" AND ctid < {}::tid").format(sql.Literal(f"({chunk.end_page},0)"))
+        fmt = sql.SQL("binary" if self._binary[table.oid] else "text")
+        read = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
+            cols, only, table.ident, where, fmt)
+        write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table.ident, cols, fmt)
+        unreported = 0
+        with green.transaction(), blue.cursor() as src, green.cursor() as dst:
+            with src.copy(read) as out, dst.copy(write) as inp:
+                for data in out:
+                    inp.write(data)
+                    unreported += len(data)
+                    if unreported >= REPORT_EVERY_BYTES:
+                        self._report(0, unreported, 0)
+                        unreported = 0
+            rows = max(dst.rowcount, 0)
+        self._report(rows, unreported, 1)
+
+    def _report(self, rows: int, nbytes: int, chunks: int) -> None:
+        with self._lock:
+            self.progress.rows += rows
+            self.progress.bytes += nbytes
+            self.progress.chunks_done += chunks
+            snapshot = CopyProgress(**vars(self.progress))
+        self.progress_fn(snapshot)

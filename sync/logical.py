@@ -1,0 +1,197 @@
+"""Native logical replication, started the fast and consistent way.
+
+1. publication on blue (the tables + Cutover's heartbeat);
+2. blue's schema onto an empty green (tables only; indexes come later);
+3. the slot, created first with an exported snapshot; parallel COPY under that snapshot;
+4. indexes and constraints on green, built once over the loaded data;
+5. the subscription, starting from the slot with copy_data = false.
+
+A marker on green records the phase, so a re-run after any interruption neither duplicates
+rows nor trips over "slot already exists": an interrupted copy is redone from a fresh slot
+(green's partial rows are truncated first); an interrupted index build resumes, because the
+slot still holds its consistent point and the copied data matches it exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import psycopg
+from psycopg import sql
+
+from config.settings import Settings
+from sync import objects
+from sync.catalog import Table, list_tables, table_by_name
+from sync.chunks import plan_chunks
+from sync.connections import Conn, connect, databases
+from sync.copy import CopyProgress, ParallelCopy
+from sync.errors import BadInputError, SyncError
+from sync.schema import SchemaDump, create_schemas_on_green, dump_schema, restore_section
+
+
+class Phase(StrEnum):
+    COPYING = "copying"
+    INDEXING = "indexing"
+    STREAMING = "streaming"
+
+
+@dataclass(frozen=True)
+class StartResult:
+    tables: int
+    rows_copied: int
+    resumed_from: str | None
+    """None for a fresh start, else the phase an earlier run was interrupted in."""
+    already_streaming: bool
+
+
+Say = Callable[[str], None]
+
+
+def start(settings: Settings, say: Say = lambda _: None,
+          progress: Callable[[CopyProgress], None] = lambda _: None) -> StartResult:
+    """Bring green to streaming from blue, or leave it streaming if it already is."""
+    blue_db, green_db = databases(settings)
+    name = objects.pg_name(settings.sync)
+    with connect(blue_db, "sync") as blue, connect(green_db, "sync") as green:
+        tables = list_tables(blue, settings.sync)
+        if not tables:
+            raise BadInputError(f"no tables to sync in schemas {settings.sync.schemas}")
+        if objects.subscription_exists(green, name):
+            say(f"subscription {name!r} exists: green is already streaming from blue")
+            return StartResult(len(tables), 0, None, already_streaming=True)
+        previous = objects.read_phase(green, name)
+        objects.ensure_heartbeat(blue, green)
+        _ensure_publication(blue, name, tables)
+        rows = 0
+        if previous and previous[0] == Phase.INDEXING and objects.slot_exists(blue, name):
+            say("resuming: the copy finished earlier; building indexes, then subscribing")
+            schema_from_blue = previous[1]
+        else:
+            if previous:
+                say(f"an earlier run stopped while {previous[0]}: redoing the copy from a new slot")
+            schema_from_blue = _prepare_green(settings, blue, green, tables, name, previous, say)
+            rows = _copy(settings, blue, green, tables, name, schema_from_blue, say, progress)
+        if schema_from_blue:
+            say("building indexes and constraints on green")
+            with SchemaDump() as dump:
+                dump_schema(settings, tables, dump.path)
+                restore_section(settings, dump.path, "post-data", jobs=settings.sync.copy_jobs,
+                                tolerate_existing=previous is not None)
+        _subscribe(settings, green, name)
+        objects.write_phase(green, name, Phase.STREAMING, schema_from_blue)
+        say(f"subscription {name!r} created: green now streams from blue")
+        return StartResult(len(tables), rows, previous[0] if previous else None, False)
+
+
+def _ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
+    listed = sql.SQL(", ").join([*(t.ident for t in tables), sql.SQL("cutover.heartbeat")])
+    exists = blue.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
+    if exists:
+        blue.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(objects.ident(name), listed))
+    else:
+        blue.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} "
+                             "WITH (publish_via_partition_root = true)").format(
+                                 objects.ident(name), listed))
+
+
+def _prepare_green(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name: str,
+                   previous: tuple[str, bool] | None, say: Say) -> bool:
+    """Green ready for the copy: schema created if it had none, leftovers of an interrupted
+    copy removed. Returns whether the schema came from blue (so indexes must follow)."""
+    if objects.slot_exists(blue, name):
+        _drop_slot(blue, name)
+    present = [t for t in tables if table_by_name(green, t.schema, t.name) is not None]
+    if previous is not None:
+        schema_from_blue = previous[1]
+        if present:
+            green.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(t.ident for t in tables if t in present)))
+        if len(present) == len(tables):
+            return schema_from_blue
+    elif present:
+        if len(present) != len(tables):
+            missing = [t.qualified for t in tables if t not in present]
+            raise BadInputError(f"green has some of the tables but not {', '.join(missing)}; "
+                                "create them on green, or start from an empty green database")
+        nonempty = [t.qualified for t in present if _has_rows(green, t)]
+        if nonempty:
+            raise BadInputError(
+                f"green's {', '.join(nonempty)} already hold rows and no earlier Cutover run "
+                "put them there; the initial copy would mix them with blue's. Empty them "
+                "(TRUNCATE) or point green.database at an empty database")
+        return False
+    say("copying blue's schema (tables, types, sequences) to green")
+    create_schemas_on_green(settings, tables)
+    with SchemaDump() as dump:
+        dump_schema(settings, tables, dump.path)
+        restore_section(settings, dump.path, "pre-data", tolerate_existing=previous is not None)
+    return True
+
+
+def _has_rows(conn: Conn, table: Table) -> bool:
+    return conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(table.ident)).fetchone() \
+        == (True,)
+
+
+def _copy(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name: str,
+          schema_from_blue: bool, say: Say, progress: Callable[[CopyProgress], None]) -> int:
+    objects.write_phase(green, name, Phase.COPYING, schema_from_blue)
+    # The slot first, with an exported snapshot: the copy reads exactly the state the
+    # slot's changes start from. The snapshot lives while this connection stays idle.
+    with connect(databases(settings)[0], "slot", replication=True) as repl:
+        row = repl.execute(sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')")
+                           .format(objects.ident(name))).fetchone()
+        assert row is not None
+        lsn, snapshot = str(row[1]), str(row[2])
+        say(f"slot {name!r} created at {lsn}; copying {len(tables)} table(s) with "
+            f"{settings.sync.copy_jobs} worker(s)")
+        chunks = plan_chunks(tables, settings.sync.copy_jobs, settings.sync.split_rows)
+        done = ParallelCopy(settings, snapshot, progress).run(chunks)
+    objects.write_phase(green, name, Phase.INDEXING, schema_from_blue, lsn)
+    return done.rows
+
+
+def _subscribe(settings: Settings, green: Conn, name: str) -> None:
+    # The subscription connects from green's server to blue with blue's DSN and password.
+    conninfo = databases(settings)[0].conninfo()
+    green.execute(sql.SQL(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
+        "create_slot = false, slot_name = {}, enabled = true)").format(
+            objects.ident(name), sql.Literal(conninfo), objects.ident(name), sql.Literal(name)))
+
+
+def _drop_slot(blue: Conn, name: str) -> None:
+    blue.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                 "WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
+    for _ in range(50):
+        try:
+            blue.execute("SELECT pg_drop_replication_slot(%s) FROM pg_replication_slots "
+                         "WHERE slot_name = %s", [name, name])
+            return
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1)
+    raise SyncError(f"replication slot {name!r} on blue stays in use; stop its consumer")
+
+
+def drop(settings: Settings, say: Say = lambda _: None) -> None:
+    """Remove the subscription, slot, publication, heartbeat and marker; safe to repeat,
+    and works after a crash in any phase."""
+    blue_db, green_db = databases(settings)
+    name = objects.pg_name(settings.sync)
+    with connect(blue_db, "drop") as blue, connect(green_db, "drop") as green:
+        if objects.subscription_exists(green, name):
+            sub = objects.ident(name)
+            green.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub))
+            green.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sub))
+            green.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub))
+            say(f"dropped subscription {name!r} on green")
+        if objects.slot_exists(blue, name):
+            _drop_slot(blue, name)
+            say(f"dropped replication slot {name!r} on blue")
+        blue.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(objects.ident(name)))
+        for conn in (blue, green):
+            conn.execute("DROP SCHEMA IF EXISTS cutover CASCADE")
+        say("dropped the publication, heartbeat and sync marker")

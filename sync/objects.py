@@ -1,0 +1,92 @@
+"""Cutover's own objects in the two databases: names, the heartbeat table (published, so its
+rows measure lag in time), and the progress marker that makes a re-run resume correctly."""
+
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from config.replication import SyncSettings
+from sync.connections import Conn
+
+SCHEMA = "cutover"
+
+HEARTBEAT_DDL = """
+CREATE SCHEMA IF NOT EXISTS cutover;
+CREATE TABLE IF NOT EXISTS cutover.heartbeat (
+    id int PRIMARY KEY,
+    seq bigint NOT NULL,
+    beat_at timestamptz NOT NULL,
+    applied_at timestamptz
+);
+"""
+
+# On green, stamp each heartbeat as it is applied; ALWAYS so it fires in the apply worker.
+GREEN_HEARTBEAT_TRIGGER = """
+CREATE OR REPLACE FUNCTION cutover.stamp_heartbeat() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN NEW.applied_at := clock_timestamp(); RETURN NEW; END $$;
+DROP TRIGGER IF EXISTS stamp_heartbeat ON cutover.heartbeat;
+CREATE TRIGGER stamp_heartbeat BEFORE INSERT OR UPDATE ON cutover.heartbeat
+    FOR EACH ROW EXECUTE FUNCTION cutover.stamp_heartbeat();
+ALTER TABLE cutover.heartbeat ENABLE ALWAYS TRIGGER stamp_heartbeat;
+"""
+
+STATE_DDL = """
+CREATE SCHEMA IF NOT EXISTS cutover;
+CREATE TABLE IF NOT EXISTS cutover.sync_state (
+    name text PRIMARY KEY,
+    phase text NOT NULL,
+    schema_from_blue boolean NOT NULL DEFAULT false,
+    slot_lsn pg_lsn,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def pg_name(settings: SyncSettings) -> str:
+    """Slot, publication and subscription name: slots allow only [a-z0-9_]."""
+    return re.sub(r"[^a-z0-9_]", "_", settings.name.lower())
+
+
+def ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def ensure_heartbeat(blue: Conn, green: Conn) -> None:
+    blue.execute(HEARTBEAT_DDL)
+    blue.execute("INSERT INTO cutover.heartbeat VALUES (1, 0, clock_timestamp(), NULL) "
+                 "ON CONFLICT (id) DO NOTHING")
+    green.execute(HEARTBEAT_DDL)
+    green.execute(GREEN_HEARTBEAT_TRIGGER)
+
+
+def read_phase(green: Conn, name: str) -> tuple[str, bool] | None:
+    """(phase, schema_from_blue) of the last run, or None if there was none."""
+    exists = green.execute("SELECT to_regclass('cutover.sync_state')").fetchone()
+    if exists is None or exists[0] is None:
+        return None
+    row = green.execute("SELECT phase, schema_from_blue FROM cutover.sync_state WHERE name = %s",
+                        [name]).fetchone()
+    return (str(row[0]), bool(row[1])) if row else None
+
+
+def write_phase(green: Conn, name: str, phase: str, schema_from_blue: bool,
+                slot_lsn: str | None = None) -> None:
+    green.execute(STATE_DDL)
+    green.execute(
+        "INSERT INTO cutover.sync_state (name, phase, schema_from_blue, slot_lsn) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET phase = EXCLUDED.phase, "
+        "schema_from_blue = EXCLUDED.schema_from_blue, "
+        "slot_lsn = coalesce(EXCLUDED.slot_lsn, cutover.sync_state.slot_lsn), updated_at = now()",
+        [name, phase, schema_from_blue, slot_lsn])
+
+
+def slot_exists(blue: Conn, name: str) -> bool:
+    return blue.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                        [name]).fetchone() is not None
+
+
+def subscription_exists(green: Conn, name: str) -> bool:
+    return green.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
+                         [name]).fetchone() is not None

@@ -1,0 +1,46 @@
+"""PostgreSQL's own client programs (pg_dump, pg_restore), run with the password in the
+environment (PGPASSWORD), never on the command line where `ps` would show it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from config.environments import DatabaseSettings
+from sync.errors import SyncError
+
+
+def pg_bindir() -> Path:
+    """CUTOVER_PG_BINDIR, else the newest /usr/lib/postgresql/*/bin holding pg_dump."""
+    if os.environ.get("CUTOVER_PG_BINDIR"):
+        return Path(os.environ["CUTOVER_PG_BINDIR"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if not found:
+        raise SyncError("PostgreSQL client programs not found under /usr/lib/postgresql; "
+                        "install postgresql-client or set CUTOVER_PG_BINDIR")
+    return found[-1].parent
+
+
+def tool_env(db: DatabaseSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    if db.password is not None:
+        env["PGPASSWORD"] = db.password.get_secret_value()
+    env["PGCONNECT_TIMEOUT"] = str(max(1, int(db.connect_timeout)))
+    return env
+
+
+def run_tool(name: str, args: Sequence[str], db: DatabaseSettings, *,
+             timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a PostgreSQL program against db; the conninfo carries no password."""
+    argv = [str(pg_bindir() / name), *args, f"--dbname={make_conninfo(db.dsn)}"]
+    try:
+        return subprocess.run(argv, env=tool_env(db), capture_output=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise SyncError(f"{name} against {db.describe()} did not finish within "
+                        f"{timeout:.0f}s") from None

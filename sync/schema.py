@@ -1,0 +1,70 @@
+"""Blue's schema onto an empty green: tables before the copy, indexes and constraints after
+(building them once over loaded data is much faster than maintaining them row by row)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from psycopg import sql
+
+from config.settings import Settings
+from sync.catalog import Table
+from sync.connections import connect, databases
+from sync.errors import SyncError
+from sync.pgtools import run_tool
+
+
+def _pattern(name: str) -> str:
+    # Inside double quotes pg_dump matches literally, wildcards included.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def dump_schema(settings: Settings, tables: Sequence[Table], dest: Path) -> None:
+    """pg_dump -Fc --schema-only of exactly the synced tables (and what they need)."""
+    args = ["--schema-only", "--format=custom", f"--file={dest}", "--no-owner",
+            "--no-publications", "--no-subscriptions"]
+    args += [f"--table={_pattern(t.schema)}.{_pattern(t.name)}" for t in tables]
+    done = run_tool("pg_dump", args, databases(settings)[0], timeout=600)
+    if done.returncode != 0:
+        raise SyncError(f"pg_dump of blue's schema failed: {done.stderr.decode(errors='replace')}")
+
+
+def restore_section(settings: Settings, dump: Path, section: str, jobs: int = 1,
+                    tolerate_existing: bool = False) -> None:
+    """pg_restore one section into green. With tolerate_existing (resuming an interrupted
+    run), objects that already exist are fine; any other error fails."""
+    args = [f"--section={section}", "--no-owner", f"--jobs={jobs}"]
+    if not tolerate_existing:
+        args.append("--exit-on-error")
+    done = run_tool("pg_restore", [*args, str(dump)], databases(settings)[1], timeout=None)
+    if done.returncode == 0:
+        return
+    errors = [line for line in done.stderr.decode(errors="replace").splitlines()
+              if "error:" in line and "already exists" not in line
+              and "errors ignored on restore" not in line and "from TOC entry" not in line]
+    if not tolerate_existing or errors:
+        raise SyncError(f"pg_restore --section={section} into green failed: "
+                        + "\n".join(errors or [done.stderr.decode(errors="replace")]))
+
+
+def create_schemas_on_green(settings: Settings, tables: Sequence[Table]) -> None:
+    """Schemas pg_dump --table leaves out (it dumps tables, not their namespaces)."""
+    with connect(databases(settings)[1], "schema") as green:
+        for schema in sorted({t.schema for t in tables}):
+            green.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+class SchemaDump:
+    """A schema dump in a private temp dir, removed when done."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="cutover-schema-")
+        self.path = Path(self._dir.name) / "schema.dump"
+
+    def __enter__(self) -> SchemaDump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._dir.cleanup()
