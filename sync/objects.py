@@ -59,6 +59,9 @@ def ensure_heartbeat(blue: Conn, green: Conn) -> None:
                  "ON CONFLICT (id) DO NOTHING")
     green.execute(HEARTBEAT_DDL)
     green.execute(GREEN_HEARTBEAT_TRIGGER)
+    # The row must exist on green for the replicated UPDATEs to find it.
+    green.execute("INSERT INTO cutover.heartbeat VALUES (1, 0, clock_timestamp(), NULL) "
+                  "ON CONFLICT (id) DO NOTHING")
 
 
 def read_phase(green: Conn, name: str) -> tuple[str, bool] | None:

@@ -1,0 +1,137 @@
+"""Row counts and checksums per key range, computed server-side with one expression on both
+sides; shared by verify and (later) the diff sync.
+
+A chunk's checksum is the sum of a 64-bit hash of each row's text, so it does not depend on
+row order and costs one scan. Rows are compared through the columns both sides have, in
+blue's order, as text in UTC (the sessions' TimeZone), so equal data hashes equally.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from psycopg import sql
+
+from sync.catalog import Table
+from sync.connections import Conn
+
+INTEGER_TYPES = {"smallint", "integer", "bigint"}
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """[low, high) over the key; None is unbounded."""
+
+    low: tuple[Any, ...] | None
+    high: tuple[Any, ...] | None
+
+    def label(self, key: tuple[str, ...]) -> str:
+        def show(v: tuple[Any, ...] | None) -> str:
+            return "…" if v is None else (repr(v[0]) if len(v) == 1 else repr(v))
+        return f"{', '.join(key)} in [{show(self.low)}, {show(self.high)})"
+
+
+@dataclass(frozen=True)
+class ChunkSum:
+    rows: int
+    checksum: int
+
+
+def row_hash(columns: tuple[str, ...]) -> sql.Composable:
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    # ROW(...) of one column is still a row, so every table hashes the same way.
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(cols)
+
+
+def _key_tuple(key: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key))
+
+
+def range_predicate(key: tuple[str, ...], rng: KeyRange) -> tuple[sql.Composable, list[Any]]:
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    keyrow = _key_tuple(key)
+    marks = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in key))
+    if rng.low is not None:
+        parts.append(sql.SQL("{} >= {}").format(keyrow, marks))
+        params += list(rng.low)
+    if rng.high is not None:
+        parts.append(sql.SQL("{} < {}").format(keyrow, marks))
+        params += list(rng.high)
+    if not parts:
+        return sql.SQL("true"), []
+    return sql.SQL(" AND ").join(parts), params
+
+
+def chunk_sum(conn: Conn, table: Table, columns: tuple[str, ...], rng: KeyRange) -> ChunkSum:
+    where, params = range_predicate(table.key, rng) if table.key else (sql.SQL("true"), [])
+    row = conn.execute(sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} WHERE {}").format(
+        row_hash(columns), table.ident, where), params).fetchone()
+    assert row is not None
+    return ChunkSum(int(row[0]), int(row[1]))
+
+
+def key_type(conn: Conn, table: Table) -> str:
+    row = conn.execute(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = %s AND a.attname = %s", [table.oid, table.key[0]]).fetchone()
+    return str(row[0]) if row else ""
+
+
+@dataclass(frozen=True)
+class IntBuckets:
+    """Fixed-width buckets over a single integer key: one GROUP BY scan per side. The first
+    and last buckets are open-ended, so keys written after planning still land somewhere."""
+
+    low: int
+    width: int
+    count: int
+
+    def range_of(self, bucket: int) -> KeyRange:
+        start = self.low + bucket * self.width
+        return KeyRange(None if bucket == 0 else (start,),
+                        None if bucket == self.count - 1 else (start + self.width,))
+
+    @classmethod
+    def plan(cls, low: int, high: int, rows: int, chunk_rows: int) -> IntBuckets:
+        chunks = max(1, math.ceil(rows / chunk_rows))
+        width = max(1, math.ceil((high - low + 1) / chunks))
+        return cls(low, width, max(1, math.ceil((high - low + 1) / width)))
+
+
+def int_bounds(conn: Conn, table: Table) -> tuple[int, int, int] | None:
+    """(min, max, count) of an integer key, or None for an empty table."""
+    k = sql.Identifier(table.key[0])
+    row = conn.execute(sql.SQL("SELECT min({}), max({}), count(*) FROM {}").format(
+        k, k, table.ident)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def bucket_sums(conn: Conn, table: Table, columns: tuple[str, ...],
+                buckets: IntBuckets) -> dict[int, ChunkSum]:
+    k = sql.Identifier(table.key[0])
+    rows = conn.execute(sql.SQL(
+        "SELECT greatest(0, least(%s, ({} - %s) / %s)) AS b, count(*), sum({}) "
+        "FROM {} GROUP BY 1").format(k, row_hash(columns), table.ident),
+        [buckets.count - 1, buckets.low, buckets.width]).fetchall()
+    return {int(b): ChunkSum(int(n), int(h)) for b, n, h in rows}
+
+
+def boundaries(conn: Conn, table: Table, chunk_rows: int) -> list[tuple[Any, ...]]:
+    """Every chunk_rows-th key in key order (one ordered scan of the primary key index)."""
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+    rows = conn.execute(sql.SQL(
+        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS rn FROM {}) s "
+        "WHERE rn %% %s = 0 ORDER BY rn").format(keys, keys, keys, table.ident),
+        [chunk_rows]).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def ranges_between(bounds: list[tuple[Any, ...]]) -> list[KeyRange]:
+    edges: list[tuple[Any, ...] | None] = [None, *bounds, None]
+    return [KeyRange(a, b) for a, b in pairwise(edges)]

@@ -1,0 +1,110 @@
+"""Streaming health: lag in bytes (slot) and in time (heartbeat), slot WAL status and
+retained WAL, the subscription's state, and schema drift (DDL on blue not on green)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from config.replication import SyncSettings
+from sync import objects
+from sync.catalog import list_tables, table_by_name
+from sync.connections import Conn
+from sync.errors import SyncError
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    phase: str
+    """none, copying, indexing or streaming (from the marker on green)."""
+    slot_exists: bool
+    slot_active: bool
+    wal_status: str | None
+    """reserved, extended, unreserved or lost (PostgreSQL's pg_replication_slots.wal_status)."""
+    lag_bytes: int | None
+    """pg_current_wal_lsn() - confirmed_flush_lsn on blue."""
+    retained_wal_bytes: int | None
+    subscription_enabled: bool | None
+    subscription_worker: bool
+    """Whether green's apply worker runs."""
+    heartbeat_seq: int | None
+    heartbeat_lag_seconds: float | None
+    """Apply time minus write time of the newest heartbeat green has applied."""
+    heartbeat_age_seconds: float | None
+    """How long ago green applied a heartbeat (grows when replication stalls)."""
+    drift: list[str] = field(default_factory=list)
+    """Schema differences between blue and green for the synced tables."""
+
+    @property
+    def streaming(self) -> bool:
+        return self.phase == "streaming" and self.slot_active and bool(self.subscription_worker)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "streaming": self.streaming}
+
+
+def beat(blue: Conn) -> int:
+    """Write the next heartbeat on blue (replicated to green through the publication);
+    returns its sequence number."""
+    row = blue.execute("UPDATE cutover.heartbeat SET seq = seq + 1, beat_at = clock_timestamp() "
+                       "WHERE id = 1 RETURNING seq").fetchone()
+    if row is None:
+        raise SyncError("Cutover's heartbeat row is missing on blue; re-run `cutover sync`")
+    return int(row[0])
+
+
+def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: bool = True) -> SyncStatus:
+    name = objects.pg_name(settings)
+    marker = objects.read_phase(green, name)
+    slot = blue.execute(
+        "SELECT active, wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, "
+        "(pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots "
+        "WHERE slot_name = %s", [name]).fetchone()
+    sub = green.execute(
+        "SELECT s.subenabled, EXISTS (SELECT FROM pg_stat_subscription st "
+        "WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL) "
+        "FROM pg_subscription s WHERE s.subname = %s", [name]).fetchone()
+    hb = None
+    if green.execute("SELECT to_regclass('cutover.heartbeat')").fetchone() != (None,):
+        hb = green.execute(
+            "SELECT seq, extract(epoch FROM applied_at - beat_at)::float8, "
+            "extract(epoch FROM clock_timestamp() - applied_at)::float8 "
+            "FROM cutover.heartbeat WHERE id = 1").fetchone()
+    return SyncStatus(
+        phase=marker[0] if marker else "none",
+        slot_exists=slot is not None,
+        slot_active=bool(slot and slot[0]),
+        wal_status=str(slot[1]) if slot and slot[1] is not None else None,
+        lag_bytes=int(slot[2]) if slot and slot[2] is not None else None,
+        retained_wal_bytes=int(slot[3]) if slot and slot[3] is not None else None,
+        subscription_enabled=bool(sub[0]) if sub else None,
+        subscription_worker=bool(sub and sub[1]),
+        heartbeat_seq=int(hb[0]) if hb else None,
+        heartbeat_lag_seconds=float(hb[1]) if hb and hb[1] is not None else None,
+        heartbeat_age_seconds=float(hb[2]) if hb and hb[2] is not None else None,
+        drift=schema_drift(blue, green, settings) if with_drift else [],
+    )
+
+
+def schema_drift(blue: Conn, green: Conn, settings: SyncSettings) -> list[str]:
+    """Tables and columns blue has that green lacks: DDL run on blue only breaks the apply
+    worker (a missing column) or silently leaves a new table unsynced."""
+    drift = []
+    name = objects.pg_name(settings)
+    published = {(str(r[0]), str(r[1])) for r in blue.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+        [name]).fetchall()}
+    for t in list_tables(blue, settings):
+        if published and (t.schema, t.name) not in published:
+            drift.append(f"{t.qualified} is on blue but not replicated: it was created after "
+                         "the sync started")
+            continue
+        g = table_by_name(green, t.schema, t.name)
+        if g is None:
+            drift.append(f"{t.qualified} is missing on green")
+            continue
+        missing = [c for c in t.columns if c not in g.columns]
+        if missing:
+            drift.append(f"{t.qualified}: column(s) {', '.join(missing)} exist on blue only; "
+                         "add them on green or replication stops")
+    return drift
