@@ -20,10 +20,14 @@ _HOSTPORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d
 class Section(BaseModel):
     """A config section: unknown keys are errors (typos must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: TOML accepts nan and inf, and a limit of nan never fails a check.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 def _resolve(path: Path) -> Path:
+    if "\x00" in str(path):
+        raise ValueError("a path cannot contain a NUL character")
     base = CONFIG_DIR.get()
     path = path.expanduser()
     if base is not None and not path.is_absolute():

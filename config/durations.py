@@ -23,7 +23,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as \"90s\", \"5m\" or \"250ms\"")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         pos, seconds, matched = 0, 0.0, False
@@ -67,7 +70,10 @@ def parse_size(value: object) -> int:
         m = _SIZE.fullmatch(value.strip())
         if not m:
             raise ValueError(f"expected a size such as \"16MB\" or \"1GiB\", got {value!r}")
-        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        scaled = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        if not math.isfinite(scaled):
+            raise ValueError(f"size too large: {value!r}")
+        size = int(scaled)
     else:
         raise ValueError("expected a size such as \"16MB\" or a number of bytes")
     if size < 0:

@@ -25,6 +25,9 @@ class DatabaseSettings(Section):
     @field_validator("dsn")
     @classmethod
     def _dsn_parses(cls, value: str) -> str:
+        if "\x00" in value:
+            # libpq would silently cut the string there and connect somewhere else.
+            raise ValueError("a connection string cannot contain a NUL character")
         try:
             params: dict[str, Any] = conninfo_to_dict(value)
         except psycopg.ProgrammingError as exc:

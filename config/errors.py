@@ -18,6 +18,17 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+class FieldError(ValueError):
+    """Raised by a model validator to blame one field below the model, not the model itself.
+
+    A cross-field check on the root model would otherwise be reported with an empty path.
+    """
+
+    def __init__(self, loc: Sequence[int | str], message: str) -> None:
+        super().__init__(message)
+        self.loc = tuple(loc)
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; every problem names its field."""
 
@@ -67,5 +78,8 @@ def from_validation_error(exc: ValidationError, source: str | None = None) -> Co
     for err in exc.errors(include_url=False):
         # Tagged unions and function validators add loc parts that are not field names.
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(_NOT_FIELDS))]
+        raised = err.get("ctx", {}).get("error")
+        if isinstance(raised, FieldError):
+            loc += raised.loc
         problems.append(Problem(field_path(loc), _message(err)))
     return ConfigError(problems, source)

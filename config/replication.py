@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from config.base import Argv, ConfigPath, Name, Section
 from config.durations import ByteSize, Duration
+from config.errors import FieldError
 
 
 class SyncMode(StrEnum):
@@ -112,9 +113,9 @@ class SwitchoverSettings(Section):
     @model_validator(mode="after")
     def _method_has_its_section(self) -> Self:
         if self.method is SwitchMethod.PGBOUNCER and self.pgbouncer is None:
-            raise ValueError("method 'pgbouncer' needs a [switchover.pgbouncer] section "
-                             "(admin_dsn, databases, databases_file)")
+            raise FieldError(("pgbouncer",), "missing; method 'pgbouncer' needs a "
+                             "[switchover.pgbouncer] section (admin_dsn, databases, databases_file)")
         if self.method is SwitchMethod.COMMAND and self.command is None:
-            raise ValueError("method 'command' needs a [switchover.command] section "
-                             "(pause, repoint, resume)")
+            raise FieldError(("command",), "missing; method 'command' needs a "
+                             "[switchover.command] section (pause, repoint, resume)")
         return self

@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from config.base import CONFIG_DIR, Name
 from config.environments import EnvironmentSettings
-from config.errors import ConfigError, Problem, field_path, from_validation_error
+from config.errors import ConfigError, FieldError, Problem, field_path, from_validation_error
 from config.operations import Hook, MetricsSettings, NotifySettings, StateSettings
 from config.replication import SwitchMethod, SwitchoverSettings, SyncSettings
 from config.slo import RollbackSettings, SloCheck, SloSource, SourcesSettings
@@ -64,8 +64,10 @@ class Settings(BaseSettings):
     blue: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
     green: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
-    switchover: SwitchoverSettings
-    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
+    switchover: SwitchoverSettings | None = None
+    """How writes move from blue to green; absent: no write switch (e.g. a sync-only service)."""
+    traffic: TrafficSettings | None = None
+    """How requests move from blue to green; absent: no traffic shifting."""
     slo: list[SloCheck] = Field(default_factory=list)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     rollback: RollbackSettings = Field(default_factory=RollbackSettings)
@@ -89,23 +91,43 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
-        if self.switchover.method is not SwitchMethod.NONE:
+        if self.switchover is not None and self.switchover.method is not SwitchMethod.NONE:
             for env in ("blue", "green"):
                 if getattr(self, env).database is None:
-                    raise ValueError(
-                        f"{env}.database is required unless switchover.method = 'none' "
-                        "(blue and green sharing one database)")
+                    raise FieldError((env, "database"), (
+                        f"[{env}.database] is required unless switchover.method = 'none' "
+                        "(blue and green sharing one database)"))
         names = [c.name for c in self.slo]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"slo: check names must be unique, repeated: {dupes}")
-        if any(c.source is SloSource.PROMETHEUS for c in self.slo) and self.sources.prometheus is None:
-            raise ValueError("slo checks with source 'prometheus' need [sources.prometheus] url")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldError(("slo", i, "name"), (
+                    f"check names must be unique; {name!r} is already slo[{names.index(name)}]"))
+        prom = [c.name for c in self.slo if c.source is SloSource.PROMETHEUS]
+        if prom and self.sources.prometheus is None:
+            raise FieldError(("sources", "prometheus"), (
+                f"missing; slo checks with source 'prometheus' ({', '.join(prom)}) need "
+                "[sources.prometheus] url"))
         if any(c.source is SloSource.HTTP for c in self.slo):
             for env in ("blue", "green"):
                 if getattr(self, env).health_url is None:
-                    raise ValueError(f"slo checks with source 'http' need {env}.health_url")
+                    raise FieldError((env, "health_url"), "missing; slo checks with source 'http' need it")
         return self
+
+
+def need_switchover(settings: Settings, what: str) -> SwitchoverSettings:
+    """The [switchover] section, or a ConfigError saying which command needs it."""
+    if settings.switchover is None:
+        raise ConfigError([Problem("switchover", f"missing; {what} needs a [switchover] section "
+                                   "(method = \"pgbouncer\", \"command\" or \"none\")")])
+    return settings.switchover
+
+
+def need_traffic(settings: Settings, what: str) -> TrafficSettings:
+    """The [traffic] section, or a ConfigError saying which command needs it."""
+    if settings.traffic is None:
+        raise ConfigError([Problem("traffic", f"missing; {what} needs a [traffic] section "
+                                   "(driver, stages, blue_servers, green_servers)")])
+    return settings.traffic
 
 
 def secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -167,6 +189,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError([Problem("", f"cannot read config file {path}: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem("", f"not valid TOML: {exc}")], str(path)) from None
+    except RecursionError:
+        raise ConfigError([Problem("", "not usable TOML: arrays or tables nested too deeply")],
+                          str(path)) from None
 
 
 def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -197,9 +222,17 @@ def load_settings(path: Path | None = None, secrets_dir: Path | None = None) -> 
         return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:
         raise from_validation_error(exc, str(path) if path else None) from None
+    except UnicodeDecodeError as exc:
+        # The file was decoded already; only a credentials file can be binary.
+        raise ConfigError([Problem("", f"a file in the credentials directory {secrets_dir} is not "
+                                   f"UTF-8 text ({exc.reason})")], str(path) if path else None) from None
     except (ValueError, TypeError) as exc:
         # pydantic-settings raises SettingsError (a ValueError) for undecodable env values.
         raise ConfigError([Problem("", str(exc))], str(path) if path else None) from None
+    except RecursionError:
+        # json.loads of a deeply nested CUTOVER_* value.
+        raise ConfigError([Problem("", "a CUTOVER_* environment value is nested too deeply")],
+                          str(path) if path else None) from None
     finally:
         CONFIG_DIR.reset(dir_token)
         _FILE_DATA.reset(file_token)

@@ -17,6 +17,7 @@ from pydantic import (
 
 from config.base import Argv, ConfigPath, HostPort, Name, Section
 from config.durations import Duration
+from config.errors import FieldError
 
 
 class Stage(Section):
@@ -134,8 +135,8 @@ class TrafficSettings(Section):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if getattr(self, self.driver.value) is None and self.driver is not TrafficDriver.COMMAND:
-            raise ValueError(f"driver '{self.driver.value}' needs a [traffic.{self.driver.value}] "
-                             "section")
+            raise FieldError((self.driver.value,), f"missing; driver '{self.driver.value}' needs a "
+                             f"[traffic.{self.driver.value}] section")
         if self.nginx is not None:
             missing = [s for s in self.blue_servers + self.green_servers if s not in self.nginx.servers]
             if missing:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from controller import cli_config, cli_lab
+from controller import cli_config, cli_lab, cli_sync
 from controller.cli_common import Exit, fail
 from controller.lab.lab import DEFAULT_ROOT
 from controller.lab.processes import LabError
@@ -24,6 +24,9 @@ app = typer.Typer(
 )
 app.add_typer(cli_config.app, name="config")
 app.add_typer(cli_lab.app, name="lab")
+app.command()(cli_sync.preflight)
+app.command()(cli_sync.sync)
+app.command(name="verify")(cli_sync.verify_cmd)
 
 
 @app.command()

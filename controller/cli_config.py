@@ -8,7 +8,15 @@ import typer
 
 from config import Settings, masked_dump
 from config.reference import reference_markdown
-from controller.cli_common import ConfigOption, JsonOption, out, print_json, settings_or_exit
+from controller.cli_common import (
+    ConfigOption,
+    Exit,
+    JsonOption,
+    fail,
+    out,
+    print_json,
+    settings_or_exit,
+)
 
 app = typer.Typer(help="Check, show and describe the configuration.", no_args_is_help=True)
 
@@ -16,14 +24,22 @@ app = typer.Typer(help="Check, show and describe the configuration.", no_args_is
 @app.command()
 def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Validate the config: exit 0 when usable, 2 naming every bad field otherwise."""
+    if config is None:
+        fail("no config file to check: pass --config FILE or set CUTOVER_CONFIG", Exit.USAGE)
     settings = settings_or_exit(config)
     if as_json:
         print_json({"ok": True, "service": settings.service})
         return
-    stages = " -> ".join(f"{s.weight} %" for s in settings.traffic.stages)
-    out.print(f"config ok: service {settings.service!r}, sync {settings.sync.mode.value}, "
-              f"switchover {settings.switchover.method.value}, traffic {settings.traffic.driver.value} "
-              f"({stages}), {len(settings.slo)} SLO check(s)")
+    jobs = [f"sync {settings.sync.mode.value}"]
+    jobs.append(f"switchover {settings.switchover.method.value}" if settings.switchover
+                else "no switchover (no [switchover] section)")
+    if settings.traffic:
+        stages = " -> ".join(f"{s.weight} %" for s in settings.traffic.stages)
+        jobs.append(f"traffic {settings.traffic.driver.value} ({stages})")
+    else:
+        jobs.append("no traffic shifting (no [traffic] section)")
+    out.print(f"config ok: service {settings.service!r}: {', '.join(jobs)}, "
+              f"{len(settings.slo)} SLO check(s)")
 
 
 @app.command()

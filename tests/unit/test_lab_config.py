@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config import load_settings
+from config.settings import need_traffic
 from controller.lab.lab import DEFAULT_BASE_PORT, DEFAULT_ROOT
 from controller.lab.labconfig import render_config
 from controller.lab.state import LabState, plan_ports, server_names
@@ -30,8 +31,9 @@ def test_rendered_lab_config_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "cutover.toml"
     path.write_text(render_config(state))
     settings = load_settings(path)
-    assert settings.traffic.haproxy is not None
-    assert settings.traffic.haproxy.socket == tmp_path / "haproxy.sock"
-    assert [s.weight for s in settings.traffic.stages] == [10, 50, 100]
+    traffic = need_traffic(settings, 'test')
+    assert traffic.haproxy is not None
+    assert traffic.haproxy.socket == tmp_path / "haproxy.sock"
+    assert [s.weight for s in traffic.stages] == [10, 50, 100]
     assert settings.blue.database is not None
     assert f"port={state.port('blue_pg')}" in settings.blue.database.dsn

@@ -1,0 +1,225 @@
+"""`cutover preflight`, `cutover sync`, `cutover verify`: the first job, keeping green equal."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from config.settings import Settings
+from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.metrics import SyncMetrics
+from sync import logical
+from sync.catalog import list_tables
+from sync.connections import connect, databases
+from sync.copy import CopyProgress
+from sync.errors import BadInputError, SyncError
+from sync.preflight import Report, Status, run_preflight
+from sync.sequences import copy_sequences
+from sync.status import SyncStatus, beat, read_status
+from sync.verify import Verdict, verify
+
+
+def _fail(exc: SyncError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    return typer.Exit(Exit.USAGE if isinstance(exc, BadInputError) else Exit.FAILED)
+
+
+def _print_preflight(report: Report) -> None:
+    table = Table("check", "result", "found", "fix")
+    colour = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+    for c in report.checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+    out.print(table)
+
+
+def preflight(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Check that blue and green can be synced; exit 1 when any check fails."""
+    settings = settings_or_exit(config)
+    try:
+        report = run_preflight(settings)
+    except SyncError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print_json({"ok": report.ok, "checks": [c.as_dict() for c in report.checks]})
+    else:
+        _print_preflight(report)
+    if not report.ok:
+        raise typer.Exit(Exit.FAILED)
+
+
+def sync(
+    config: ConfigOption = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep running: heartbeat, lag, "
+                                         "drift and metrics (the continuous sync service).")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Start or resume, report, exit "
+                                       "(the default).")] = False,
+    sequences: Annotated[bool, typer.Option("--sequences", help="Only copy sequence positions "
+                                            "blue -> green.")] = False,
+    drop: Annotated[bool, typer.Option("--drop", help="Remove the subscription, slot, "
+                                       "publication and heartbeat (also after a crash).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Sync blue -> green with logical replication: preflight, consistent parallel copy, then
+    streaming. Safe to re-run at any point."""
+    if sum([follow, once, sequences, drop]) > 1:
+        err.print("choose one of --follow, --once, --sequences, --drop")
+        raise typer.Exit(Exit.USAGE)
+    settings = settings_or_exit(config)
+    try:
+        if drop:
+            logical.drop(settings, say=lambda m: out.print(f"  {m}"))
+            return
+        if sequences:
+            _sequences(settings, as_json)
+            return
+        report = run_preflight(settings)
+        if not report.ok:
+            _print_preflight(report)
+            err.print("sync refuses to start while a preflight check fails (fixes above)")
+            raise typer.Exit(Exit.FAILED)
+        metrics = SyncMetrics()
+        _start(settings, metrics)
+        if follow:
+            _follow(settings, metrics, as_json)
+        else:
+            _show_status(settings, as_json)
+    except SyncError as exc:
+        raise _fail(exc) from None
+
+
+def _sequences(settings: Settings, as_json: bool) -> None:
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "sequences") as blue, connect(green_db, "sequences") as green:
+        done = copy_sequences(blue, green, settings.sync.schemas)
+    if as_json:
+        print_json({"copied": done.copied, "missing_on_green": done.missing_on_green})
+    else:
+        out.print(f"copied {done.copied} sequence position(s) blue -> green"
+                  + (f"; missing on green: {', '.join(done.missing_on_green)}"
+                     if done.missing_on_green else ""))
+
+
+def _start(settings: Settings, metrics: SyncMetrics) -> None:
+    blue_db, _ = databases(settings)
+    with connect(blue_db, "plan") as blue:
+        total = sum(t.est_rows for t in list_tables(blue, settings.sync)) or None
+    last = CopyProgress()
+    if out.is_terminal:
+        with Progress(TextColumn("  copy"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=out) as bar:
+            task: TaskID = bar.add_task("copy", total=total, rows="0")
+
+            def show(p: CopyProgress) -> None:
+                metrics.rows_copied.inc(p.rows - last.rows)
+                last.rows = p.rows
+                bar.update(task, completed=p.rows, rows=f"{p.rows:,}")
+            logical.start(settings, say=lambda m: bar.console.print(f"  {m}"), progress=show)
+        return
+    next_log = [time.monotonic()]
+
+    def log(p: CopyProgress) -> None:
+        metrics.rows_copied.inc(p.rows - last.rows)
+        last.rows = p.rows
+        if time.monotonic() >= next_log[0]:
+            out.print(f"  copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, "
+                      f"{p.chunks_done}/{p.chunks_total} chunks")
+            next_log[0] = time.monotonic() + 5
+    logical.start(settings, say=lambda m: out.print(f"  {m}"), progress=log)
+
+
+def _status_line(s: SyncStatus) -> str:
+    def num(v: float | None, unit: str, fmt: str = ",.0f") -> str:
+        return "?" if v is None else f"{v:{fmt}}{unit}"
+    lag_ms = None if s.heartbeat_lag_seconds is None else s.heartbeat_lag_seconds * 1000
+    return (f"{'streaming' if s.streaming else s.phase}: lag {num(s.lag_bytes, ' B')} / "
+            f"{num(lag_ms, ' ms', ',.1f')}, slot {s.wal_status or '-'}, retained WAL "
+            f"{num(s.retained_wal_bytes, ' B')}" + (f", DRIFT: {'; '.join(s.drift)}" if s.drift else ""))
+
+
+def _show_status(settings: Settings, as_json: bool) -> None:
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "status") as blue, connect(green_db, "status") as green:
+        beat(blue)
+        time.sleep(0.2)
+        status = read_status(blue, green, settings.sync)
+    if as_json:
+        print_json(status.as_dict())
+    else:
+        out.print(_status_line(status))
+
+
+def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if settings.metrics.enabled:
+        metrics.serve(settings.metrics)
+        out.print(f"  metrics on http://{settings.metrics.listen}/metrics")
+    blue_db, green_db = databases(settings)
+    period = settings.sync.heartbeat_interval
+    report_every = max(period, min(settings.sync.interval, 10.0))
+    next_report = 0.0
+    with connect(blue_db, "follow") as blue, connect(green_db, "follow") as green:
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            beat(blue)
+            now = time.monotonic()
+            with_drift = now >= next_report
+            status = read_status(blue, green, settings.sync, with_drift=with_drift)
+            _export(metrics, status)
+            if with_drift:
+                next_report = now + report_every
+                if as_json:
+                    print_json(status.as_dict())
+                else:
+                    out.print(_status_line(status))
+            next_tick += period
+            stop.wait(max(0.0, next_tick - time.monotonic()))
+
+
+def _export(metrics: SyncMetrics, s: SyncStatus) -> None:
+    if s.lag_bytes is not None:
+        metrics.lag_bytes.set(s.lag_bytes)
+    if s.heartbeat_lag_seconds is not None:
+        metrics.lag_seconds.set(s.heartbeat_lag_seconds)
+    if s.heartbeat_age_seconds is not None:
+        metrics.heartbeat_age.set(s.heartbeat_age_seconds)
+    if s.retained_wal_bytes is not None:
+        metrics.retained_wal.set(s.retained_wal_bytes)
+    metrics.streaming.set(1 if s.streaming else 0)
+    metrics.drift.set(len(s.drift))
+    metrics.heartbeat.set_to_current_time()
+
+
+def verify_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Compare blue and green per table by row count and checksum; exit 1 on any difference."""
+    settings = settings_or_exit(config)
+    try:
+        report = verify(settings)
+    except SyncError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        table = Table("table", "status", "blue rows", "green rows", "differing key ranges")
+        colour = {Verdict.COMPLETE: "green", Verdict.CHANGING: "yellow"}
+        for t in report.tables:
+            table.add_row(t.table, f"[{colour.get(t.verdict, 'red')}]{t.verdict.value}[/]",
+                          f"{t.blue_rows:,}", f"{t.green_rows:,}", "; ".join(t.differing[:5]))
+        out.print(table)
+        out.print(f"verified {len(report.tables)} table(s) in {report.seconds:.2f}s")
+    if not report.ok:
+        raise typer.Exit(Exit.FAILED)
