@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
@@ -31,6 +32,8 @@ from sync.sequences import copy_sequences
 from sync.status import SyncStatus, beat, read_status
 from sync.verify import Verdict, verify
 
+STARTUP_WAIT = 15.0
+
 
 def _fail(exc: SyncError) -> typer.Exit:
     err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
@@ -38,11 +41,15 @@ def _fail(exc: SyncError) -> typer.Exit:
 
 
 def _print_preflight(report: Report) -> None:
-    table = Table("check", "result", "found", "fix")
+    table = Table("check", "result", "found")
     colour = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for c in report.checks:
-        table.add_row(c.name, f"[{colour[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status.value}[/]", c.detail)
     out.print(table)
+    # Fixes unwrapped, one per line, so they can be copied as they are.
+    for c in report.checks:
+        if c.fix and c.status is not Status.PASS:
+            out.print(f"{c.status.value} {c.name}: fix: {c.fix}", markup=False)
 
 
 def preflight(config: ConfigOption = None, as_json: JsonOption = False) -> None:
@@ -85,13 +92,14 @@ def sync(
         if sequences:
             _sequences(settings, as_json)
             return
-        report = run_preflight(settings)
-        if not report.ok:
-            _print_preflight(report)
-            err.print("sync refuses to start while a preflight check fails (fixes above)")
-            raise typer.Exit(Exit.FAILED)
         metrics = SyncMetrics()
-        _start(settings, metrics)
+        if not logical.is_streaming(settings):
+            report = run_preflight(settings)
+            if not report.ok:
+                _print_preflight(report)
+                err.print("sync refuses to start while a preflight check fails (fixes above)")
+                raise typer.Exit(Exit.FAILED)
+            _start(settings, metrics, err if as_json else out)
         if follow:
             _follow(settings, metrics, as_json)
         else:
@@ -112,14 +120,15 @@ def _sequences(settings: Settings, as_json: bool) -> None:
                      if done.missing_on_green else ""))
 
 
-def _start(settings: Settings, metrics: SyncMetrics) -> None:
+def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> None:
+    """Start or resume; progress goes to console (stderr when stdout carries JSON)."""
     blue_db, _ = databases(settings)
     with connect(blue_db, "plan") as blue:
         total = sum(t.est_rows for t in list_tables(blue, settings.sync)) or None
     last = CopyProgress()
-    if out.is_terminal:
+    if console.is_terminal:
         with Progress(TextColumn("  copy"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
-                      TransferSpeedColumn(), TimeRemainingColumn(), console=out) as bar:
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=console) as bar:
             task: TaskID = bar.add_task("copy", total=total, rows="0")
 
             def show(p: CopyProgress) -> None:
@@ -134,10 +143,10 @@ def _start(settings: Settings, metrics: SyncMetrics) -> None:
         metrics.rows_copied.inc(p.rows - last.rows)
         last.rows = p.rows
         if time.monotonic() >= next_log[0]:
-            out.print(f"  copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, "
-                      f"{p.chunks_done}/{p.chunks_total} chunks")
+            console.print(f"  copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, "
+                          f"{p.chunks_done}/{p.chunks_total} chunks")
             next_log[0] = time.monotonic() + 5
-    logical.start(settings, say=lambda m: out.print(f"  {m}"), progress=log)
+    logical.start(settings, say=lambda m: console.print(f"  {m}"), progress=log)
 
 
 def _status_line(s: SyncStatus) -> str:
@@ -152,9 +161,15 @@ def _status_line(s: SyncStatus) -> str:
 def _show_status(settings: Settings, as_json: bool) -> None:
     blue_db, green_db = databases(settings)
     with connect(blue_db, "status") as blue, connect(green_db, "status") as green:
-        beat(blue)
-        time.sleep(0.2)
-        status = read_status(blue, green, settings.sync)
+        # A new subscription's apply worker takes a few seconds to start: wait for it, so
+        # "--once" reports streaming health rather than a start-up moment.
+        deadline = time.monotonic() + STARTUP_WAIT
+        while True:
+            seq = beat(blue)
+            time.sleep(0.2)
+            status = read_status(blue, green, settings.sync)
+            if (status.streaming and status.heartbeat_seq == seq) or time.monotonic() > deadline:
+                break
     if as_json:
         print_json(status.as_dict())
     else:

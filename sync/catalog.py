@@ -121,6 +121,15 @@ def table_by_name(conn: Conn, schema: str, name: str) -> Table | None:
     return found[0] if found else None
 
 
+def partitions(conn: Conn, table: Table) -> list[tuple[str, str]]:
+    """Every partition below a partitioned table (schema, name), at any depth."""
+    rows = conn.execute(
+        "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree(%s) p "
+        "JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE p.relid <> %s::regclass", [table.oid, table.oid]).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
 @dataclass(frozen=True)
 class Sequence:
     schema: str

@@ -86,6 +86,13 @@ def start(settings: Settings, say: Say = lambda _: None,
         return StartResult(len(tables), rows, previous[0] if previous else None, False)
 
 
+def is_streaming(settings: Settings) -> bool:
+    """Whether the subscription exists already (the copy is behind us)."""
+    _, green_db = databases(settings)
+    with connect(green_db, "probe") as green:
+        return objects.subscription_exists(green, objects.pg_name(settings.sync))
+
+
 def _ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
     listed = sql.SQL(", ").join([*(t.ident for t in tables), sql.SQL("cutover.heartbeat")])
     exists = blue.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()

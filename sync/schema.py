@@ -10,7 +10,7 @@ from pathlib import Path
 from psycopg import sql
 
 from config.settings import Settings
-from sync.catalog import Table
+from sync.catalog import Table, list_sequences, partitions
 from sync.connections import connect, databases
 from sync.errors import SyncError
 from sync.pgtools import run_tool
@@ -25,7 +25,16 @@ def dump_schema(settings: Settings, tables: Sequence[Table], dest: Path) -> None
     """pg_dump -Fc --schema-only of exactly the synced tables (and what they need)."""
     args = ["--schema-only", "--format=custom", f"--file={dest}", "--no-owner",
             "--no-publications", "--no-subscriptions"]
-    args += [f"--table={_pattern(t.schema)}.{_pattern(t.name)}" for t in tables]
+    names = [(t.schema, t.name) for t in tables]
+    with connect(databases(settings)[0], "schema") as blue:
+        # pg_dump --table takes a partitioned table without its partitions.
+        for t in tables:
+            if t.kind == "p":
+                names += partitions(blue, t)
+        # Free-standing sequences too: --table takes only the tables' own (owned) ones.
+        schemas = sorted({t.schema for t in tables} | set(settings.sync.schemas))
+        names += [(q.schema, q.name) for q in list_sequences(blue, schemas)]
+    args += [f"--table={_pattern(schema)}.{_pattern(name)}" for schema, name in names]
     done = run_tool("pg_dump", args, databases(settings)[0], timeout=600)
     if done.returncode != 0:
         raise SyncError(f"pg_dump of blue's schema failed: {done.stderr.decode(errors='replace')}")

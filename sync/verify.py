@@ -181,7 +181,9 @@ def _caught_up(settings: Settings, blue: Conn, green: Conn, timeout: float) -> b
     """Wait until green has applied everything blue committed before now: a heartbeat written
     now arrives after every earlier commit (the apply worker keeps commit order). False when
     there is no subscription (rechecking cannot help) or it does not catch up in time."""
-    if not objects.subscription_exists(green, objects.pg_name(settings.sync)):
+    enabled = green.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s",
+                            [objects.pg_name(settings.sync)]).fetchone()
+    if enabled is None or not enabled[0]:
         return False
     seq = beat(blue)
     deadline = time.monotonic() + timeout

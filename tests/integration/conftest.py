@@ -1,3 +1,4 @@
 from tests.labfixtures import lab
+from tests.syncfixtures import pair
 
-__all__ = ["lab"]
+__all__ = ["lab", "pair"]

@@ -1,0 +1,290 @@
+"""Logical sync against the lab's real PostgreSQL: preflight, a consistent parallel copy of
+awkward tables, streaming, re-runs after a killed copy, writes during the copy, cleanup."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from controller.cli import app
+from controller.lab.load import Pgbench, pgbench_init
+from sync import logical
+from sync.errors import SyncError
+from sync.preflight import Status, run_preflight
+from sync.verify import Verdict, verify
+from tests.syncfixtures import DbPair, assert_same_data
+
+runner = CliRunner()
+
+ZOO = """
+CREATE TABLE composite (region text, id int, amount numeric(12,2), PRIMARY KEY (region, id));
+CREATE TABLE serials (id serial PRIMARY KEY, note text);
+CREATE TABLE idents (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int);
+CREATE TABLE kinds (id int PRIMARY KEY, j jsonb, b bytea, a int[], t text, f float8,
+                    ts timestamptz, u uuid);
+CREATE TABLE events (id bigint, at date, payload text, PRIMARY KEY (id, at))
+    PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE nokey_fixed (a int, b text);
+ALTER TABLE nokey_fixed REPLICA IDENTITY FULL;
+CREATE SCHEMA "My Schema";
+CREATE TABLE "My Schema"."Table ""Quoted"" Name" ("Odd Col" int PRIMARY KEY, "UPPER" text);
+CREATE SEQUENCE free_standing START 100;
+
+INSERT INTO composite SELECT r, i, i * 1.5 FROM unnest(ARRAY['eu', 'us', 'ap']) r,
+    generate_series(1, 2000) i;
+INSERT INTO serials (note) SELECT 'note ' || i FROM generate_series(1, 3000) i;
+INSERT INTO idents (v) SELECT i FROM generate_series(1, 3000) i;
+INSERT INTO kinds SELECT i,
+    CASE WHEN i % 7 = 0 THEN NULL ELSE jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i)) END,
+    CASE WHEN i % 5 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') END,
+    ARRAY[i, NULL, i + 1],
+    CASE WHEN i % 3 = 0 THEN 'Grüße, 東京, emoji 🚀 ' || i ELSE NULL END,
+    i / 7.0, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute',
+    md5(i::text)::uuid
+    FROM generate_series(1, 5000) i;
+INSERT INTO events SELECT i, DATE '2025-06-01' + (i % 400), 'e' || i FROM generate_series(1, 4000) i;
+INSERT INTO nokey_fixed SELECT i % 50, 'dup' FROM generate_series(1, 500) i;
+INSERT INTO "My Schema"."Table ""Quoted"" Name" SELECT i, upper(md5(i::text)) FROM generate_series(1, 500) i;
+SELECT nextval('free_standing'), nextval('free_standing');
+ANALYZE;
+"""
+
+CHANGES = """
+INSERT INTO composite VALUES ('mars', 1, 9.99);
+UPDATE composite SET amount = -1 WHERE id % 100 = 0;
+DELETE FROM composite WHERE region = 'ap' AND id < 50;
+INSERT INTO serials (note) VALUES ('after copy');
+INSERT INTO idents (v) VALUES (-1);
+UPDATE kinds SET j = '{"changed": true}', b = NULL, t = 'ünïcödé' WHERE id % 10 = 1;
+DELETE FROM kinds WHERE id > 4990;
+INSERT INTO events VALUES (99999, '2026-03-01', 'new partition row');
+UPDATE events SET payload = 'moved' WHERE id = 5;
+UPDATE nokey_fixed SET b = 'changed' WHERE a = 3;
+DELETE FROM nokey_fixed WHERE a = 4;
+UPDATE "My Schema"."Table ""Quoted"" Name" SET "UPPER" = 'x' WHERE "Odd Col" < 10;
+"""
+
+
+def test_preflight_fails_on_a_table_without_key_and_names_the_fix(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE ok (id int PRIMARY KEY); CREATE TABLE \"No Key\" (a int)")
+    report = run_preflight(pair.settings())
+    keys = next(c for c in report.checks if c.name == "primary_keys")
+    assert keys.status is Status.FAIL
+    assert '"No Key"' in keys.detail
+    assert 'ALTER TABLE public."No Key" REPLICA IDENTITY FULL' in keys.fix
+    assert not report.ok
+    with pair.blue() as b:
+        b.execute('ALTER TABLE "No Key" REPLICA IDENTITY FULL')
+    assert run_preflight(pair.settings()).ok
+
+
+def test_sync_refuses_to_start_on_a_failed_check_and_changes_nothing(pair: DbPair,
+                                                                    tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE nokey (a int)")
+    result = runner.invoke(app, ["sync", "--config", str(pair.config_file(tmp_path))])
+    assert result.exit_code == 1
+    assert "REPLICA IDENTITY FULL" in result.output
+    with pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+        assert b.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+        assert b.execute("SELECT to_regnamespace('cutover')").fetchone() == (None,)
+    with pair.green() as g:
+        assert g.execute("SELECT count(*) FROM pg_class WHERE relname = 'nokey'").fetchone() == (0,)
+
+
+def test_copies_awkward_tables_then_streams_changes(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute(ZOO)
+    assert run_preflight(pair.settings(schemas=["public", "My Schema"])).ok
+    settings = pair.settings(schemas=["public", "My Schema"], split_rows=1000)
+    result = logical.start(settings)
+    assert result.tables == 7
+    assert result.rows_copied == 6000 + 3000 + 3000 + 5000 + 4000 + 500 + 500
+    assert_same_data(pair)
+    with pair.green() as g:
+        indexes = g.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'kinds'").fetchone()
+        assert indexes == (1,), "primary keys are built after the copy"
+    with pair.blue() as b:
+        b.execute(CHANGES)
+    pair.wait_caught_up()
+    assert_same_data(pair)
+    report = verify(settings)
+    assert {t.verdict for t in report.tables} == {Verdict.COMPLETE}
+    assert len(report.tables) == 7
+
+
+def test_sequences_are_copied_so_new_rows_never_collide(pair: DbPair, tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute(ZOO)
+    config = pair.config_file(tmp_path)
+    assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
+    result = runner.invoke(app, ["sync", "--sequences", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["copied"] == 3
+    with pair.green() as g:
+        # Green takes writes of its own now: the ids continue after blue's.
+        g.execute("ALTER SUBSCRIPTION cutover DISABLE")
+        row = g.execute("INSERT INTO serials (note) VALUES ('on green') RETURNING id").fetchone()
+        assert row == (3001,)
+        row = g.execute("INSERT INTO idents (v) VALUES (0) RETURNING id").fetchone()
+        assert row == (3001,)
+        assert g.execute("SELECT nextval('free_standing')").fetchone() == (102,)
+
+
+def test_rerun_after_a_killed_copy_worker_converges(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE big (id bigint PRIMARY KEY, pad text)")
+        b.execute("INSERT INTO big SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 400000) i")
+        b.execute("ANALYZE big")
+    settings = pair.settings(split_rows=20000, copy_jobs=2)
+    killed = threading.Event()
+
+    def kill_a_worker() -> None:
+        with pair.blue() as b:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                row = b.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE application_name LIKE 'cutover-copy-%%' "
+                                "AND query LIKE 'COPY%%' LIMIT 1").fetchone()
+                if row and row[0]:
+                    killed.set()
+                    return
+                time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    with pytest.raises(SyncError, match="re-run"):
+        logical.start(settings)
+    killer.join()
+    assert killed.is_set()
+    with pair.green() as g:
+        partial = g.execute("SELECT count(*) FROM big").fetchone()
+        assert partial is not None
+        assert partial[0] < 400000
+    result = logical.start(settings)
+    assert result.resumed_from == "copying"
+    assert result.rows_copied == 400000
+    assert_same_data(pair)
+    with pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (1,)
+
+
+def test_writes_during_the_copy_all_arrive(pair: DbPair) -> None:
+    pgbench_init(pair.dsn("blue"), scale=3)
+    with pair.blue() as b:
+        b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+    bench = Pgbench(pair.dsn("blue"), clients=4, seconds=6)
+    bench.start()
+    time.sleep(1)
+    logical.start(pair.settings(split_rows=50000))
+    result = bench.wait(timeout=60)
+    assert result.transactions > 100
+    assert result.failed == 0
+    pair.wait_caught_up()
+    assert_same_data(pair)
+    with pair.green() as g:
+        assert g.execute("SELECT count(*) FROM pgbench_history").fetchone() == (result.transactions,)
+
+
+def test_drop_removes_every_object_even_after_an_interrupted_copy(pair: DbPair,
+                                                                  tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)")
+    config = pair.config_file(tmp_path)
+    assert runner.invoke(app, ["sync", "--once", "--config", str(config)]).exit_code == 0
+    with pair.green() as g:  # as if a crash left the marker mid-copy
+        g.execute("UPDATE cutover.sync_state SET phase = 'copying'")
+    result = runner.invoke(app, ["sync", "--drop", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    with pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+        assert b.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+        assert b.execute("SELECT to_regnamespace('cutover')").fetchone() == (None,)
+    with pair.green() as g:
+        assert g.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
+        assert g.execute("SELECT to_regnamespace('cutover')").fetchone() == (None,)
+    assert runner.invoke(app, ["sync", "--drop", "--config", str(config)]).exit_code == 0
+
+
+def test_verify_names_data_loss_extra_data_and_differing_ranges(pair: DbPair,
+                                                                 tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY);"
+                  "CREATE TABLE c (k text PRIMARY KEY, v int);"
+                  "INSERT INTO a SELECT i, 'v' FROM generate_series(1, 5000) i;"
+                  "INSERT INTO b SELECT generate_series(1, 100);"
+                  "INSERT INTO c SELECT 'key' || i, i FROM generate_series(1, 300) i")
+    config = pair.config_file(tmp_path, "chunk_rows = 1000\n")
+    assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
+    clean = runner.invoke(app, ["verify", "--config", str(config), "--json"])
+    assert clean.exit_code == 0, clean.output
+    assert {t["status"] for t in json.loads(clean.stdout)["tables"]} == {"Complete"}
+    with pair.green() as g:
+        g.execute("ALTER SUBSCRIPTION cutover DISABLE")
+        g.execute("DELETE FROM a WHERE id = 4321; INSERT INTO b VALUES (1000);"
+                  "UPDATE c SET v = -1 WHERE k = 'key7'")
+    result = runner.invoke(app, ["verify", "--config", str(config), "--json"])
+    assert result.exit_code == 1
+    by_table = {t["table"]: t for t in json.loads(result.stdout)["tables"]}
+    assert by_table["public.a"]["status"] == "Data loss"
+    assert by_table["public.a"]["differing_ranges"] == ["id in [4001, …)"]
+    assert by_table["public.b"]["status"] == "Extra data"
+    assert by_table["public.c"]["status"] == "Differs"
+    assert len(by_table["public.c"]["differing_ranges"]) == 1
+
+
+def test_status_shows_heartbeat_lag_and_schema_drift(pair: DbPair, tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    config = pair.config_file(tmp_path)
+    assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
+    result = runner.invoke(app, ["sync", "--once", "--config", str(config), "--json"])
+    status = json.loads(result.stdout)
+    assert status["streaming"] is True
+    assert status["heartbeat_lag_seconds"] is not None
+    assert 0 <= status["heartbeat_lag_seconds"] < 5
+    assert status["wal_status"] == "reserved"
+    assert status["drift"] == []
+    with pair.blue() as b:
+        b.execute("ALTER TABLE t ADD COLUMN added_on_blue text; CREATE TABLE newer (id int PRIMARY KEY)")
+    status = json.loads(runner.invoke(app, ["sync", "--once", "--config", str(config),
+                                            "--json"]).stdout)
+    assert any("added_on_blue" in d for d in status["drift"])
+    assert any("newer" in d for d in status["drift"])
+
+
+def test_unknown_table_in_config_is_a_usage_error_naming_it(pair: DbPair, tmp_path: Path) -> None:
+    config = pair.config_file(tmp_path, 'tables = ["public.nope; DROP TABLE x"]\n')
+    result = runner.invoke(app, ["sync", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "nope; DROP TABLE x" in result.output
+    with pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+
+
+def test_connection_error_names_the_database_without_secrets(pair: DbPair,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    monkeypatch.setenv("CUTOVER_GREEN__DATABASE__DSN", "host=127.0.0.1 port=1 dbname=x user=y")
+    monkeypatch.setenv("CUTOVER_GREEN__DATABASE__PASSWORD", "s3cr3t-value")
+    result = runner.invoke(app, ["preflight", "--config", str(pair.config_file(tmp_path)), "--json"])
+    assert result.exit_code == 1
+    assert "s3cr3t-value" not in result.output
+    checks = json.loads(result.stdout)["checks"]
+    assert checks[0]["name"] == "connect_green"
+    assert "127.0.0.1:1" in checks[0]["detail"]
+
+
+def test_psycopg_is_real(pair: DbPair) -> None:
+    with psycopg.connect(pair.dsn("blue")) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (pair.name,)
