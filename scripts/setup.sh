@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postgresql pgbouncer haproxy nginx-light prometheus pgcopydb python3-venv)
+packages=(postgresql pgbouncer haproxy nginx-light prometheus pgcopydb systemd python3-venv)
 # A package counts as present when dpkg has it installed; python3-venv only matters for the
 # system python, so a python with a working venv module passes it.
 missing=()
