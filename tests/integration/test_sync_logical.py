@@ -288,3 +288,36 @@ def test_connection_error_names_the_database_without_secrets(pair: DbPair,
 def test_psycopg_is_real(pair: DbPair) -> None:
     with psycopg.connect(pair.dsn("blue")) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == (pair.name,)
+
+
+def test_green_with_its_own_expanded_schema_is_checked_and_synced(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE results (id int PRIMARY KEY, status text, score float8);"
+                  "INSERT INTO results SELECT i, 'ok', i / 3.0 FROM generate_series(1, 1000) i")
+    with pair.green() as g:  # the v2 schema: an extra column with a default, its own index
+        g.execute("CREATE TABLE results (id int PRIMARY KEY, status text, score float8, "
+                  "aspect text NOT NULL DEFAULT 'structural');"
+                  "CREATE INDEX results_aspect ON results (aspect)")
+    report = run_preflight(pair.settings())
+    schema = next(c for c in report.checks if c.name == "schema")
+    assert schema.status is Status.PASS
+    assert "green-only column" in schema.detail
+    logical.start(pair.settings())
+    with pair.blue() as b:
+        b.execute("UPDATE results SET status = 'late' WHERE id <= 10")
+    pair.wait_caught_up()
+    query = "SELECT md5(string_agg(format('%s|%s|%s', id, status, score), ',' ORDER BY id)) FROM results"
+    with pair.blue() as b, pair.green() as g:
+        assert b.execute(query).fetchone() == g.execute(query).fetchone()
+        assert g.execute("SELECT DISTINCT aspect FROM results").fetchall() == [("structural",)]
+    assert {t.verdict for t in verify(pair.settings()).tables} == {Verdict.COMPLETE}
+
+
+def test_green_missing_a_blue_column_fails_preflight(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE r (id int PRIMARY KEY, legacy_flag bool)")
+    with pair.green() as g:
+        g.execute("CREATE TABLE r (id int PRIMARY KEY)")
+    schema = next(c for c in run_preflight(pair.settings()).checks if c.name == "schema")
+    assert schema.status is Status.FAIL
+    assert "legacy_flag" in schema.detail
