@@ -321,3 +321,26 @@ def test_green_missing_a_blue_column_fails_preflight(pair: DbPair) -> None:
     schema = next(c for c in run_preflight(pair.settings()).checks if c.name == "schema")
     assert schema.status is Status.FAIL
     assert "legacy_flag" in schema.detail
+
+
+def test_verify_under_concurrent_writes_reports_no_false_difference(pair: DbPair) -> None:
+    pgbench_init(pair.dsn("blue"), scale=2)
+    with pair.blue() as b:
+        b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+    settings = pair.settings(chunk_rows=20000)
+    logical.start(settings)
+    bench = Pgbench(pair.dsn("blue"), clients=4, seconds=8)
+    bench.start()
+    try:
+        time.sleep(1)
+        report = verify(settings)
+    finally:
+        result = bench.wait(timeout=60)
+    assert result.transactions > 100
+    verdicts = {t.table: t.verdict for t in report.tables}
+    assert set(verdicts.values()) <= {Verdict.COMPLETE, Verdict.CHANGING}, report.as_dict()
+    assert report.ok
+    pair.wait_caught_up()
+    after = verify(settings)
+    assert {t.verdict for t in after.tables} == {Verdict.COMPLETE}, after.as_dict()
+    assert_same_data(pair)
