@@ -1,7 +1,8 @@
 """`cutover demo`: the main job on the built-in lab, start to finish.
 
-For now: the lab up, live load through HAProxy and PgBouncer, a status read-out, the lab down.
-The sync, switch, staged shift and automatic rollback join here as they land.
+Now: the lab up; live load through HAProxy and PgBouncer into blue; blue synced to green
+(preflight, consistent copy, streaming) while the load runs; verify; a status read-out; the lab
+down. The switch, the staged shift and the automatic rollback join here as they land.
 """
 
 from __future__ import annotations
@@ -13,52 +14,96 @@ import psycopg
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from config import Settings, load_settings
 from controller.cli_common import out
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
+from sync import logical
+from sync.connections import connect, databases
+from sync.preflight import Status, run_preflight
+from sync.status import beat, read_status
+from sync.verify import verify
 
 
 def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
-    """Returns True when every request succeeded and every write landed in blue."""
+    """True when every request succeeded, every acknowledged write is in blue, and green
+    holds exactly blue's rows."""
     lab = Lab(root, with_prometheus=True, base_port=DEFAULT_BASE_PORT)
     out.rule("[bold]1. the lab[/]")
     try:
         lab.up(progress=lambda msg: out.print(f"  {msg}"))
+        settings = load_settings(lab.state.config_file)
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             before = _count(conn)
-        out.rule(f"[bold]2. load: {rate:g} req/s through HAProxy for {seconds:g}s[/]")
-        with HttpLoad(lab.state.frontend_url, rate, write_ratio=0.2) as load, Progress(
-            TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(), console=out, transient=False,
-        ) as bar:
-            task = bar.add_task("load", total=seconds, stats="")
+        out.rule(f"[bold]2. load ({rate:g} req/s through HAProxy) and sync blue -> green[/]")
+        with HttpLoad(lab.state.frontend_url, rate, write_ratio=0.2) as load:
+            report = run_preflight(settings)
+            failed = [c for c in report.checks if c.status is Status.FAIL]
+            out.print(f"  preflight: {len(report.checks) - len(failed)}/{len(report.checks)} "
+                      "checks pass" + "".join(f"\n  FAIL {c.name}: {c.detail}" for c in failed))
+            if failed:
+                return False
             started = time.monotonic()
-            while (elapsed := time.monotonic() - started) < seconds:
-                time.sleep(0.25)
-                report = load.report()
-                bar.update(task, completed=min(elapsed, seconds),
-                           stats=f"{report.total} requests, {report.failed} failed")
-            bar.update(task, completed=seconds)
-        report = load.report()
+            logical.start(settings, say=lambda m: out.print(f"  {m}"))
+            out.print(f"  copy done and subscription running {time.monotonic() - started:.1f}s after start")
+            _watch(settings, load, seconds)
+        http = load.report()
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             written = _count(conn) - before
-        writes_ok = sum(1 for s in report.samples if s.status == 201)
-        out.rule("[bold]3. status[/]")
+        writes_ok = sum(1 for s in http.samples if s.status == 201)
+        out.rule("[bold]3. verify and status[/]")
+        _wait_caught_up(settings)
+        checked = verify(settings)
+        for t in checked.tables:
+            out.print(f"  verify {t.table}: {t.verdict.value} ({t.blue_rows:,} rows on blue, "
+                      f"{t.green_rows:,} on green)")
         table = Table("part", "port", "pid", "state")
         for c in lab.components():
             table.add_row(c.name, str(c.port), str(c.pid), "running" if c.running else "stopped")
         out.print(table)
-        out.print(f"  requests: {report.total}, failed: {report.failed}, by env: "
-                  f"{dict(report.by_env())}, p50 {report.latency_ms(50):.1f} ms, "
-                  f"p99 {report.latency_ms(99):.1f} ms")
+        out.print(f"  requests: {http.total}, failed: {http.failed}, by env: "
+                  f"{dict(http.by_env())}, p50 {http.latency_ms(50):.1f} ms, "
+                  f"p99 {http.latency_ms(99):.1f} ms")
         out.print(f"  writes acknowledged: {writes_ok}, rows found in blue: {written}")
-        ok = report.failed == 0 and written == writes_ok and report.total > 0
+        ok = http.failed == 0 and written == writes_ok and http.total > 0 and checked.ok
         out.print("[bold green]demo ok[/]" if ok else "[bold red]demo found a problem[/]")
         return ok
     finally:
         if not keep:
             out.rule("[bold]4. the lab down[/]")
             lab.down(purge=True, progress=lambda msg: out.print(f"  {msg}"))
+
+
+def _watch(settings: Settings, load: HttpLoad, seconds: float) -> None:
+    """Live load and replication lag for `seconds`."""
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "demo") as blue, connect(green_db, "demo") as green, Progress(
+        TextColumn("  streaming"), BarColumn(), TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(), console=out,
+    ) as bar:
+        task = bar.add_task("load", total=seconds, stats="")
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            beat(blue)
+            time.sleep(0.25)
+            status = read_status(blue, green, settings.sync, with_drift=False)
+            http = load.report()
+            lag = status.heartbeat_lag_seconds
+            bar.update(task, completed=min(elapsed, seconds), stats=(
+                f"{http.total} requests, {http.failed} failed, lag "
+                f"{'?' if lag is None else f'{lag * 1000:.0f} ms'}, {status.lag_bytes or 0} B"))
+        bar.update(task, completed=seconds)
+
+
+def _wait_caught_up(settings: Settings, timeout: float = 30.0) -> None:
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "demo") as blue, connect(green_db, "demo") as green:
+        seq = beat(blue)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (read_status(blue, green, settings.sync, with_drift=False).heartbeat_seq or 0) >= seq:
+                return
+            time.sleep(0.05)
 
 
 def _count(conn: psycopg.Connection[tuple[int]]) -> int:

@@ -22,6 +22,9 @@ def test_demo_runs_and_stops_cleanly() -> None:
         env={"COLUMNS": "120", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "demo ok" in done.stdout
+    assert re.search(r"preflight: (\d+)/\1 checks pass", done.stdout), done.stdout
+    assert re.search(r"verify public\.lab_items: Complete \(([\d,]+) rows on blue, \1 on green\)",
+                     done.stdout), done.stdout
     parts = ROW.findall(done.stdout)
     assert {name for name, _, _ in parts} >= {"blue_pg", "green_pg", "pgbouncer", "haproxy",
                                                "prometheus", "app:blue1", "app:green1"}
