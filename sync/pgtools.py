@@ -44,3 +44,14 @@ def run_tool(name: str, args: Sequence[str], db: DatabaseSettings, *,
     except subprocess.TimeoutExpired:
         raise SyncError(f"{name} against {db.describe()} did not finish within "
                         f"{timeout:.0f}s") from None
+
+
+def start_tool(name: str, args: Sequence[str], db: DatabaseSettings, *,
+               application_name: str, statement_timeout: float | None = None) -> subprocess.Popen[bytes]:
+    """Start a PostgreSQL program against db with its stdout piped to us."""
+    timeout = db.statement_timeout if statement_timeout is None else statement_timeout
+    conninfo = make_conninfo(db.dsn, application_name=application_name,
+                             options=f"-c statement_timeout={int(timeout * 1000)} -c TimeZone=UTC")
+    return subprocess.Popen([str(pg_bindir() / name), *args, f"--dbname={conninfo}"],
+                            env=tool_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
