@@ -1,0 +1,241 @@
+"""Benchmarks: our code beside the anchors, in one run, printed as ratios (DESIGN.md, "Quality
+bar"). Run by `make bench`; `make test` leaves tests/bench out (pyproject's testpaths).
+
+Knobs (environment): CUTOVER_BENCH_SCALE (pgbench scale of the copy and verify source, default
+50 = 5 M rows), CUTOVER_BENCH_REPEAT (runs per measurement, medians printed, default 3),
+CUTOVER_BENCH_SECONDS (pgbench -T of the streaming benchmark, default 60).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from config.settings import Settings
+from controller.lab.lab import Lab
+from controller.lab.load import pgbench_init
+from tests.labfixtures import new_lab_dir
+from tests.syncfixtures import pair, table_checksum, user_tables
+
+__all__ = ["BenchDb", "lab", "pair", "source"]
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+SCALE = env_int("CUTOVER_BENCH_SCALE", 50)
+REPEAT = max(1, env_int("CUTOVER_BENCH_REPEAT", 3))
+SECONDS = max(1, env_int("CUTOVER_BENCH_SECONDS", 60))
+BENCH_TIMEOUT = 4 * 3600
+"""pytest-timeout for one benchmark: pyproject's 600 s is for tests, not for 5 M rows x 3."""
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """A lab of its own for the benchmarks, as small as the lab gets (one app server per
+    environment, no Prometheus): on a 2-core machine every idle process is noise.
+    `pair` (tests/syncfixtures.py) builds on this fixture."""
+    the_lab = Lab(new_lab_dir("bench"), servers_per_env=1, with_prometheus=False)
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down(purge=True)
+
+
+@dataclass(frozen=True)
+class BenchDb:
+    """One database on one of the lab's servers."""
+
+    lab: Lab
+    env: str
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return self.lab.state.db_dsn(self.env, self.name)
+
+    @property
+    def uri(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.lab.state.port(f'{self.env}_pg')}/{self.name}"
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def size_bytes(self) -> int:
+        with self.connect() as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def row_counts(self) -> dict[str, int]:
+        counts = {}
+        with self.connect() as conn:
+            for schema, table in user_tables(conn):
+                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(schema, table))).fetchone()
+                assert row is not None
+                counts[f"{schema}.{table}"] = int(row[0])
+        return counts
+
+    def checksums(self) -> dict[str, tuple[int, str]]:
+        """Row count and md5 of every user table (tests/syncfixtures.table_checksum): independent
+        of Cutover's verify."""
+        with self.connect() as conn:
+            return {f"{s}.{t}": table_checksum(conn, s, t) for s, t in user_tables(conn)}
+
+
+def create_db(lab: Lab, env: str, prefix: str) -> BenchDb:
+    db = BenchDb(lab, env, f"{prefix}_{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
+    return db
+
+
+def drop_db(db: BenchDb) -> None:
+    with psycopg.connect(db.lab.state.db_dsn(db.env, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+
+
+def checkpoint(lab: Lab) -> None:
+    """Both servers start a measurement with no dirty buffers and no checkpoint due."""
+    for env in ("blue", "green"):
+        with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
+
+def sync_settings(blue: BenchDb, green: BenchDb, **sync: Any) -> Settings:
+    return Settings.model_validate({"blue": {"database": {"dsn": blue.dsn}},
+                                    "green": {"database": {"dsn": green.dsn}},
+                                    "sync": sync})
+
+
+@pytest.fixture(scope="session")
+def source(lab: Lab) -> Iterator[BenchDb]:
+    """`pgbench -i -s CUTOVER_BENCH_SCALE` on blue, once per session; read only."""
+    db = create_db(lab, "blue", f"bench_s{SCALE}")
+    try:
+        started = time.monotonic()
+        pgbench_init(db.dsn, SCALE)
+        print(f"\n[bench] pgbench -i -s {SCALE} on blue: {time.monotonic() - started:.1f} s")
+        yield db
+    finally:
+        drop_db(db)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat; interrupt time (our own
+    loopback traffic, mostly) does not count as busy."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    user, nice, system = fields[:3]  # then idle, iowait, irq, softirq
+    return user + nice + system, sum(fields)
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Share of all CPUs (0..1) busy over `seconds`, whoever uses them."""
+    b0, t0 = _cpu_times()
+    time.sleep(seconds)
+    b1, t1 = _cpu_times()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_quiet(what: str, limit: float = 0.25, patience: float = 180.0) -> float:
+    """The machine is shared: before a measurement, while our own servers idle, wait (up to
+    `patience` seconds) until other work leaves the CPUs below `limit`. Returns the last busy
+    share seen, and says so when a run had to start on a busy machine."""
+    deadline = time.monotonic() + patience
+    busy = machine_busy()
+    while busy > limit and time.monotonic() < deadline:
+        busy = machine_busy(2.0)
+    if busy > limit:
+        print(f"[bench] WARNING: {what} starts on a busy machine ({busy:.0%} of the CPUs used "
+              "by other work); its figure is unreliable")
+    return busy
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_seconds(pid: int, with_reaped: bool) -> float:
+    """CPU seconds of a process (and, with_reaped, of the children it has waited for)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    f = stat[stat.rindex(")") + 2:].split()
+    ticks = int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if with_reaped else 0)
+    return ticks / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class CpuWatch:
+    """How much CPU *other* work took while a measurement ran, on a shared machine: all
+    CPU time (/proc/stat) minus ours (this process and what it reaped: pgbench, pg_dump ...;
+    the lab's servers, their live children and the backends they reaped) and the kernel
+    threads'. Processes of others that start and end within the run are seen only through
+    /proc/stat, which is the point."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.pids = [p.pid for p in lab.state.procs.values()]
+        self.others = 0.0
+
+    def _ours(self) -> float:
+        """Our CPU seconds, plus the kernel threads' (writeback for our I/O, mostly)."""
+        t = os.times()
+        total = t.user + t.system + t.children_user + t.children_system
+        total += sum(_proc_seconds(k, False) for k in _children(2))
+        for pid in self.pids:
+            total += _proc_seconds(pid, True) + sum(_proc_seconds(c, False) for c in _children(pid))
+        return total
+
+    def __enter__(self) -> CpuWatch:
+        self._busy0, self._total0 = _cpu_times()
+        self._ours0 = self._ours()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy1, total1 = _cpu_times()
+        busy = (busy1 - self._busy0) / _TICK
+        total = (total1 - self._total0) / _TICK
+        self.others = max(0.0, busy - (self._ours() - self._ours0)) / max(total, 1e-9)
+
+    def note(self) -> str:
+        """A warning when other work took a noticeable share of the CPUs."""
+        return "" if self.others < 0.05 else f"  [other work used {self.others:.0%} of the CPUs]"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = min(len(ordered), max(1, math.ceil(len(ordered) * p / 100)))
+    return ordered[rank - 1]
+
+
+def describe_source(db: BenchDb) -> str:
+    rows = sum(db.row_counts().values())
+    return f"{rows / 1e6:.1f} M rows, {db.size_bytes() / 2**20:,.0f} MB"
