@@ -19,6 +19,8 @@ from sync.catalog import Table
 from sync.connections import Conn
 
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
+MAX_BUCKETS = 10_000
+"""Caps the buckets of one table, whatever its key range or row estimate."""
 
 
 @dataclass(frozen=True)
@@ -97,19 +99,19 @@ class IntBuckets:
 
     @classmethod
     def plan(cls, low: int, high: int, rows: int, chunk_rows: int) -> IntBuckets:
-        chunks = max(1, math.ceil(rows / chunk_rows))
+        chunks = min(MAX_BUCKETS, max(1, math.ceil(rows / chunk_rows)))
         width = max(1, math.ceil((high - low + 1) / chunks))
         return cls(low, width, max(1, math.ceil((high - low + 1) / width)))
 
 
-def int_bounds(conn: Conn, table: Table) -> tuple[int, int, int] | None:
-    """(min, max, count) of an integer key, or None for an empty table."""
+def int_bounds(conn: Conn, table: Table) -> tuple[int, int] | None:
+    """(min, max) of an integer key (two index probes), or None for an empty table."""
     k = sql.Identifier(table.key[0])
-    row = conn.execute(sql.SQL("SELECT min({}), max({}), count(*) FROM {}").format(
+    row = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {}").format(
         k, k, table.ident)).fetchone()
     if row is None or row[0] is None:
         return None
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1])
 
 
 def bucket_sums(conn: Conn, table: Table, columns: tuple[str, ...],

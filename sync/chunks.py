@@ -30,8 +30,9 @@ class Chunk:
 def plan_chunks(tables: list[Table], jobs: int, split_rows: int) -> list[Chunk]:
     """Chunks ordered biggest first, so the longest work starts first (LPT scheduling).
 
-    A table with more than split_rows rows is cut into ceil(rows / split_rows) page ranges,
-    at least `jobs` of them, so one big table still uses every worker.
+    A table with more than split_rows rows is cut into at least ceil(rows / split_rows) page
+    ranges, rounded up to a multiple of `jobs`, so one big table keeps every worker busy to
+    the end instead of leaving one to finish the last piece alone.
     """
     chunks: list[tuple[float, Chunk]] = []
     for t in tables:
@@ -39,7 +40,8 @@ def plan_chunks(tables: list[Table], jobs: int, split_rows: int) -> list[Chunk]:
         if not splittable or t.est_rows <= split_rows:
             chunks.append((t.bytes, Chunk(t)))
             continue
-        count = min(MAX_CHUNKS_PER_TABLE, t.pages, max(jobs, math.ceil(t.est_rows / split_rows)))
+        wanted = jobs * math.ceil(math.ceil(t.est_rows / split_rows) / jobs)
+        count = min(MAX_CHUNKS_PER_TABLE, t.pages, wanted)
         step = math.ceil(t.pages / count)
         starts = list(range(0, t.pages, step))
         for i, first in enumerate(starts):

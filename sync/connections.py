@@ -16,9 +16,12 @@ Conn = psycopg.Connection[TupleRow]
 
 
 def connect(db: DatabaseSettings, purpose: str, *, autocommit: bool = True,
-            replication: bool = False, **options: Any) -> Conn:
-    """A connection for one purpose (e.g. "copy-3", "verify"), UTC, with timeouts."""
-    timeout_ms = int(db.statement_timeout * 1000)
+            replication: bool = False, statement_timeout: float | None = None,
+            **options: Any) -> Conn:
+    """A connection for one purpose (e.g. "copy-3", "verify"), UTC, with timeouts.
+    statement_timeout overrides the configured one (0: none, for scans of whole tables)."""
+    timeout = db.statement_timeout if statement_timeout is None else statement_timeout
+    timeout_ms = int(timeout * 1000)
     extra: dict[str, Any] = {"application_name": f"cutover-{purpose}",
                              "options": f"-c statement_timeout={timeout_ms} -c TimeZone=UTC"}
     if replication:

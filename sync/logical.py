@@ -29,7 +29,7 @@ from sync.chunks import plan_chunks
 from sync.connections import Conn, connect, databases
 from sync.copy import CopyProgress, ParallelCopy
 from sync.errors import BadInputError, SyncError
-from sync.schema import SchemaDump, create_schemas_on_green, dump_schema, restore_section
+from sync.schema import SchemaDump, create_schemas_on_green
 
 
 class Phase(StrEnum):
@@ -66,20 +66,20 @@ def start(settings: Settings, say: Say = lambda _: None,
         objects.ensure_heartbeat(blue, green)
         _ensure_publication(blue, name, tables)
         rows = 0
-        if previous and previous[0] == Phase.INDEXING and objects.slot_exists(blue, name):
-            say("resuming: the copy finished earlier; building indexes, then subscribing")
-            schema_from_blue = previous[1]
-        else:
-            if previous:
-                say(f"an earlier run stopped while {previous[0]}: redoing the copy from a new slot")
-            schema_from_blue = _prepare_green(settings, blue, green, tables, name, previous, say)
-            rows = _copy(settings, blue, green, tables, name, schema_from_blue, say, progress)
-        if schema_from_blue:
-            say("building indexes and constraints on green")
-            with SchemaDump() as dump:
-                dump_schema(settings, tables, dump.path)
-                restore_section(settings, dump.path, "post-data", jobs=settings.sync.copy_jobs,
-                                tolerate_existing=previous is not None)
+        with SchemaDump(settings, tables) as schema:
+            if previous and previous[0] == Phase.INDEXING and objects.slot_exists(blue, name):
+                say("resuming: the copy finished earlier; building indexes, then subscribing")
+                schema_from_blue = previous[1]
+            else:
+                if previous:
+                    say(f"an earlier run stopped while {previous[0]}: redoing the copy from a "
+                        "new slot")
+                schema_from_blue = _prepare_green(blue, green, tables, name, previous, schema, say)
+                rows = _copy(settings, blue, green, tables, name, schema_from_blue, say, progress)
+            if schema_from_blue:
+                say("building indexes and constraints on green")
+                schema.restore("post-data", jobs=settings.sync.copy_jobs,
+                               tolerate_existing=previous is not None)
         _subscribe(settings, green, name)
         objects.write_phase(green, name, Phase.STREAMING, schema_from_blue)
         say(f"subscription {name!r} created: green now streams from blue")
@@ -104,8 +104,8 @@ def _ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
                                  objects.ident(name), listed))
 
 
-def _prepare_green(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name: str,
-                   previous: tuple[str, bool] | None, say: Say) -> bool:
+def _prepare_green(blue: Conn, green: Conn, tables: list[Table], name: str,
+                   previous: tuple[str, bool] | None, schema: SchemaDump, say: Say) -> bool:
     """Green ready for the copy: schema created if it had none, leftovers of an interrupted
     copy removed. Returns whether the schema came from blue (so indexes must follow)."""
     if objects.slot_exists(blue, name):
@@ -131,10 +131,8 @@ def _prepare_green(settings: Settings, blue: Conn, green: Conn, tables: list[Tab
                 "(TRUNCATE) or point green.database at an empty database")
         return False
     say("copying blue's schema (tables, types, sequences) to green")
-    create_schemas_on_green(settings, tables)
-    with SchemaDump() as dump:
-        dump_schema(settings, tables, dump.path)
-        restore_section(settings, dump.path, "pre-data", tolerate_existing=previous is not None)
+    create_schemas_on_green(schema.settings, tables)
+    schema.restore("pre-data", tolerate_existing=previous is not None)
     return True
 
 

@@ -66,14 +66,22 @@ def create_schemas_on_green(settings: Settings, tables: Sequence[Table]) -> None
 
 
 class SchemaDump:
-    """A schema dump in a private temp dir, removed when done."""
+    """Blue's schema for the synced tables, dumped once per run (on first use) into a private
+    temp dir, and restored into green a section at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings, tables: Sequence[Table]) -> None:
+        self.settings, self.tables = settings, tables
         self._dir = tempfile.TemporaryDirectory(prefix="cutover-schema-")
-        self.path = Path(self._dir.name) / "schema.dump"
+        self._path: Path | None = None
 
     def __enter__(self) -> SchemaDump:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._dir.cleanup()
+
+    def restore(self, section: str, jobs: int = 1, tolerate_existing: bool = False) -> None:
+        if self._path is None:
+            self._path = Path(self._dir.name) / "schema.dump"
+            dump_schema(self.settings, self.tables, self._path)
+        restore_section(self.settings, self._path, section, jobs, tolerate_existing)

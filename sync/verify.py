@@ -97,7 +97,8 @@ def _both(settings: Settings, work: Any) -> tuple[Any, Any]:
     blue_db, green_db = databases(settings)
 
     def on(db: Any) -> Any:
-        with connect(db, "verify-scan") as conn:
+        # Whole-table scans of big tables outlast any sensible per-statement limit.
+        with connect(db, "verify-scan", statement_timeout=0) as conn:
             return work(conn)
     with ThreadPoolExecutor(max_workers=2) as pool:
         b, g = pool.submit(on, blue_db), pool.submit(on, green_db)
@@ -110,7 +111,7 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
     if theirs is None:
         return TableReport(table.qualified, Verdict.MISSING, -1, 0, 0)
     columns = tuple(c for c in table.columns if c in theirs.columns)
-    chunks = _first_pass(settings, blue, table, columns)
+    chunks = _first_pass(settings, blue, table, columns, max(table.est_rows, theirs.est_rows))
     suspects = [c for c in chunks if c.blue != c.green]
     changing: list[_Chunk] = []
     for _ in range(rechecks):
@@ -151,8 +152,8 @@ def _replace(chunks: list[_Chunk], new: _Chunk) -> None:
             chunks[i] = new
 
 
-def _first_pass(settings: Settings, blue: Conn, table: Table,
-                columns: tuple[str, ...]) -> list[_Chunk]:
+def _first_pass(settings: Settings, blue: Conn, table: Table, columns: tuple[str, ...],
+                est_rows: int) -> list[_Chunk]:
     chunk_rows = settings.sync.chunk_rows
     whole = KeyRange(None, None)
     if not table.key:
@@ -163,8 +164,9 @@ def _first_pass(settings: Settings, blue: Conn, table: Table,
         present = [x for x in (b_bounds, g_bounds) if x is not None]
         if not present:
             return [_Chunk(whole, ChunkSum(0, 0), ChunkSum(0, 0))]
-        buckets = IntBuckets.plan(min(x[0] for x in present), max(x[1] for x in present),
-                                  max(x[2] for x in present), chunk_rows)
+        low, high = min(x[0] for x in present), max(x[1] for x in present)
+        # The planner's row estimate sizes the buckets: counting would cost a scan per side.
+        buckets = IntBuckets.plan(low, high, est_rows or high - low + 1, chunk_rows)
         b_sums, g_sums = _both(settings, lambda c: bucket_sums(c, table, columns, buckets))
         empty = ChunkSum(0, 0)
         return [_Chunk(buckets.range_of(i), b_sums.get(i, empty), g_sums.get(i, empty))

@@ -32,8 +32,10 @@ def test_a_big_table_uses_every_worker_and_ends_open() -> None:
         assert a.end_page == b.first_page
 
 
-def test_split_count_follows_split_rows_with_a_cap() -> None:
+def test_split_count_follows_split_rows_in_multiples_of_jobs_with_a_cap() -> None:
     assert len(plan_chunks([table("t", 1_000_000, 10_000)], jobs=2, split_rows=100_000)) == 10
+    assert len(plan_chunks([table("t", 5_000_000, 80_000)], jobs=2, split_rows=1_000_000)) == 6
+    assert len(plan_chunks([table("t", 5_000_000, 80_000)], jobs=4, split_rows=1_000_000)) == 8
     capped = plan_chunks([table("t", 10**9, 10**7)], jobs=2, split_rows=1000)
     assert len(capped) == MAX_CHUNKS_PER_TABLE
 
