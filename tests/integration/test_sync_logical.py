@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -283,11 +282,6 @@ def test_connection_error_names_the_database_without_secrets(pair: DbPair,
     checks = json.loads(result.stdout)["checks"]
     assert checks[0]["name"] == "connect_green"
     assert "127.0.0.1:1" in checks[0]["detail"]
-
-
-def test_psycopg_is_real(pair: DbPair) -> None:
-    with psycopg.connect(pair.dsn("blue")) as conn:
-        assert conn.execute("SELECT current_database()").fetchone() == (pair.name,)
 
 
 def test_green_with_its_own_expanded_schema_is_checked_and_synced(pair: DbPair) -> None:
