@@ -21,7 +21,7 @@ from controller.lab.load import HttpLoad
 from sync import logical
 from sync.connections import connect, databases
 from sync.preflight import Status, run_preflight
-from sync.status import beat, read_status
+from sync.status import beat, read_status, wait_applied
 from sync.verify import verify
 
 
@@ -98,12 +98,7 @@ def _watch(settings: Settings, load: HttpLoad, seconds: float) -> None:
 def _wait_caught_up(settings: Settings, timeout: float = 30.0) -> None:
     blue_db, green_db = databases(settings)
     with connect(blue_db, "demo") as blue, connect(green_db, "demo") as green:
-        seq = beat(blue)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (read_status(blue, green, settings.sync, with_drift=False).heartbeat_seq or 0) >= seq:
-                return
-            time.sleep(0.05)
+        wait_applied(blue, green, timeout)
 
 
 def _count(conn: psycopg.Connection[tuple[int]]) -> int:

@@ -10,8 +10,6 @@ from psycopg import sql
 from config.replication import SyncSettings
 from sync.connections import Conn
 
-SCHEMA = "cutover"
-
 HEARTBEAT_DDL = """
 CREATE SCHEMA IF NOT EXISTS cutover;
 CREATE TABLE IF NOT EXISTS cutover.heartbeat (
@@ -54,14 +52,13 @@ def ident(name: str) -> sql.Identifier:
 
 
 def ensure_heartbeat(blue: Conn, green: Conn) -> None:
-    blue.execute(HEARTBEAT_DDL)
-    blue.execute("INSERT INTO cutover.heartbeat VALUES (1, 0, clock_timestamp(), NULL) "
-                 "ON CONFLICT (id) DO NOTHING")
     green.execute(HEARTBEAT_DDL)
     green.execute(GREEN_HEARTBEAT_TRIGGER)
-    # The row must exist on green for the replicated UPDATEs to find it.
-    green.execute("INSERT INTO cutover.heartbeat VALUES (1, 0, clock_timestamp(), NULL) "
-                  "ON CONFLICT (id) DO NOTHING")
+    # The row exists on both sides: green's must be there for the replicated UPDATEs to find.
+    for conn in (blue, green):
+        conn.execute(HEARTBEAT_DDL)
+        conn.execute("INSERT INTO cutover.heartbeat VALUES (1, 0, clock_timestamp(), NULL) "
+                     "ON CONFLICT (id) DO NOTHING")
 
 
 def read_phase(green: Conn, name: str) -> tuple[str, bool] | None:

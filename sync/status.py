@@ -3,6 +3,7 @@ retained WAL, the subscription's state, and schema drift (DDL on blue not on gre
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,6 +52,19 @@ def beat(blue: Conn) -> int:
     if row is None:
         raise SyncError("Cutover's heartbeat row is missing on blue; re-run `cutover sync`")
     return int(row[0])
+
+
+def wait_applied(blue: Conn, green: Conn, timeout: float) -> bool:
+    """Write a heartbeat on blue and wait until green has applied it: then green holds every
+    commit blue made before it (the apply worker keeps commit order). False past timeout."""
+    seq = beat(blue)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = green.execute("SELECT seq FROM cutover.heartbeat WHERE id = 1").fetchone()
+        if row is not None and int(row[0]) >= seq:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: bool = True) -> SyncStatus:

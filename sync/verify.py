@@ -33,7 +33,7 @@ from sync.checksums import (
     ranges_between,
 )
 from sync.connections import Conn, connect, databases
-from sync.status import beat
+from sync.status import wait_applied
 
 
 class Verdict(StrEnum):
@@ -180,18 +180,10 @@ def _first_pass(settings: Settings, blue: Conn, table: Table, columns: tuple[str
 
 
 def _caught_up(settings: Settings, blue: Conn, green: Conn, timeout: float) -> bool:
-    """Wait until green has applied everything blue committed before now: a heartbeat written
-    now arrives after every earlier commit (the apply worker keeps commit order). False when
-    there is no subscription (rechecking cannot help) or it does not catch up in time."""
+    """Wait until green has applied everything blue committed before now. False when there is
+    no enabled subscription (rechecking cannot help) or it does not catch up in time."""
     enabled = green.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s",
                             [objects.pg_name(settings.sync)]).fetchone()
     if enabled is None or not enabled[0]:
         return False
-    seq = beat(blue)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = green.execute("SELECT seq FROM cutover.heartbeat WHERE id = 1").fetchone()
-        if row is not None and int(row[0]) >= seq:
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_applied(blue, green, timeout)

@@ -3,7 +3,6 @@ pointing at them, and an independent checksum to prove blue and green hold the s
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from psycopg import sql
 from config.settings import Settings
 from controller.lab.lab import Lab
 from sync import logical
+from sync.status import wait_applied
 
 
 @dataclass
@@ -48,18 +48,8 @@ class DbPair:
 
     def wait_caught_up(self, timeout: float = 30.0) -> None:
         """Until green has applied a heartbeat written on blue after everything so far."""
-        with self.blue() as b:
-            row = b.execute("UPDATE cutover.heartbeat SET seq = seq + 1, beat_at = now() "
-                            "WHERE id = 1 RETURNING seq").fetchone()
-        assert row is not None
-        deadline = time.monotonic() + timeout
-        with self.green() as g:
-            while time.monotonic() < deadline:
-                got = g.execute("SELECT seq FROM cutover.heartbeat WHERE id = 1").fetchone()
-                if got is not None and got[0] >= row[0]:
-                    return
-                time.sleep(0.05)
-        raise AssertionError("green did not catch up with blue")
+        with self.blue() as b, self.green() as g:
+            assert wait_applied(b, g, timeout), "green did not catch up with blue"
 
 
 def table_checksum(conn: psycopg.Connection[Any], schema: str, table: str) -> tuple[int, str]:

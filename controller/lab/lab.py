@@ -119,9 +119,6 @@ class Lab:
                                  is_running(proc)))
         return out
 
-    def is_up(self) -> bool:
-        return all(c.running for c in self.components())
-
     # -- the parts -----------------------------------------------------------------------
 
     def _prepare_root(self) -> None:

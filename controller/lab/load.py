@@ -10,7 +10,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from controller.lab.http11 import HttpError, encode, read_message
@@ -31,10 +30,7 @@ class Sample:
 class LoadReport:
     samples: list[Sample] = field(default_factory=list)
     dropped: int = 0
-    """Requests not sent because `concurrency` were already in flight."""
-
-    def since(self, t: float) -> LoadReport:
-        return LoadReport([s for s in self.samples if s.at >= t], 0)
+    """Requests not sent because more than rate x timeout were already waiting to be sent."""
 
     @property
     def total(self) -> int:
@@ -52,11 +48,6 @@ class LoadReport:
         if not ordered:
             return 0.0
         return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * percentile / 100))]
-
-    def share(self, env: str) -> float:
-        """Percentage of answered requests served by env."""
-        answered = [s for s in self.samples if s.env]
-        return 100.0 * sum(1 for s in answered if s.env == env) / len(answered) if answered else 0.0
 
 
 class HttpLoad:
@@ -171,8 +162,8 @@ def pgbench_init(dsn: str, scale: int) -> None:
 class Pgbench:
     """pgbench through PgBouncer (simple protocol: transaction pooling has no prepared statements)."""
 
-    def __init__(self, dsn: str, clients: int = 4, seconds: int = 10, rate: int | None = None,
-                 log_dir: Path | None = None) -> None:
+    def __init__(self, dsn: str, clients: int = 4, seconds: int = 10,
+                 rate: int | None = None) -> None:
         argv = [find_binary("pgbench"), "-n", "-M", "simple", "-c", str(clients), "-j", "2",
                 "-T", str(seconds), "-P", "1"]
         if rate:

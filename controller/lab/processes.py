@@ -183,9 +183,9 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def find_binary(name: str, extra_dirs: Sequence[Path] = ()) -> str:
+def find_binary(name: str) -> str:
     path_dirs = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-    for d in [*extra_dirs, *path_dirs, Path("/usr/sbin"), Path("/sbin")]:
+    for d in [*path_dirs, Path("/usr/sbin"), Path("/sbin")]:
         if (d / name).exists():
             return str(d / name)
     raise LabError(f"{name} is not installed; run `make setup` (as root it installs the lab's "
