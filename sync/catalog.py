@@ -57,6 +57,16 @@ def _quote(name: str) -> str:
     return name if simple else '"' + name.replace('"', '""') + '"'
 
 
+def column_types(conn: Conn, table: Table) -> dict[str, str]:
+    """Column name -> type as format_type spells it (typmod included: numeric(12,2))."""
+    rows = conn.execute(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        [table.schema, table.name]).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
 _TABLES = """
 SELECT c.oid::bigint AS oid, n.nspname::text AS schema, c.relname::text AS name,
        c.relkind::text AS kind, c.relpersistence::text AS persistence,

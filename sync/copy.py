@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from config.settings import Settings
-from sync.catalog import Table
+from sync.catalog import column_types
 from sync.chunks import Chunk
 from sync.connections import Conn, connect, databases
 from sync.errors import SyncError
@@ -31,15 +31,6 @@ ProgressFn = Callable[[CopyProgress], None]
 REPORT_EVERY_BYTES = 4 * 1024 * 1024
 BLOCK_BYTES = 1024 * 1024
 RERUN = "re-run `cutover sync` to start the copy again (green's partial rows are replaced)"
-
-
-def column_types(conn: Conn, table: Table) -> dict[str, str]:
-    rows = conn.execute(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
-        [table.schema, table.name]).fetchall()
-    return {str(r[0]): str(r[1]) for r in rows}
 
 
 class ParallelCopy:

@@ -9,7 +9,7 @@ from typing import Any
 
 from config.replication import SyncSettings
 from sync import objects
-from sync.catalog import list_tables, table_by_name
+from sync.catalog import column_types, list_tables, table_by_name
 from sync.connections import Conn
 from sync.errors import SyncError
 
@@ -121,4 +121,10 @@ def schema_drift(blue: Conn, green: Conn, settings: SyncSettings) -> list[str]:
         if missing:
             drift.append(f"{t.qualified}: column(s) {', '.join(missing)} exist on blue only; "
                          "add them on green or replication stops")
+        blue_types, green_types = column_types(blue, t), column_types(green, g)
+        for col in t.columns:
+            if col in green_types and green_types[col] != blue_types[col]:
+                drift.append(f"{t.qualified}.{col} is {blue_types[col]} on blue but "
+                             f"{green_types[col]} on green; alter it on green the same way, or "
+                             "values may fail to apply")
     return drift

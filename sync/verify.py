@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from psycopg import sql
+
 from config.settings import Settings
 from sync import objects
 from sync.catalog import Table, list_tables, table_by_name
@@ -31,6 +33,7 @@ from sync.checksums import (
     int_bounds,
     key_type,
     ranges_between,
+    row_hash,
 )
 from sync.connections import Conn, connect, databases
 from sync.status import wait_applied
@@ -111,7 +114,8 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
     if theirs is None:
         return TableReport(table.qualified, Verdict.MISSING, -1, 0, 0)
     columns = tuple(c for c in table.columns if c in theirs.columns)
-    chunks = _first_pass(settings, blue, table, columns, max(table.est_rows, theirs.est_rows))
+    rowhash = row_hash(blue, green, table, theirs, columns)
+    chunks = _first_pass(settings, blue, table, rowhash, max(table.est_rows, theirs.est_rows))
     suspects = [c for c in chunks if c.blue != c.green]
     changing: list[_Chunk] = []
     for _ in range(rechecks):
@@ -120,8 +124,8 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
         still: list[_Chunk] = []
         changing = []
         for c in suspects:
-            again = _Chunk(c.rng, chunk_sum(blue, table, columns, c.rng),
-                           chunk_sum(green, table, columns, c.rng))
+            again = _Chunk(c.rng, chunk_sum(blue, table, rowhash, c.rng),
+                           chunk_sum(green, table, rowhash, c.rng))
             if again.blue == again.green:
                 _replace(chunks, again)
                 continue
@@ -152,12 +156,12 @@ def _replace(chunks: list[_Chunk], new: _Chunk) -> None:
             chunks[i] = new
 
 
-def _first_pass(settings: Settings, blue: Conn, table: Table, columns: tuple[str, ...],
+def _first_pass(settings: Settings, blue: Conn, table: Table, rowhash: sql.Composable,
                 est_rows: int) -> list[_Chunk]:
     chunk_rows = settings.sync.chunk_rows
     whole = KeyRange(None, None)
     if not table.key:
-        b, g = _both(settings, lambda c: chunk_sum(c, table, columns, whole))
+        b, g = _both(settings, lambda c: chunk_sum(c, table, rowhash, whole))
         return [_Chunk(whole, b, g)]
     if len(table.key) == 1 and key_type(blue, table) in INTEGER_TYPES:
         b_bounds, g_bounds = _both(settings, lambda c: int_bounds(c, table))
@@ -167,14 +171,14 @@ def _first_pass(settings: Settings, blue: Conn, table: Table, columns: tuple[str
         low, high = min(x[0] for x in present), max(x[1] for x in present)
         # The planner's row estimate sizes the buckets: counting would cost a scan per side.
         buckets = IntBuckets.plan(low, high, est_rows or high - low + 1, chunk_rows)
-        b_sums, g_sums = _both(settings, lambda c: bucket_sums(c, table, columns, buckets))
+        b_sums, g_sums = _both(settings, lambda c: bucket_sums(c, table, rowhash, buckets))
         empty = ChunkSum(0, 0)
         return [_Chunk(buckets.range_of(i), b_sums.get(i, empty), g_sums.get(i, empty))
                 for i in range(buckets.count)]
     ranges = ranges_between(boundaries(blue, table, chunk_rows))
 
     def sums(conn: Conn) -> list[ChunkSum]:
-        return [chunk_sum(conn, table, columns, r) for r in ranges]
+        return [chunk_sum(conn, table, rowhash, r) for r in ranges]
     b_list, g_list = _both(settings, sums)
     return [_Chunk(r, b, g) for r, b, g in zip(ranges, b_list, g_list, strict=True)]
 

@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from controller.cli import app
 from controller.lab.load import Pgbench, pgbench_init
 from sync import logical
+from sync.catalog import table_by_name
+from sync.checksums import row_hash
 from sync.errors import SyncError
 from sync.preflight import Status, run_preflight
 from sync.verify import Verdict, verify
@@ -70,6 +75,31 @@ UPDATE nokey_fixed SET b = 'changed' WHERE a = 3;
 DELETE FROM nokey_fixed WHERE a = 4;
 UPDATE "My Schema"."Table ""Quoted"" Name" SET "UPPER" = 'x' WHERE "Odd Col" < 10;
 """
+
+
+class Terminator(threading.Thread):
+    """Terminates the first other backend matching `where` (SQL over pg_stat_activity) as soon
+    as one shows up: an interruption at a chosen moment of the sync."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], where: str) -> None:
+        super().__init__()
+        self.connect, self.where, self.killed = connect, where, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        with self.connect() as conn:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not self.killed.is_set():
+                row = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   f"WHERE pid <> pg_backend_pid() AND {self.where} LIMIT 1").fetchone()
+                if row and row[0]:
+                    self.killed.set()
+                time.sleep(0.002)
+
+    def done(self) -> bool:
+        """Whether it terminated one (waits for the thread)."""
+        self.join()
+        return self.killed.is_set()
 
 
 def test_preflight_fails_on_a_table_without_key_and_names_the_fix(pair: DbPair) -> None:
@@ -146,26 +176,10 @@ def test_rerun_after_a_killed_copy_worker_converges(pair: DbPair) -> None:
         b.execute("INSERT INTO big SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 400000) i")
         b.execute("ANALYZE big")
     settings = pair.settings(split_rows=20000, copy_jobs=2)
-    killed = threading.Event()
-
-    def kill_a_worker() -> None:
-        with pair.blue() as b:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                row = b.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE application_name LIKE 'cutover-copy-%%' "
-                                "AND query LIKE 'COPY%%' LIMIT 1").fetchone()
-                if row and row[0]:
-                    killed.set()
-                    return
-                time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_a_worker)
-    killer.start()
+    killer = Terminator(pair.blue, "application_name LIKE 'cutover-copy-%' AND query LIKE 'COPY%'")
     with pytest.raises(SyncError, match="re-run"):
         logical.start(settings)
-    killer.join()
-    assert killed.is_set()
+    assert killer.done()
     with pair.green() as g:
         partial = g.execute("SELECT count(*) FROM big").fetchone()
         assert partial is not None
@@ -176,6 +190,31 @@ def test_rerun_after_a_killed_copy_worker_converges(pair: DbPair) -> None:
     assert_same_data(pair)
     with pair.blue() as b:
         assert b.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (1,)
+
+
+def test_rerun_after_an_interrupted_index_build_resumes_without_recopying(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE big (id bigint PRIMARY KEY, a text, b text)")
+        b.execute("CREATE INDEX big_a ON big (a); CREATE INDEX big_b ON big (b)")
+        b.execute("INSERT INTO big SELECT i, md5(i::text), md5((-i)::text) "
+                  "FROM generate_series(1, 300000) i")
+    settings = pair.settings(copy_jobs=1)
+    killer = Terminator(pair.green, "query ~ '^(CREATE INDEX|ALTER TABLE)'")
+    with pytest.raises(SyncError, match="post-data"):
+        logical.start(settings)
+    assert killer.done()
+    with pair.green() as g:
+        assert g.execute("SELECT phase FROM cutover.sync_state").fetchone() == ("indexing",)
+    with pair.blue() as b:
+        b.execute("INSERT INTO big VALUES (0, 'written', 'between the runs')")
+    result = logical.start(settings)
+    assert result.resumed_from == "indexing"
+    assert result.rows_copied == 0  # the copy was not redone
+    pair.wait_caught_up()
+    assert_same_data(pair)
+    with pair.green() as g:
+        indexes = g.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'big'").fetchone()
+        assert indexes == (3,)
 
 
 def test_writes_during_the_copy_all_arrive(pair: DbPair) -> None:
@@ -242,6 +281,31 @@ def test_verify_names_data_loss_extra_data_and_differing_ranges(pair: DbPair,
     assert len(by_table["public.c"]["differing_ranges"]) == 1
 
 
+def test_verify_hashes_values_and_falls_back_to_text_for_types_without_hash(pair: DbPair,
+                                                                           tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE w (id int PRIMARY KEY, j json, p point, n numeric, f float8);"
+                  "INSERT INTO w SELECT i, json_build_object('i', i), point(i, -i), i / 3.0, i "
+                  "FROM generate_series(1, 2000) i")
+    config = pair.config_file(tmp_path, "chunk_rows = 500\n")
+    assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
+    with pair.blue() as b, pair.green() as g:
+        table = table_by_name(b, "public", "w")
+        assert table is not None
+        expr = row_hash(b, g, table, table, table.columns).as_string(b)
+    assert expr == 'hash_record_extended(ROW("id", "j"::text, "p"::text, "n", "f"), 0)'
+    assert json.loads(runner.invoke(app, ["verify", "--config", str(config), "--json"]).stdout)["ok"]
+    with pair.green() as g:
+        g.execute("ALTER SUBSCRIPTION cutover DISABLE")
+        g.execute("""UPDATE w SET j = '{"i": 5}' WHERE id = 5""")  # same value, other text
+        g.execute("UPDATE w SET p = point(0, 0) WHERE id = 1500")
+    result = runner.invoke(app, ["verify", "--config", str(config), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)["tables"][0]
+    assert report["status"] == "Differs"
+    assert len(report["differing_ranges"]) == 2
+
+
 def test_status_shows_heartbeat_lag_and_schema_drift(pair: DbPair, tmp_path: Path) -> None:
     with pair.blue() as b:
         b.execute("CREATE TABLE t (id int PRIMARY KEY)")
@@ -260,6 +324,12 @@ def test_status_shows_heartbeat_lag_and_schema_drift(pair: DbPair, tmp_path: Pat
                                             "--json"]).stdout)
     assert any("added_on_blue" in d for d in status["drift"])
     assert any("newer" in d for d in status["drift"])
+    with pair.blue() as b:
+        b.execute("ALTER TABLE t ALTER COLUMN id TYPE bigint")
+    status = json.loads(runner.invoke(app, ["sync", "--once", "--config", str(config),
+                                            "--json"]).stdout)
+    assert "public.t.id is bigint on blue but integer on green; alter it on green the same " \
+        "way, or values may fail to apply" in status["drift"]
 
 
 def test_unknown_table_in_config_is_a_usage_error_naming_it(pair: DbPair, tmp_path: Path) -> None:
