@@ -63,9 +63,20 @@ class NginxSettings(Section):
     """The upstream's name."""
     servers: dict[Name, HostPort]
     """Server name -> address, for every blue and green server."""
+    directives: list[str] = Field(default_factory=list)
+    """Extra lines for the upstream block, e.g. "keepalive 32" (Cutover owns the file)."""
     test_command: Argv = Field(default_factory=lambda: ["nginx", "-t"])
     reload_command: Argv = Field(default_factory=lambda: ["nginx", "-s", "reload"])
     timeout: Duration = 10.0
+
+
+    @field_validator("directives")
+    @classmethod
+    def _plain_directives(cls, lines: list[str]) -> list[str]:
+        for line in lines:
+            if not line.strip() or any(c in line for c in ";{}\n#"):
+                raise ValueError(f"{line!r}: one directive per entry, without ';', braces or '#'")
+        return lines
 
 
 class CommandDriverSettings(Section):

@@ -15,19 +15,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.lab import haproxy, pgbouncer, postgres, prometheus
+from controller.lab import haproxy, nginx, pgbouncer, postgres, prometheus
 from controller.lab.labconfig import render_config
 from controller.lab.processes import (
     LabError,
     Proc,
     RunAs,
+    free_port,
     is_running,
     run,
     spawn,
     stop,
     wait_for_port,
 )
-from controller.lab.state import ENVS, LabState, plan_ports, server_names
+from controller.lab.state import ENVS, PORT_OFFSETS, LabState, plan_ports, server_names
 
 DEFAULT_ROOT = Path("/tmp/cutover-lab")  # noqa: S108 - reachable by the lab user, unlike ~root
 DEFAULT_BASE_PORT = 25400
@@ -47,6 +48,8 @@ class Lab:
         self.run_as = RunAs.for_lab(user)
         self.state_file = self.root / "lab.json"
         self.state = self._load() or self._plan(servers_per_env, with_prometheus, base_port)
+        for key in PORT_OFFSETS.keys() - self.state.ports.keys():  # a lab from an older version
+            self.state.ports[key] = free_port()
         if with_prometheus and not self.state.with_prometheus:
             self.state.with_prometheus = True
 
@@ -87,13 +90,14 @@ class Lab:
             for server in self.state.servers:
                 self._up_app(server, progress)
             self._up_haproxy(progress)
+            self._up_nginx(progress)
             if self.state.with_prometheus:
                 self._up_prometheus(progress)
             self.state.config_file.write_text(render_config(self.state))
 
     def down(self, purge: bool = False, progress: Callable[[str], None] = lambda _: None) -> None:
         """Stop every process this lab started, newest first; purge removes its files."""
-        order = ["prometheus", "haproxy", *[f"app:{s}" for s in self.state.servers],
+        order = ["prometheus", "nginx", "haproxy", *[f"app:{s}" for s in self.state.servers],
                  "pgbouncer", "green_pg", "blue_pg"]
         for name in order:
             proc = self.state.procs.get(name)
@@ -111,7 +115,7 @@ class Lab:
 
     def components(self) -> list[Component]:
         names = ["blue_pg", "green_pg", "pgbouncer", *[f"app:{s}" for s in self.state.servers],
-                 "haproxy", *(["prometheus"] if self.state.with_prometheus else [])]
+                 "haproxy", "nginx", *(["prometheus"] if self.state.with_prometheus else [])]
         out = []
         for name in names:
             proc = self.state.procs.get(name)
@@ -194,6 +198,25 @@ class Lab:
         proc = haproxy.start(self.root, self.state.log("haproxy"), self.run_as)
         self._started("haproxy", proc)
         wait_for_port(self.state.port("haproxy"), proc, self.state.log("haproxy"), "HAProxy")
+
+    def _up_nginx(self, progress: Callable[[str], None]) -> None:
+        if self._running("nginx"):
+            return
+        progress(f"starting nginx on port {self.state.port('nginx')} (100 % blue)")
+        nginx.write_config(self.root, self.state.port("nginx"), self.state.nginx_settings(),
+                           self.state.servers_of("blue"), self.state.servers_of("green"))
+        proc = nginx.start(self.root, self.state.log("nginx"))
+        self._started("nginx", proc)
+        wait_for_port(self.state.port("nginx"), proc, self.state.log("nginx"), "nginx")
+
+    def restart(self, name: str) -> None:
+        """Stop one part and start it again (a failure test's restart); runtime state such
+        as HAProxy's weights goes back to what its config file says."""
+        proc = self.state.procs.pop(name, None)
+        if proc is not None:
+            stop(proc)
+            self._save()
+        self.up()
 
     def _up_prometheus(self, progress: Callable[[str], None]) -> None:
         if self._running("prometheus"):

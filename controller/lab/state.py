@@ -6,13 +6,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from controller.lab import haproxy, pgbouncer, postgres
+from config.traffic import NginxSettings
+from controller.lab import haproxy, nginx, pgbouncer, postgres
 from controller.lab.processes import Proc, free_port, port_is_free
 
 ENVS = ("blue", "green")
 # Offsets from the base port; app servers follow from APP_OFFSET.
 PORT_OFFSETS = {"blue_pg": 0, "green_pg": 1, "pgbouncer": 2, "haproxy": 3, "haproxy_admin": 4,
-                "prometheus": 5, "metrics": 6}
+                "prometheus": 5, "metrics": 6, "nginx": 7}
 APP_OFFSET = 10
 
 
@@ -74,6 +75,15 @@ class LabState(BaseModel):
         return [s for s, e in self.servers.items() if e == env]
 
     @property
+    def nginx_url(self) -> str:
+        return f"http://127.0.0.1:{self.port('nginx')}"
+
+    def nginx_settings(self) -> NginxSettings:
+        """The nginx traffic driver's settings for this lab's nginx."""
+        return nginx.settings(self.root, {s: self.port(f"app:{s}") for s in self.servers},
+                              self.servers_of("blue"), self.servers_of("green"))
+
+    @property
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.port('prometheus')}"
 
@@ -96,5 +106,6 @@ class LabState(BaseModel):
             "LAB_HAPROXY_SOCKET": str(self.haproxy_socket),
             "LAB_HAPROXY_ADMIN": f"127.0.0.1:{self.port('haproxy_admin')}",
             "LAB_URL": self.frontend_url,
+            "LAB_NGINX_URL": self.nginx_url,
             **({"LAB_PROMETHEUS_URL": self.prometheus_url} if self.with_prometheus else {}),
         }

@@ -1,0 +1,179 @@
+"""HAProxy through its Runtime API (the stats socket, unix or TCP, at level admin): `set weight`,
+`get weight`, `show stat`, over one persistent interactive session.
+
+HAProxy forgets runtime weights when it restarts (they fall back to the config file's), so a
+broken session is reopened and the caller re-reads rather than trusting what it set before.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from config.traffic import HAProxySettings
+from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from controller.traffic.weights import green_share, weights_for
+
+PROMPT = b"\n> "
+CHUNK = 65536
+
+
+class RuntimeApi:
+    """One interactive Runtime API session (`prompt` mode), reopened when it breaks."""
+
+    def __init__(self, socket_path: Path | None, address: str | None, timeout: float) -> None:
+        self.socket_path, self.address, self.timeout = socket_path, address, timeout
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"HAProxy Runtime API at {self.socket_path or self.address}"
+
+    def execute(self, command: str) -> str:
+        """Run one command and return its output; retried (reconnecting) for a few timeouts'
+        worth of time when the session breaks, e.g. while HAProxy restarts."""
+        if "\n" in command or ";" in command:
+            raise BadTrafficInput(f"refusing a Runtime API command with a newline or ';': {command!r}")
+        try:
+            return self._execute_retrying(command)
+        except OSError as exc:
+            raise TrafficError(f"{self.describe()} is unreachable: {exc}; check that HAProxy runs "
+                               "and its stats socket is at level admin") from None
+
+    @retry(retry=retry_if_exception_type(OSError), wait=wait_exponential(multiplier=0.05, max=0.5),
+           reraise=True, stop=stop_after_delay(5))
+    def _execute_retrying(self, command: str) -> str:
+        with self._lock:
+            try:
+                return self._roundtrip(command)
+            except OSError:
+                self._drop()
+                raise
+
+    def _roundtrip(self, command: str) -> str:
+        sock = self._sock or self._open()
+        sock.sendall(command.encode() + b"\n")
+        reply = self._read_to_prompt(sock)
+        return reply.decode(errors="replace").rstrip("\n")
+
+    def _open(self) -> socket.socket:
+        if self.socket_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: str | tuple[str, int] = str(self.socket_path)
+        else:
+            assert self.address is not None
+            host, _, port = self.address.rpartition(":")
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            target = (host.strip("[]"), int(port))
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(target)
+            sock.sendall(b"prompt\n")
+            self._read_to_prompt(sock)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        return sock
+
+    @staticmethod
+    def _read_to_prompt(sock: socket.socket) -> bytes:
+        buf = bytearray()
+        while not buf.endswith(PROMPT) and buf != b"> ":
+            data = sock.recv(CHUNK)
+            if not data:
+                raise ConnectionResetError("HAProxy closed the Runtime API session")
+            buf += data
+        return bytes(buf[: -len(PROMPT)] if buf.endswith(PROMPT) else b"")
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def server_stats(self, backend: str) -> dict[str, dict[str, str]]:
+        """`show stat` rows of the backend's servers, by server name."""
+        text = self.execute(f"show stat {backend} 4 -1")
+        if not text.startswith("# "):
+            raise TrafficError(f"{self.describe()}: unexpected `show stat` reply: {text[:200]!r}")
+        rows = csv.DictReader(io.StringIO(text[2:]))
+        return {r["svname"]: r for r in rows if r.get("pxname") == backend}
+
+
+class HAProxyBalancer:
+    def __init__(self, settings: HAProxySettings, blue: Sequence[str], green: Sequence[str]) -> None:
+        self.api = RuntimeApi(settings.socket, settings.address, settings.timeout)
+        self.backend = settings.backend
+        self.blue, self.green = list(blue), list(green)
+        _check_name(self.backend, "traffic.haproxy.backend")
+        for name in (*self.blue, *self.green):
+            _check_name(name, "traffic servers")
+
+    def describe(self) -> str:
+        return f"{self.api.describe()}, backend {self.backend!r}"
+
+    def check(self) -> None:
+        stats = self.api.server_stats(self.backend)
+        if not stats:
+            backends = self.api.execute("show backend").splitlines()[1:]
+            raise BadTrafficInput(f"traffic.haproxy.backend: HAProxy has no backend {self.backend!r} "
+                                  f"with servers (it has: {', '.join(backends) or 'none'})")
+        unknown = [s for s in (*self.blue, *self.green) if s not in stats]
+        if unknown:
+            raise BadTrafficInput(
+                f"traffic.blue_servers/green_servers: backend {self.backend!r} has no server "
+                f"{', '.join(repr(s) for s in unknown)} (it has: {', '.join(stats)})")
+
+    def apply(self, green_percent: int) -> None:
+        for server, weight in weights_for(green_percent, self.blue, self.green).items():
+            reply = self.api.execute(f"set weight {self.backend}/{server} {weight}")
+            if reply.strip():
+                raise TrafficError(f"HAProxy refused `set weight {self.backend}/{server} {weight}`: "
+                                   f"{reply.strip()}")
+
+    def read(self) -> Split:
+        weights = {}
+        for server in (*self.blue, *self.green):
+            reply = self.api.execute(f"get weight {self.backend}/{server}")
+            try:  # "100 (initial 100)"
+                weights[server] = int(reply.split()[0])
+            except (ValueError, IndexError):
+                raise TrafficError(f"HAProxy answered `get weight {self.backend}/{server}` with "
+                                   f"{reply.strip()!r}") from None
+        return Split(green_share(weights, self.green), weights)
+
+    def expected(self, green_percent: int) -> Split:
+        weights = weights_for(green_percent, self.blue, self.green)
+        return Split(green_share(weights, self.green), weights)
+
+    def counters(self) -> dict[str, EnvCounters]:
+        stats = self.api.server_stats(self.backend)
+        out = {}
+        for env, servers in (("blue", self.blue), ("green", self.green)):
+            rows = [stats[s] for s in servers if s in stats]
+            out[env] = EnvCounters(requests=sum(_int(r.get("lbtot")) for r in rows),
+                                   errors=sum(_int(r.get("hrsp_5xx")) for r in rows))
+        return out
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def _int(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0
+
+
+def _check_name(name: str, field: str) -> None:
+    # Names go into Runtime API command lines: no spaces or separators.
+    if not name or any(c.isspace() or c in ";/#" for c in name):
+        raise BadTrafficInput(f"{field}: {name!r} is not a usable HAProxy name")

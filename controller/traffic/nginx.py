@@ -1,0 +1,128 @@
+"""nginx: Cutover owns one file holding the `upstream` block, included from nginx.conf. A change
+writes it atomically, runs the test command (`nginx -t`), and reloads; a failing test puts the
+previous file back, so nginx never reloads a config it would reject. Read-back is the file:
+nginx exposes no live weights (and no per-upstream counters without the commercial API)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from config.traffic import NginxSettings
+from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from controller.traffic.weights import green_share, weights_for
+
+SERVER_LINE = re.compile(r"^\s*server\s+(\S+)(.*?);\s*#\s*cutover:(\S+)\s*$")
+
+
+class NginxBalancer:
+    def __init__(self, settings: NginxSettings, blue: Sequence[str], green: Sequence[str]) -> None:
+        self.settings = settings
+        self.blue, self.green = list(blue), list(green)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", settings.upstream):
+            raise BadTrafficInput(f"traffic.nginx.upstream: {settings.upstream!r} is not an nginx name")
+
+    def describe(self) -> str:
+        return f"nginx upstream {self.settings.upstream!r} in {self.settings.upstream_file}"
+
+    def check(self) -> None:
+        path = self.settings.upstream_file
+        if not path.parent.is_dir():
+            raise BadTrafficInput(f"traffic.nginx.upstream_file: directory {path.parent} does not exist")
+        if not os.access(path.parent, os.W_OK):
+            raise BadTrafficInput(f"traffic.nginx.upstream_file: {path.parent} is not writable by "
+                                  "this user")
+        if path.exists():
+            self.read()  # a file we cannot parse is reported before anything changes
+
+    def render(self, green_percent: int) -> str:
+        weights = weights_for(green_percent, self.blue, self.green, max_weight=1000)
+        lines = [f"# written by cutover: green {green_percent} %; changes here are overwritten",
+                 f"upstream {self.settings.upstream} {{"]
+        for server, weight in weights.items():
+            # nginx has no weight 0: a server that gets nothing is marked down.
+            how = f"weight={weight}" if weight else "down"
+            lines.append(f"    server {self.settings.servers[server]} {how};  # cutover:{server}")
+        lines += [f"    {d};" for d in self.settings.directives]
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def apply(self, green_percent: int) -> None:
+        path = self.settings.upstream_file
+        previous = path.read_bytes() if path.exists() else None
+        _write_atomically(path, self.render(green_percent).encode())
+        tested = self._run(self.settings.test_command, "test")
+        if tested.returncode != 0:
+            if previous is None:
+                path.unlink()
+            else:
+                _write_atomically(path, previous)
+            raise TrafficError(f"`{' '.join(self.settings.test_command)}` rejected the new upstream "
+                               f"file (the previous one is back): {_tail(tested)}")
+        reloaded = self._run(self.settings.reload_command, "reload")
+        if reloaded.returncode != 0:
+            raise TrafficError(f"`{' '.join(self.settings.reload_command)}` failed after writing "
+                               f"green {green_percent} % to {path}: {_tail(reloaded)}; the file "
+                               "is written but nginx may still run the old weights")
+
+    def _run(self, argv: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                                  timeout=self.settings.timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise BadTrafficInput(f"traffic.nginx.{what}_command: {argv[0]!r} not found") from None
+        except subprocess.TimeoutExpired:
+            raise TrafficError(f"`{' '.join(argv)}` did not finish within "
+                               f"{self.settings.timeout:.0f}s") from None
+
+    def read(self) -> Split:
+        path = self.settings.upstream_file
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise TrafficError(f"{path} does not exist yet: Cutover has not written it") from None
+        weights: dict[str, int] = {}
+        for line in text.splitlines():
+            m = SERVER_LINE.match(line)
+            if m:
+                flags = m.group(2)
+                w = re.search(r"weight=(\d+)", flags)
+                weights[m.group(3)] = 0 if "down" in flags.split() else int(w.group(1)) if w else 1
+        missing = [s for s in (*self.blue, *self.green) if s not in weights]
+        if missing:
+            raise TrafficError(f"{path} has no server line for {', '.join(missing)}; it was not "
+                               "written by Cutover for these servers")
+        return Split(green_share(weights, self.green), weights)
+
+    def expected(self, green_percent: int) -> Split:
+        weights = weights_for(green_percent, self.blue, self.green, max_weight=1000)
+        return Split(green_share(weights, self.green), weights)
+
+    def counters(self) -> dict[str, EnvCounters] | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _tail(done: subprocess.CompletedProcess[str]) -> str:
+    text = (done.stderr or done.stdout or "").strip().splitlines()
+    return " | ".join(text[-3:]) or f"exit code {done.returncode}"
