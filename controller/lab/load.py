@@ -118,30 +118,49 @@ class HttpLoad:
         while (job := await due.get()) is not None:
             at, write = job
             status, env = 0, None
-            try:
-                if conn is None:
-                    conn = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), self.timeout)
-                reader, writer = conn
-                writer.write(encode(f"{'POST' if write else 'GET'} /api/items HTTP/1.1",
-                                    {"Host": f"{self.host}:{self.port}"}))
-                response = await asyncio.wait_for(read_message(reader), self.timeout)
-                if response is None:
-                    raise HttpError("closed")
-                status = int(response.start_line.split(" ", 2)[1])
-                env = response.headers.get("x-env")
-                if response.headers.get("connection", "").lower() == "close":
-                    writer.close()
+            # Like browsers and HTTP libraries: a kept-alive connection the server closed
+            # before answering (idle close, nginx reload) is retried once on a new one.
+            for attempt in (1, 2):
+                reused = conn is not None
+                try:
+                    if conn is None:
+                        conn = await asyncio.wait_for(
+                            asyncio.open_connection(self.host, self.port), self.timeout)
+                    status, env, keep = await self._exchange(conn, write)
+                    if not keep:
+                        conn[1].close()
+                        conn = None
+                    break
+                except (OSError, HttpError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                    if conn is not None:
+                        conn[1].close()
                     conn = None
-            except (OSError, HttpError, TimeoutError, asyncio.IncompleteReadError, ValueError):
-                if conn is not None:
-                    conn[1].close()
-                conn = None
+                    if not (reused and attempt == 1 and isinstance(exc, _UNANSWERED)):
+                        break
             sample = Sample(at, status, env, time.monotonic() - at)
             with self._lock:
                 self._report.samples.append(sample)
         if conn is not None:
             conn[1].close()
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                        write: bool) -> tuple[int, str | None, bool]:
+        reader, writer = conn
+        writer.write(encode(f"{'POST' if write else 'GET'} /api/items HTTP/1.1",
+                            {"Host": f"{self.host}:{self.port}"}))
+        response = await asyncio.wait_for(read_message(reader), self.timeout)
+        if response is None:
+            raise _Unanswered("closed before a response")
+        status = int(response.start_line.split(" ", 2)[1])
+        keep = response.headers.get("connection", "").lower() != "close"
+        return status, response.headers.get("x-env"), keep
+
+
+class _Unanswered(HttpError):
+    """The server closed the connection without sending a byte of response."""
+
+
+_UNANSWERED = (_Unanswered, ConnectionResetError, BrokenPipeError)
 
 
 @dataclass(frozen=True)

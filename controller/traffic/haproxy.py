@@ -104,6 +104,8 @@ class RuntimeApi:
     def server_stats(self, backend: str) -> dict[str, dict[str, str]]:
         """`show stat` rows of the backend's servers, by server name."""
         text = self.execute(f"show stat {backend} 4 -1")
+        if text.strip() == "No such proxy.":
+            return {}
         if not text.startswith("# "):
             raise TrafficError(f"{self.describe()}: unexpected `show stat` reply: {text[:200]!r}")
         rows = csv.DictReader(io.StringIO(text[2:]))
