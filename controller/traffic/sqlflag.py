@@ -38,8 +38,12 @@ class SqlFlagBalancer:
         if self._table is not None:
             return self._table
         s = self.settings
-        row = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
-                           "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)", [s.table]).fetchone()
+        try:
+            row = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                               "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+                               [s.table]).fetchone()
+        except psycopg.errors.InvalidName:
+            row = None
         if row is None:
             raise BadTrafficInput(f"traffic.sql.table: no table {s.table!r} in that database")
         table = sql.Identifier(str(row[0]), str(row[1]))

@@ -11,7 +11,7 @@ MAX_WEIGHT = 256
 
 def weights_for(green_percent: int, blue: Sequence[str], green: Sequence[str],
                 max_weight: int = MAX_WEIGHT) -> dict[str, int]:
-    """Exact when the servers divide evenly; otherwise within a fraction of a point. A side
+    """Exact when the servers divide evenly, else the closest the weight limit allows. A side
     with a share above 0 never gets weight 0, and 0 % gives exactly 0."""
     if not 0 <= green_percent <= 100:
         raise ValueError(f"green share must be 0-100, got {green_percent}")
@@ -21,10 +21,20 @@ def weights_for(green_percent: int, blue: Sequence[str], green: Sequence[str],
     common = math.gcd(b, g) or 1
     b, g = b // common, g // common
     if max(b, g) > max_weight:
-        scale = max_weight / max(b, g)
-        b = max(1, round(b * scale)) if b else 0
-        g = max(1, round(g * scale)) if g else 0
+        b, g = _closest(green_percent, len(blue), len(green), max_weight)
     return {**dict.fromkeys(blue, b), **dict.fromkeys(green, g)}
+
+
+def _closest(green_percent: int, nb: int, ng: int, max_weight: int) -> tuple[int, int]:
+    """The (blue, green) weight pair in 1..max_weight whose share is nearest the target."""
+    def error(pair: tuple[int, int]) -> float:
+        b, g = pair
+        return abs(100.0 * ng * g / (ng * g + nb * b) - green_percent)
+    pairs = []
+    for g in range(1, max_weight + 1):
+        ideal = ng * g * (100 - green_percent) / (green_percent * nb)
+        pairs.append((min(max_weight, max(1, round(ideal))), g))
+    return min(pairs, key=error)
 
 
 def green_share(weights: Mapping[str, int], green: Sequence[str]) -> float:

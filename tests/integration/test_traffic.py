@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from config.traffic import HAProxySettings, NginxSettings, TrafficSettings
+from config.traffic import HAProxySettings, NginxSettings
 from controller.cli import app
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, LoadReport
