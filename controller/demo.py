@@ -1,8 +1,9 @@
 """`cutover demo`: the main job on the built-in lab, start to finish.
 
 Now: the lab up; live load through HAProxy and PgBouncer into blue; blue synced to green
-(preflight, consistent copy, streaming) while the load runs; verify; a status read-out; the lab
-down. The switch, the staged shift and the automatic rollback join here as they land.
+(preflight, consistent copy, streaming) while the load runs; traffic shifted 10/50/100 % and
+rolled back, each stage read back and seen served; verify; a status read-out; the lab down.
+The write switch and the automatic rollback join here as they land.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from config import Settings, load_settings
+from config.settings import need_traffic
 from controller.cli_common import out
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
+from controller.traffic.balancer import TrafficError
+from controller.traffic.factory import balancer_for
+from controller.traffic.shift import shift
 from sync import logical
 from sync.connections import connect, databases
 from sync.preflight import Status, run_preflight
@@ -47,11 +52,13 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
             logical.start(settings, say=lambda m: out.print(f"  {m}"))
             out.print(f"  copy done and subscription running {time.monotonic() - started:.1f}s after start")
             _watch(settings, load, seconds)
+            out.rule("[bold]3. traffic through HAProxy: 10 -> 50 -> 100 %, then rollback[/]")
+            shifted = _shift_stages(settings)
         http = load.report()
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             written = _count(conn) - before
         writes_ok = sum(1 for s in http.samples if s.status == 201)
-        out.rule("[bold]3. verify and status[/]")
+        out.rule("[bold]4. verify and status[/]")
         _wait_caught_up(settings)
         checked = verify(settings)
         for t in checked.tables:
@@ -65,12 +72,13 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
                   f"{dict(http.by_env())}, p50 {http.latency_ms(50):.1f} ms, "
                   f"p99 {http.latency_ms(99):.1f} ms")
         out.print(f"  writes acknowledged: {writes_ok}, rows found in blue: {written}")
-        ok = http.failed == 0 and written == writes_ok and http.total > 0 and checked.ok
+        ok = (http.failed == 0 and written == writes_ok and http.total > 0 and checked.ok
+              and shifted)
         out.print("[bold green]demo ok[/]" if ok else "[bold red]demo found a problem[/]")
         return ok
     finally:
         if not keep:
-            out.rule("[bold]4. the lab down[/]")
+            out.rule("[bold]5. the lab down[/]")
             lab.down(purge=True, progress=lambda msg: out.print(f"  {msg}"))
 
 
@@ -93,6 +101,28 @@ def _watch(settings: Settings, load: HttpLoad, seconds: float) -> None:
                 f"{http.total} requests, {http.failed} failed, lag "
                 f"{'?' if lag is None else f'{lag * 1000:.0f} ms'}, {status.lag_bytes or 0} B"))
         bar.update(task, completed=seconds)
+
+
+def _shift_stages(settings: Settings) -> bool:
+    """The staged shift and a rollback, each read back and seen served (the lab's apps all
+    write through PgBouncer to blue, so any share of traffic may go to green here)."""
+    lb = balancer_for(need_traffic(settings, "the demo"))
+    try:
+        for target in (*(s.weight for s in need_traffic(settings, "the demo").stages), 0):
+            result = shift(lb, target)
+            seen = result.observed
+            what = "rollback: " if target == 0 else ""
+            out.print(f"  {what}green {target:3} %: set and read back in {result.apply_seconds * 1000:.1f} "
+                      f"ms; HAProxy served {seen.green_percent or 0:.1f} % of the next "
+                      f"{seen.requests} requests to green ({seen.seen.value} after "
+                      f"{seen.seconds * 1000:.0f} ms)")
+            time.sleep(1.0)
+        return True
+    except TrafficError as exc:
+        out.print(f"  [red]shift failed:[/] {exc}")
+        return False
+    finally:
+        lb.close()
 
 
 def _wait_caught_up(settings: Settings, timeout: float = 30.0) -> None:
