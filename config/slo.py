@@ -53,8 +53,9 @@ class SloCheck(Section):
     """Fewer requests than this in an interval is inconclusive, neither pass nor fail."""
     on_no_data: OnNoData = OnNoData.HOLD
     """hold (inconclusive) or fail when the source returns nothing."""
-    no_data_limit: int = Field(default=30, ge=1)
-    """Consecutive inconclusive results after which the check fails (fail-safe)."""
+    no_data_limit: int = Field(default=10, ge=1)
+    """Consecutive intervals the source cannot be asked (unreachable, a bad query) after
+    which the check fails (fail-safe)."""
 
     @model_validator(mode="after")
     def _complete(self) -> Self:

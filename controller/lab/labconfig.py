@@ -24,7 +24,8 @@ url = "{lab.prometheus_url}"
 [[slo]]
 name = "app-5xx-ratio"
 source = "prometheus"
-query = '''sum(rate(lab_app_requests_total{{env="{{env}}",code=~"5.."}}[5s]))
+# `or vector(0)`: an environment with no 5xx series yet has zero errors, not "no data".
+query = '''(sum(rate(lab_app_requests_total{{env="{{env}}",code=~"5.."}}[5s])) or vector(0))
   / sum(rate(lab_app_requests_total{{env="{{env}}"}}[5s]))'''
 max = 0.05
 """
@@ -84,8 +85,15 @@ source = "haproxy"
 metric = "latency_ms"
 max_vs_blue = 1.25
 noise_floor = 20
+interval = "500ms"
+failure_limit = 2
+
+[[slo]]
+name = "health"
+source = "http"
+max = 1000
 interval = "1s"
-failure_limit = 3
+failure_limit = 2
 {prometheus}
 [rollback]
 on_breach = "rollback"

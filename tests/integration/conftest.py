@@ -1,4 +1,5 @@
 from tests.labfixtures import lab
 from tests.syncfixtures import pair
+from tests.trafficfixtures import hap
 
-__all__ = ["lab", "pair"]
+__all__ = ["hap", "lab", "pair"]

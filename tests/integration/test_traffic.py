@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from controller.traffic.balancer import BadTrafficInput, TrafficError
 from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.nginx import NginxBalancer
 from controller.traffic.shift import Seen, shift
+from tests.trafficfixtures import lab_haproxy
 
 runner = CliRunner()
 STAGES = (10, 50, 100, 0)
@@ -29,22 +29,6 @@ def served_share(report: LoadReport, since: float, until: float) -> tuple[float,
     window = [s for s in report.samples if since <= s.at <= until and s.env]
     green = sum(1 for s in window if s.env == "green")
     return (100.0 * green / len(window) if window else float("nan")), len(window)
-
-
-def haproxy(lab: Lab, **settings: object) -> HAProxyBalancer:
-    return HAProxyBalancer(HAProxySettings.model_validate({"socket": str(lab.state.haproxy_socket),
-                                                           **settings}),
-                           lab.state.servers_of("blue"), lab.state.servers_of("green"))
-
-
-@pytest.fixture
-def hap(lab: Lab) -> Iterator[HAProxyBalancer]:
-    lb = haproxy(lab)
-    try:
-        yield lb
-    finally:
-        shift(lb, 0, observe=False)  # the shared lab goes back to 100 % blue
-        lb.close()
 
 
 def run_stages(lb: HAProxyBalancer | NginxBalancer, url: str, settle: float = 0.0) -> None:
@@ -91,7 +75,7 @@ def test_haproxy_restart_between_stages_is_seen_and_reapplied(lab: Lab, hap: HAP
 
 
 def test_haproxy_over_tcp_and_without_traffic(lab: Lab, hap: HAProxyBalancer) -> None:
-    tcp = haproxy(lab, socket=None, address=f"127.0.0.1:{lab.state.port('haproxy_admin')}")
+    tcp = lab_haproxy(lab, socket=None, address=f"127.0.0.1:{lab.state.port('haproxy_admin')}")
     try:
         result = shift(tcp, 30, confirm_timeout=5)
         assert result.after is not None
@@ -109,7 +93,7 @@ def test_unknown_backend_or_server_is_a_clear_error_that_changes_nothing(
                             ["blue1"], ["green1", "green9"])
     with pytest.raises(BadTrafficInput, match="no server 'green9'"):
         shift(ghost, 50)
-    nobackend = haproxy(lab, backend="nosuch")
+    nobackend = lab_haproxy(lab, backend="nosuch")
     with pytest.raises(BadTrafficInput, match="no backend 'nosuch'"):
         shift(nobackend, 50)
     with pytest.raises(BadTrafficInput, match="not a usable HAProxy name"):

@@ -31,17 +31,6 @@ runner = CliRunner()
 TOKEN = "s3cret-token-never-printed"
 
 
-@pytest.fixture
-def hap(lab: Lab) -> Iterator[HAProxyBalancer]:
-    lb = HAProxyBalancer(HAProxySettings(socket=lab.state.haproxy_socket),
-                         lab.state.servers_of("blue"), lab.state.servers_of("green"))
-    try:
-        yield lb
-    finally:
-        shift(lb, 0, observe=False)
-        lb.close()
-
-
 def script(path: Path, body: str) -> Path:
     path.write_text("#!/bin/bash\nset -euo pipefail\n" + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)

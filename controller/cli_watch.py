@@ -1,0 +1,73 @@
+"""`cutover watch`: the seed's monitor-metrics.sh, made to act. Judges green against its SLO
+checks and, on a breach, puts all traffic back on blue at once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from config import ConfigError
+from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.slo.judge import Outcome, Verdict
+from controller.slo.watch import outcome_colour, watch
+from controller.traffic.balancer import BadTrafficInput, TrafficError
+
+
+def watch_cmd(
+    config: ConfigOption = None,
+    duration: Annotated[float, typer.Option(min=0, help="Seconds to watch; 0: until a breach "
+                                            "or Ctrl-C.")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Judge and report, never roll "
+                                          "back.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Watch green's SLOs and roll traffic back to blue on a breach (exit 1 after one)."""
+    settings = settings_or_exit(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    last: dict[str, Outcome] = {}
+
+    def show(v: Verdict) -> None:
+        # A line when a check's outcome changes, and every failure.
+        if as_json or (last.get(v.check) is v.outcome and v.outcome is not Outcome.FAIL):
+            return
+        last[v.check] = v.outcome
+        value = "-" if v.green is None else f"{v.green:.4g}"
+        base = "" if v.baseline is None else f", blue {v.baseline:.4g}"
+        limit = "" if v.threshold is None else f", limit {v.threshold:.4g}"
+        out.print(f"  {v.check}: [{outcome_colour(v.outcome)}]{v.outcome.value}[/] green {value}"
+                  f"{base}{limit} ({v.reason})")
+
+    try:
+        result = watch(settings, duration=duration or None, act=not dry_run, stop=stop, on_verdict=show)
+    except ConfigError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(Exit.USAGE) from None
+    except BadTrafficInput as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(Exit.USAGE) from None
+    except TrafficError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(Exit.FAILED) from None
+    if as_json:
+        print_json(result.as_dict())
+    elif result.breach is not None:
+        b = result.breach
+        out.print(f"[bold red]breach[/]: {b.check}: {b.reason}")
+        if result.rollback is not None:
+            out.print(f"[bold]rolled back[/]: traffic 100 % blue, read back, "
+                      f"{(result.detect_to_rollback_seconds or 0) * 1000:.0f} ms after the breach")
+        elif result.rollback_error:
+            out.print(f"[bold red]rollback failed[/]: {result.rollback_error}")
+        elif dry_run:
+            out.print("dry run: nothing changed")
+        else:
+            out.print("rollback.on_breach = pause: traffic left as it is; an operator decides")
+    else:
+        out.print("no breach")
+    if result.breach is not None:
+        raise typer.Exit(Exit.FAILED)

@@ -1,0 +1,64 @@
+"""Prometheus: one instant query per environment over the HTTP API, `{env}` in the query
+replaced by blue or green. An empty result or NaN is "no data", not zero and not an error."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+
+from config.slo import PrometheusSource as PrometheusSettings
+from config.slo import SloCheck
+from controller.slo.readings import NO_DATA, Measurement, Reading
+
+
+class QueryError(Exception):
+    pass
+
+
+class PrometheusSource:
+    def __init__(self, settings: PrometheusSettings) -> None:
+        self.base = str(settings.url).rstrip("/")
+        self.client = httpx.Client(timeout=settings.timeout)
+
+    def measure(self, check: SloCheck) -> Measurement:
+        assert check.query is not None
+        try:
+            green, blue = (self.instant(check.query.replace("{env}", env)) for env in ("green", "blue"))
+        except QueryError as exc:
+            return Measurement(NO_DATA, NO_DATA, error=str(exc))
+        return Measurement(Reading(green), Reading(blue))
+
+    def instant(self, query: str) -> float | None:
+        try:
+            response = self.client.get(f"{self.base}/api/v1/query", params={"query": query})
+        except httpx.HTTPError as exc:
+            raise QueryError(f"Prometheus at {self.base} unreachable: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise QueryError(f"Prometheus answered HTTP {response.status_code}, not JSON") from None
+        if body.get("status") != "success":
+            raise QueryError(f"Prometheus refused the query ({body.get('errorType')}): "
+                             f"{body.get('error')}")
+        data = body.get("data", {})
+        result = data.get("result")
+        if data.get("resultType") == "scalar":
+            return _number(result[1])
+        if data.get("resultType") != "vector":
+            raise QueryError(f"the query returns a {data.get('resultType')}; it must return one "
+                             "number (an instant vector of one series or a scalar)")
+        if not result:
+            return None
+        if len(result) > 1:
+            raise QueryError(f"the query returns {len(result)} series; aggregate it (sum, avg, "
+                             "max) to one per environment")
+        return _number(result[0]["value"][1])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _number(text: str) -> float | None:
+    value = float(text)
+    return None if math.isnan(value) else value

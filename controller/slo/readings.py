@@ -1,0 +1,39 @@
+"""What a metric source hands the judge, and the interface every source implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from config.slo import SloCheck
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One environment's value of one check over one interval."""
+
+    value: float | None
+    """None: no data (an empty Prometheus result, NaN, no requests to average)."""
+    samples: int | None = None
+    """Requests behind the value, where the source can tell; None when it cannot."""
+    failed: str | None = None
+    """Set when the measurement itself is a failure (a health probe answering 500)."""
+
+
+NO_DATA = Reading(None)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    green: Reading
+    blue: Reading
+    error: str | None = None
+    """The source could not be asked at all (unreachable, bad query): inconclusive."""
+
+
+class MetricSource(Protocol):
+    def measure(self, check: SloCheck) -> Measurement:
+        """Blue's and green's values of this check since the previous call for it."""
+        ...
+
+    def close(self) -> None: ...

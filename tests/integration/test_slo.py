@@ -1,0 +1,185 @@
+"""SLO sources against the lab's real HAProxy stats, Prometheus scraping the apps and the apps'
+health URLs; then `cutover watch` rolling a 10 % stage back on its own when green breaks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from config import load_settings
+from config.settings import Settings
+from config.slo import PrometheusSource as PrometheusSettings
+from config.slo import SloCheck, SloSource
+from controller.cli import app
+from controller.journal import Journal
+from controller.lab.lab import Lab
+from controller.lab.load import HttpLoad
+from controller.slo.haproxy_source import HAProxySource
+from controller.slo.probe_source import HttpProbeSource
+from controller.slo.prometheus_source import PrometheusSource
+from controller.slo.watch import build_sources
+from controller.traffic.haproxy import HAProxyBalancer, RuntimeApi
+from controller.traffic.shift import shift
+from tests.trafficfixtures import set_fault
+
+runner = CliRunner()
+
+
+def slo(**fields: Any) -> SloCheck:
+    return SloCheck.model_validate({"name": "c", "max": 1e9, **fields})
+
+
+def test_haproxy_source_measures_each_environment_from_counter_deltas(
+        lab: Lab, hap: HAProxyBalancer) -> None:
+    shift(hap, 50, observe=False)
+    set_fault(lab, "green", error_ratio=0.5, latency_ms=50)
+    source = HAProxySource(RuntimeApi(lab.state.haproxy_socket, None, 2.0), "app",
+                           {"blue": lab.state.servers_of("blue"), "green": lab.state.servers_of("green")})
+    checks = {m: slo(name=m, source="haproxy", metric=m)
+              for m in ("error_ratio", "latency_ms", "request_rate")}
+    with HttpLoad(lab.state.frontend_url, rate=300):
+        first = source.measure(checks["error_ratio"])
+        assert first.error is not None  # one reading is no delta
+        for c in checks.values():
+            source.measure(c)
+        time.sleep(2)
+        got = {name: source.measure(c) for name, c in checks.items()}
+    source.close()
+    errors = got["error_ratio"]
+    assert errors.green.value == pytest.approx(0.5, abs=0.15)
+    assert errors.blue.value == 0
+    assert errors.green.samples is not None
+    assert errors.green.samples > 150
+    assert got["latency_ms"].green.value is not None
+    assert got["latency_ms"].blue.value is not None
+    assert got["latency_ms"].green.value > 40 > got["latency_ms"].blue.value
+    assert got["request_rate"].green.value == pytest.approx(150, rel=0.3)
+
+
+def test_prometheus_source_fills_env_and_treats_empty_and_nan_as_no_data(
+        lab: Lab, hap: HAProxyBalancer) -> None:
+    settings = PrometheusSettings.model_validate({"url": lab.state.prometheus_url})
+    source = PrometheusSource(settings)
+    shift(hap, 50, observe=False)
+    set_fault(lab, "green", error_ratio=0.5)
+    ratio = slo(source="prometheus", query=(
+        # `or vector(0)`: no 5xx series at all (blue) is zero errors, not an empty result.
+        '(sum(rate(lab_app_requests_total{env="{env}",code=~"5.."}[5s])) or vector(0))'
+        ' / sum(rate(lab_app_requests_total{env="{env}"}[5s]))'))
+    with HttpLoad(lab.state.frontend_url, rate=300):
+        deadline = time.monotonic() + 30
+        while True:
+            got = source.measure(ratio)
+            assert got.error is None, got.error
+            g = got.green.value
+            if g is not None and abs(g - 0.5) < 0.15:
+                break
+            assert time.monotonic() < deadline, f"Prometheus never saw green's errors: {got}"
+            time.sleep(1)
+    assert got.blue.value == 0
+    empty = source.measure(slo(source="prometheus", query='lab_no_such_metric{env="{env}"}'))
+    assert (empty.error, empty.green.value, empty.blue.value) == (None, None, None)
+    nan = source.measure(slo(source="prometheus", query="0/0"))
+    assert (nan.error, nan.green.value) == (None, None)
+    bad = source.measure(slo(source="prometheus", query="sum(rate("))
+    assert bad.error is not None
+    assert "refused the query" in bad.error
+    many = source.measure(slo(source="prometheus", query="lab_app_requests_total"))
+    assert many.error is not None
+    assert "aggregate it" in many.error
+    down = PrometheusSource(PrometheusSettings.model_validate({"url": "http://127.0.0.1:1"}))
+    assert "unreachable" in (down.measure(ratio).error or "")
+    for s in (source, down):
+        s.close()
+
+
+def test_http_probe_reads_latency_and_fails_on_an_error_status(lab: Lab, hap: HAProxyBalancer) -> None:
+    green1, blue1 = lab.state.servers_of("green")[0], lab.state.servers_of("blue")[0]
+    probe = HttpProbeSource({"green": f"{lab.state.app_url(green1)}/api/health",
+                             "blue": f"{lab.state.app_url(blue1)}/api/health"})
+    check = slo(source="http")
+    healthy = probe.measure(check)
+    assert healthy.green.failed is None
+    assert healthy.green.value is not None
+    assert 0 < healthy.green.value < 500
+    set_fault(lab, "green", error_ratio=1.0)
+    broken = probe.measure(check)
+    assert broken.green.failed is not None
+    assert "HTTP 500" in broken.green.failed
+    assert broken.blue.failed is None
+    probe.close()
+
+
+def lab_settings(lab: Lab, tmp_path: Path, **over: Any) -> tuple[Settings, Path]:
+    text = lab.state.config_file.read_text().replace(
+        'path = "cutover-state.db"', f'path = "{tmp_path / "state.db"}"')
+    text = text.replace('socket = "haproxy.sock"', f'socket = "{lab.state.haproxy_socket}"')
+    config = tmp_path / "cutover.toml"
+    config.write_text(text)
+    return load_settings(config), config
+
+
+@pytest.mark.parametrize(("fault", "breaching"), [
+    ({"error_ratio": 0.5}, {"5xx-ratio", "app-5xx-ratio", "health"}),
+    ({"latency_ms": 200}, {"latency"}),
+])
+def test_watch_rolls_back_a_10_percent_stage_when_green_breaks(
+        lab: Lab, hap: HAProxyBalancer, tmp_path: Path, fault: dict[str, float],
+        breaching: set[str]) -> None:
+    settings, config = lab_settings(lab, tmp_path)
+    assert {c.source for c in settings.slo} >= {SloSource.HAPROXY, SloSource.PROMETHEUS, SloSource.HTTP}
+    with HttpLoad(lab.state.frontend_url, rate=500) as load:
+        shift(hap, 10)
+        time.sleep(1)
+        set_fault(lab, "green", **fault)
+        faulted = time.monotonic()
+        result = runner.invoke(app, ["watch", "--duration", "60", "--json", "--config", str(config)])
+        seconds = time.monotonic() - faulted
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["breach"]["check"] in breaching
+    assert data["breach"]["breach"] is True
+    assert data["rollback"]["after"]["green_percent"] == 0
+    assert hap.read().green_percent == 0
+    assert seconds < 15, f"rollback took {seconds:.1f}s"
+    assert load.report().by_env()["green"] > 0
+    journal = Journal(tmp_path / "state.db")
+    kinds = [e.kind for e in journal.events()]
+    assert kinds == ["breach", "rollback"]
+    recorded = journal.events("rollback")[0].data
+    journal.close()
+    assert recorded["verdict"]["check"] == data["breach"]["check"]
+    assert recorded["verdict"]["green"] is not None
+    assert recorded["result"]["after"]["green_percent"] == 0
+
+
+def test_watch_dry_run_reports_the_breach_but_changes_nothing(
+        lab: Lab, hap: HAProxyBalancer, tmp_path: Path) -> None:
+    _, config = lab_settings(lab, tmp_path)
+    with HttpLoad(lab.state.frontend_url, rate=300):
+        shift(hap, 50)
+        set_fault(lab, "green", error_ratio=1.0)
+        result = runner.invoke(app, ["watch", "--dry-run", "--duration", "30", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "breach" in result.output
+    assert "dry run: nothing changed" in result.output
+    assert hap.read().green_percent == 50
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_watch_without_checks_or_with_a_missing_source_is_a_usage_error(
+        lab: Lab, tmp_path: Path) -> None:
+    config = tmp_path / "bare.toml"
+    config.write_text('[traffic]\ndriver = "command"\n')
+    result = runner.invoke(app, ["watch", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "slo" in result.output
+    settings = Settings.model_validate({"slo": [{"name": "x", "source": "haproxy",
+                                                  "metric": "error_ratio", "max": 0.1}]})
+    with pytest.raises(Exception, match="traffic"):
+        build_sources(settings)
