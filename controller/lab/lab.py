@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ class Lab:
         self.root = root.resolve()
         self.run_as = RunAs.for_lab(user)
         self.state_file = self.root / "lab.json"
+        self._save_lock = threading.Lock()
         self.state = self._load() or self._plan(servers_per_env, with_prometheus, base_port)
         for key in PORT_OFFSETS.keys() - self.state.ports.keys():  # a lab from an older version
             self.state.ports[key] = free_port()
@@ -62,9 +64,11 @@ class Lab:
             return None
 
     def _save(self) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(self.state.model_dump_json(indent=2))
-        tmp.replace(self.state_file)
+        # up() starts both clusters in parallel threads: one writer at a time.
+        with self._save_lock:
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(self.state.model_dump_json(indent=2))
+            tmp.replace(self.state_file)
 
     def _plan(self, per_env: int, with_prometheus: bool, base: int | None) -> LabState:
         if per_env < 1:

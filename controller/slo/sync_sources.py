@@ -3,6 +3,8 @@ of rows green is missing or has extra, from verify). Both read blue and green di
 
 from __future__ import annotations
 
+import psycopg
+
 from config.settings import Settings
 from config.slo import SloCheck
 from controller.slo.readings import NO_DATA, Measurement, Reading
@@ -24,11 +26,12 @@ class LagSource:
             blue_db, green_db = databases(self.settings)
             with connect(blue_db, "slo-lag") as blue, connect(green_db, "slo-lag") as green:
                 status = read_status(blue, green, self.settings.sync, with_drift=False)
+                if status.heartbeat_lag_seconds is None:
+                    return Measurement(NO_DATA, NO_DATA,
+                                       error="no heartbeat on green: is `cutover sync` running?")
                 beat(blue)
-        except SyncError as exc:
-            return Measurement(NO_DATA, NO_DATA, error=str(exc))
-        if status.heartbeat_lag_seconds is None:
-            return Measurement(NO_DATA, NO_DATA, error="no heartbeat on green: is `cutover sync` running?")
+        except (SyncError, psycopg.Error) as exc:
+            return Measurement(NO_DATA, NO_DATA, error=str(exc).strip())
         stalled = (status.heartbeat_age_seconds or 0.0) - check.interval
         return Measurement(Reading(max(status.heartbeat_lag_seconds, stalled)), NO_DATA)
 
@@ -45,8 +48,8 @@ class DriftSource:
     def measure(self, check: SloCheck) -> Measurement:
         try:
             report = verify(self.settings, rechecks=2, catch_up_timeout=check.interval)
-        except SyncError as exc:
-            return Measurement(NO_DATA, NO_DATA, error=str(exc))
+        except (SyncError, psycopg.Error) as exc:
+            return Measurement(NO_DATA, NO_DATA, error=str(exc).strip())
         blue_rows = sum(max(0, t.blue_rows) for t in report.tables)
         off = sum(abs(t.blue_rows - t.green_rows) for t in report.tables if t.blue_rows >= 0)
         return Measurement(Reading(off / blue_rows if blue_rows else 0.0), NO_DATA)

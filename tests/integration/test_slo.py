@@ -20,11 +20,15 @@ from controller.journal import Journal
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad
 from controller.slo.haproxy_source import HAProxySource
+from controller.slo.judge import CheckState, judge
 from controller.slo.probe_source import HttpProbeSource
 from controller.slo.prometheus_source import PrometheusSource
+from controller.slo.sync_sources import DriftSource, LagSource
 from controller.slo.watch import build_sources
 from controller.traffic.haproxy import HAProxyBalancer, RuntimeApi
 from controller.traffic.shift import shift
+from sync import logical
+from tests.syncfixtures import DbPair
 from tests.trafficfixtures import set_fault
 
 runner = CliRunner()
@@ -183,3 +187,33 @@ def test_watch_without_checks_or_with_a_missing_source_is_a_usage_error(
                                                   "metric": "error_ratio", "max": 0.1}]})
     with pytest.raises(Exception, match="traffic"):
         build_sources(settings)
+
+
+def test_lag_and_drift_sources_read_the_sync(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE t (id int PRIMARY KEY, v text);"
+                  "INSERT INTO t SELECT i, 'v' FROM generate_series(1, 10000) i")
+    settings = pair.settings()
+    lag_check = slo(name="lag", source="lag", interval=1.0)
+    drift_check = slo(name="drift", source="drift", interval=30.0)
+    not_yet = LagSource(settings).measure(lag_check)
+    assert not_yet.error is not None
+    assert "is `cutover sync` running" in not_yet.error
+    logical.start(settings)
+    pair.wait_caught_up()
+    lag = LagSource(settings).measure(lag_check)
+    assert lag.error is None
+    assert lag.green.value is not None
+    assert 0 <= lag.green.value < 2
+    assert DriftSource(settings).measure(drift_check).green.value == 0
+    with pair.green() as g:
+        g.execute("ALTER SUBSCRIPTION cutover DISABLE")
+        g.execute("DELETE FROM t WHERE id <= 20")  # 0.2 % lost on green
+    drift = DriftSource(settings).measure(drift_check)
+    assert drift.green.value == pytest.approx(0.002)
+    verdict = judge(slo(name="drift", source="drift", max=0.001, failure_limit=1), drift, CheckState())
+    assert verdict.breach
+    time.sleep(1.5)  # the apply is off: the last applied beat only ages
+    stalled = LagSource(settings).measure(lag_check)
+    assert stalled.green.value is not None
+    assert stalled.green.value > 0.4
