@@ -37,7 +37,8 @@ app.command(name="watch")(cli_watch.watch_cmd)
 def demo(
     root: Annotated[Path, typer.Option("--dir", help="Where the demo's lab lives.")] = DEFAULT_ROOT,
     seconds: Annotated[float, typer.Option(min=1, help="Seconds of load.")] = 8,
-    rate: Annotated[float, typer.Option(min=1, help="Requests per second.")] = 300,
+    rate: Annotated[float, typer.Option(min=1, help="Requests per second (at 10 %, green needs "
+                                        "~40 a second for the SLO checks' min_samples).")] = 600,
     keep: Annotated[bool, typer.Option(help="Leave the lab running afterwards.")] = False,
 ) -> None:
     """Run the main job on the built-in lab, with live progress (what `make demo` runs)."""

@@ -10,10 +10,12 @@ from typing import Annotated
 import typer
 
 from config import ConfigError
+from config.settings import Settings
 from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
 from controller.slo.judge import Outcome, Verdict
-from controller.slo.watch import outcome_colour, watch
+from controller.slo.watch import WatchResult, outcome_colour, watch
 from controller.traffic.balancer import BadTrafficInput, TrafficError
+from controller.traffic.factory import balancer_for
 
 
 def watch_cmd(
@@ -43,6 +45,8 @@ def watch_cmd(
                   f"{base}{limit} ({v.reason})")
 
     try:
+        if not as_json:
+            _show_split(settings)
         result = watch(settings, duration=duration or None, act=not dry_run, stop=stop, on_verdict=show)
     except ConfigError as exc:
         err.print(str(exc), markup=False)
@@ -55,19 +59,37 @@ def watch_cmd(
         raise typer.Exit(Exit.FAILED) from None
     if as_json:
         print_json(result.as_dict())
-    elif result.breach is not None:
-        b = result.breach
-        out.print(f"[bold red]breach[/]: {b.check}: {b.reason}")
-        if result.rollback is not None:
-            out.print(f"[bold]rolled back[/]: traffic 100 % blue, read back, "
-                      f"{(result.detect_to_rollback_seconds or 0) * 1000:.0f} ms after the breach")
-        elif result.rollback_error:
-            out.print(f"[bold red]rollback failed[/]: {result.rollback_error}")
-        elif dry_run:
-            out.print("dry run: nothing changed")
-        else:
-            out.print("rollback.on_breach = pause: traffic left as it is; an operator decides")
     else:
-        out.print("no breach")
+        _print_result(result, dry_run)
     if result.breach is not None:
         raise typer.Exit(Exit.FAILED)
+
+
+def _show_split(settings: Settings) -> None:
+    """The live split the watch guards, read from the balancer."""
+    if settings.traffic is None:
+        return
+    lb = balancer_for(settings.traffic)
+    try:
+        split = lb.read()
+    finally:
+        lb.close()
+    where = "no read-back" if split is None else f"green {split.green_percent:.1f} %"
+    out.print(f"watching {len(settings.slo)} check(s); {lb.describe()}: {where}")
+
+
+def _print_result(result: WatchResult, dry_run: bool) -> None:
+    if result.breach is None:
+        out.print("no breach")
+        return
+    b = result.breach
+    out.print(f"[bold red]breach[/]: {b.check}: {b.reason}")
+    if result.rollback is not None:
+        out.print(f"[bold]rolled back[/]: traffic 100 % blue, read back, "
+                  f"{(result.detect_to_rollback_seconds or 0) * 1000:.0f} ms after the breach")
+    elif result.rollback_error:
+        out.print(f"[bold red]rollback failed[/]: {result.rollback_error}")
+    elif dry_run:
+        out.print("dry run: nothing changed")
+    else:
+        out.print("rollback.on_breach = pause: traffic left as it is; an operator decides")

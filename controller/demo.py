@@ -2,8 +2,9 @@
 
 Now: the lab up; live load through HAProxy and PgBouncer into blue; blue synced to green
 (preflight, consistent copy, streaming) while the load runs; traffic shifted 10/50/100 % and
-rolled back, each stage read back and seen served; verify; a status read-out; the lab down.
-The write switch and the automatic rollback join here as they land.
+rolled back, each stage read back and seen served; green broken at 10 % and rolled back by
+the SLO watch on its own; verify; a status read-out; the lab down. The write switch joins here
+when it lands.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -20,6 +22,7 @@ from config.settings import need_traffic
 from controller.cli_common import out
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
+from controller.slo.watch import watch
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import shift
@@ -54,11 +57,13 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
             _watch(settings, load, seconds)
             out.rule("[bold]3. traffic through HAProxy: 10 -> 50 -> 100 %, then rollback[/]")
             shifted = _shift_stages(settings)
+            out.rule("[bold]4. green breaks at the 10 % stage: the watch rolls back on its own[/]")
+            rolled_back = _breach_and_rollback(settings, lab)
         http = load.report()
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             written = _count(conn) - before
         writes_ok = sum(1 for s in http.samples if s.status == 201)
-        out.rule("[bold]4. verify and status[/]")
+        out.rule("[bold]5. verify and status[/]")
         _wait_caught_up(settings)
         checked = verify(settings)
         for t in checked.tables:
@@ -72,13 +77,17 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
                   f"{dict(http.by_env())}, p50 {http.latency_ms(50):.1f} ms, "
                   f"p99 {http.latency_ms(99):.1f} ms")
         out.print(f"  writes acknowledged: {writes_ok}, rows found in blue: {written}")
-        ok = (http.failed == 0 and written == writes_ok and http.total > 0 and checked.ok
-              and shifted)
+        # The only failed requests are green's injected faults before the rollback.
+        faulted = sum(1 for x in http.samples if x.status >= 500 and x.env == "green")
+        out.print(f"  failed requests: {http.failed}, all from green's injected fault: "
+                  f"{http.failed == faulted}")
+        ok = (http.failed == faulted and written == writes_ok and http.total > 0 and checked.ok
+              and shifted and rolled_back)
         out.print("[bold green]demo ok[/]" if ok else "[bold red]demo found a problem[/]")
         return ok
     finally:
         if not keep:
-            out.rule("[bold]5. the lab down[/]")
+            out.rule("[bold]6. the lab down[/]")
             lab.down(purge=True, progress=lambda msg: out.print(f"  {msg}"))
 
 
@@ -123,6 +132,40 @@ def _shift_stages(settings: Settings) -> bool:
         return False
     finally:
         lb.close()
+
+
+def _breach_and_rollback(settings: Settings, lab: Lab) -> bool:
+    """10 % on green, then green's fault switch on (half its requests fail): `watch` must put
+    all traffic back on blue by itself."""
+    lb = balancer_for(need_traffic(settings, "the demo"))
+    try:
+        shift(lb, 10)
+    finally:
+        lb.close()
+    out.print("  green 10 %; the watch runs: "
+              + ", ".join(f"{c.name} every {c.interval:g}s" for c in settings.slo))
+    time.sleep(2)
+    started = time.monotonic()
+    for server in lab.state.servers_of("green"):
+        httpx.post(f"{lab.state.app_url(server)}/admin/fault", json={"error_ratio": 0.5}, timeout=5)
+    out.print("  fault on: green answers 500 to half its requests")
+    journal = lab.root / "cutover-state.db"
+    try:
+        result = watch(settings.model_copy(update={"state": settings.state.model_copy(
+            update={"path": journal})}), duration=30)
+    finally:
+        for server in lab.state.servers_of("green"):
+            httpx.post(f"{lab.state.app_url(server)}/admin/fault", json={}, timeout=5)
+    if result.breach is None or result.rollback is None:
+        out.print(f"  [red]no rollback[/] ({result.rollback_error or 'no breach seen'})")
+        return False
+    b = result.breach
+    out.print(f"  breach: {b.check}: {b.reason} ({b.streak} intervals in a row)")
+    after = result.rollback.after
+    share = "?" if after is None else f"{after.green_percent:g}"
+    out.print(f"  [bold]rolled back[/]: HAProxy reads green {share} %, "
+              f"{time.monotonic() - started:.2f}s after the fault; journaled in {journal}")
+    return True
 
 
 def _wait_caught_up(settings: Settings, timeout: float = 30.0) -> None:

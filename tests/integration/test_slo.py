@@ -4,7 +4,9 @@ health URLs; then `cutover watch` rolling a 10 % stage back on its own when gree
 from __future__ import annotations
 
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +130,41 @@ def lab_settings(lab: Lab, tmp_path: Path, **over: Any) -> tuple[Settings, Path]
     return load_settings(config), config
 
 
+class Webhook(ThreadingHTTPServer):
+    """A chat webhook receiver: keeps every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        super().__init__(("127.0.0.1", 0), _Receiver)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/T0KEN-in-the-url"
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    server: Webhook
+
+    def do_POST(self) -> None:
+        self.server.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.mark.parametrize(("fault", "breaching"), [
     ({"error_ratio": 0.5}, {"5xx-ratio", "app-5xx-ratio", "health"}),
     ({"latency_ms": 200}, {"latency"}),
 ])
 def test_watch_rolls_back_a_10_percent_stage_when_green_breaks(
         lab: Lab, hap: HAProxyBalancer, tmp_path: Path, fault: dict[str, float],
-        breaching: set[str]) -> None:
+        breaching: set[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    webhook = Webhook()
+    monkeypatch.setenv("CUTOVER_NOTIFY__WEBHOOK", webhook.url)
     settings, config = lab_settings(lab, tmp_path)
     assert {c.source for c in settings.slo} >= {SloSource.HAPROXY, SloSource.PROMETHEUS, SloSource.HTTP}
     with HttpLoad(lab.state.frontend_url, rate=500) as load:
@@ -160,6 +190,11 @@ def test_watch_rolls_back_a_10_percent_stage_when_green_breaks(
     assert recorded["verdict"]["check"] == data["breach"]["check"]
     assert recorded["verdict"]["green"] is not None
     assert recorded["result"]["after"]["green_percent"] == 0
+    webhook.shutdown()
+    assert [p["event"] for p in webhook.posts] == ["breach", "rollback"]
+    assert webhook.posts[1]["text"].startswith("[cutover lab] rolled traffic back to blue after "
+                                               + data["breach"]["check"])
+    assert "T0KEN" not in result.output
 
 
 def test_watch_dry_run_reports_the_breach_but_changes_nothing(
