@@ -137,7 +137,10 @@ class HAProxyBalancer:
                 f"{', '.join(repr(s) for s in unknown)} (it has: {', '.join(stats)})")
 
     def apply(self, green_percent: int) -> None:
-        for server, weight in weights_for(green_percent, self.blue, self.green).items():
+        # Servers going to 0 first: a rollback never sends green a bigger share on its way.
+        weights = sorted(weights_for(green_percent, self.blue, self.green).items(),
+                         key=lambda item: item[1] != 0)
+        for server, weight in weights:
             reply = self.api.execute(f"set weight {self.backend}/{server} {weight}")
             if reply.strip():
                 raise TrafficError(f"HAProxy refused `set weight {self.backend}/{server} {weight}`: "

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.traffic import NginxSettings
+from config.traffic import HAProxySettings, NginxSettings
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
 from controller.traffic.command import fill
+from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.nginx import NginxBalancer
 from controller.traffic.shift import Seen, judge_window, observe_split, shift
 from controller.traffic.weights import MAX_WEIGHT, green_share, weights_for
@@ -182,3 +183,23 @@ def test_nginx_directives_cannot_smuggle_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one directive per entry"):
         NginxSettings(upstream_file=tmp_path / "up.conf", servers={"b": "127.0.0.1:1"},
                       directives=["keepalive 1; } server { listen 80"])
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def execute(self, command: str) -> str:
+        self.commands.append(command)
+        return ""
+
+
+def test_haproxy_sets_servers_going_to_zero_first(tmp_path: Path) -> None:
+    lb = HAProxyBalancer(HAProxySettings(socket=tmp_path / "s"), ["blue1", "blue2"], ["green1"])
+    api = RecordingApi()
+    lb.api = api  # type: ignore[assignment]
+    lb.apply(0)  # a rollback: green loses its weight before blue's changes
+    assert api.commands[0] == "set weight app/green1 0"
+    api.commands.clear()
+    lb.apply(100)
+    assert api.commands[:2] == ["set weight app/blue1 0", "set weight app/blue2 0"]
