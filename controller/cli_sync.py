@@ -27,6 +27,7 @@ from sync.catalog import list_tables
 from sync.connections import connect, databases
 from sync.copy import CopyProgress
 from sync.errors import BadInputError, SyncError
+from sync.foreign_keys import validate_pending
 from sync.preflight import Report, Status, run_preflight
 from sync.sequences import copy_sequences
 from sync.status import SyncStatus, beat, read_status
@@ -100,6 +101,8 @@ def sync(
                 err.print("sync refuses to start while a preflight check fails (fixes above)")
                 raise typer.Exit(Exit.FAILED)
             _start(settings, metrics, err if as_json else out)
+        # Off the copy's critical path: green already streams while these scans run.
+        validate_pending(settings, say=lambda m: (err if as_json else out).print(f"  {m}"))
         if follow:
             _follow(settings, metrics, as_json)
         else:

@@ -28,6 +28,7 @@ from controller.traffic.factory import balancer_for
 from controller.traffic.shift import shift
 from sync import logical
 from sync.connections import connect, databases
+from sync.foreign_keys import validate_pending
 from sync.preflight import Status, run_preflight
 from sync.status import beat, read_status, wait_applied
 from sync.verify import verify
@@ -53,6 +54,7 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
                 return False
             started = time.monotonic()
             logical.start(settings, say=lambda m: out.print(f"  {m}"))
+            validate_pending(settings, say=lambda m: out.print(f"  {m}"))
             out.print(f"  copy done and subscription running {time.monotonic() - started:.1f}s after start")
             _watch(settings, load, seconds)
             out.rule("[bold]3. traffic through HAProxy: 10 -> 50 -> 100 %, then rollback[/]")

@@ -3,7 +3,8 @@
 1. publication on blue (the tables + Cutover's heartbeat);
 2. blue's schema onto an empty green (tables only; indexes come later);
 3. the slot, created first with an exported snapshot; parallel COPY under that snapshot;
-4. indexes and constraints on green, built once over the loaded data;
+4. indexes and constraints on green, built once over the loaded data (foreign keys NOT VALID:
+   sync.foreign_keys validates them once green streams);
 5. the subscription, starting from the slot with copy_data = false.
 
 A marker on green records the phase, so a re-run after any interruption neither duplicates
@@ -23,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from config.settings import Settings
-from sync import objects
+from sync import foreign_keys, objects
 from sync.catalog import Table, list_tables, table_by_name
 from sync.chunks import plan_chunks
 from sync.connections import Conn, connect, databases
@@ -79,7 +80,10 @@ def start(settings: Settings, say: Say = lambda _: None,
             if schema_from_blue:
                 say("building indexes and constraints on green")
                 schema.restore("post-data", jobs=settings.sync.copy_jobs,
-                               tolerate_existing=previous is not None)
+                               tolerate_existing=previous is not None, skip_kinds=["FK CONSTRAINT"])
+                added = foreign_keys.add_not_valid(green, foreign_keys.on_blue(blue, tables))
+                if added:
+                    say(f"{added} foreign key(s) added NOT VALID; validated once green streams")
         _subscribe(settings, green, name)
         objects.write_phase(green, name, Phase.STREAMING, schema_from_blue)
         say(f"subscription {name!r} created: green now streams from blue")

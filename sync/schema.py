@@ -41,10 +41,13 @@ def dump_schema(settings: Settings, tables: Sequence[Table], dest: Path) -> None
 
 
 def restore_section(settings: Settings, dump: Path, section: str, jobs: int = 1,
-                    tolerate_existing: bool = False) -> None:
+                    tolerate_existing: bool = False, skip_kinds: Sequence[str] = ()) -> None:
     """pg_restore one section into green. With tolerate_existing (resuming an interrupted
-    run), objects that already exist are fine; any other error fails."""
+    run), objects that already exist are fine; any other error fails. skip_kinds leaves out
+    TOC entries of those kinds (e.g. "FK CONSTRAINT")."""
     args = [f"--section={section}", "--no-owner", f"--jobs={jobs}"]
+    if skip_kinds:
+        args.append(f"--use-list={_toc_without(settings, dump, skip_kinds)}")
     if not tolerate_existing:
         args.append("--exit-on-error")
     done = run_tool("pg_restore", [*args, str(dump)], databases(settings)[1], timeout=None)
@@ -56,6 +59,20 @@ def restore_section(settings: Settings, dump: Path, section: str, jobs: int = 1,
     if not tolerate_existing or errors:
         raise SyncError(f"pg_restore --section={section} into green failed: "
                         + "\n".join(errors or [done.stderr.decode(errors="replace")]))
+
+
+def _toc_without(settings: Settings, dump: Path, kinds: Sequence[str]) -> Path:
+    """The dump's table of contents minus entries of the given kinds, as a pg_restore -L file."""
+    listed = run_tool("pg_restore", ["--list", str(dump)], databases(settings)[1], timeout=60)
+    if listed.returncode != 0:
+        raise SyncError(f"pg_restore --list failed: {listed.stderr.decode(errors='replace')}")
+    # Entries read "<id>; <oid> <oid> <KIND> <schema> <name> <owner>"; comments start with ';'.
+    keep = [line for line in listed.stdout.decode().splitlines()
+            if not any(f" {kind} " in line.split(";", 1)[-1] for kind in kinds)
+            or line.startswith(";")]
+    path = dump.with_suffix(".list")
+    path.write_text("\n".join(keep) + "\n")
+    return path
 
 
 def create_schemas_on_green(settings: Settings, tables: Sequence[Table]) -> None:
@@ -80,8 +97,9 @@ class SchemaDump:
     def __exit__(self, *exc: object) -> None:
         self._dir.cleanup()
 
-    def restore(self, section: str, jobs: int = 1, tolerate_existing: bool = False) -> None:
+    def restore(self, section: str, jobs: int = 1, tolerate_existing: bool = False,
+                skip_kinds: Sequence[str] = ()) -> None:
         if self._path is None:
             self._path = Path(self._dir.name) / "schema.dump"
             dump_schema(self.settings, self.tables, self._path)
-        restore_section(self.settings, self._path, section, jobs, tolerate_existing)
+        restore_section(self.settings, self._path, section, jobs, tolerate_existing, skip_kinds)

@@ -20,6 +20,7 @@ from sync import logical
 from sync.catalog import table_by_name
 from sync.checksums import row_hash
 from sync.errors import SyncError
+from sync.foreign_keys import validate_pending
 from sync.preflight import Status, run_preflight
 from sync.verify import Verdict, verify
 from tests.syncfixtures import DbPair, assert_same_data
@@ -215,6 +216,40 @@ def test_rerun_after_an_interrupted_index_build_resumes_without_recopying(pair: 
     with pair.green() as g:
         indexes = g.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'big'").fetchone()
         assert indexes == (3,)
+
+
+def test_foreign_keys_come_not_valid_and_are_validated_once_green_streams(pair: DbPair,
+                                                                          tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE parent (id int PRIMARY KEY);"
+                  "CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent);"
+                  "CREATE TABLE loose (id int PRIMARY KEY, parent_id int);"
+                  "INSERT INTO parent SELECT generate_series(1, 100);"
+                  "INSERT INTO child SELECT i, i % 100 + 1 FROM generate_series(1, 5000) i;"
+                  "INSERT INTO loose VALUES (1, 999);"  # violates the key blue holds NOT VALID
+                  "ALTER TABLE loose ADD CONSTRAINT loose_fk FOREIGN KEY (parent_id) "
+                  "REFERENCES parent NOT VALID")
+    settings = pair.settings()
+    logical.start(settings)
+    validated = "SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY 1"
+    with pair.green() as g:
+        assert g.execute(validated).fetchall() == [("child_parent_id_fkey", False), ("loose_fk", False)]
+    assert validate_pending(settings) == 1
+    assert validate_pending(settings) == 0
+    with pair.green() as g:
+        assert g.execute(validated).fetchall() == [("child_parent_id_fkey", True), ("loose_fk", False)]
+    pair.wait_caught_up()
+    assert_same_data(pair)
+    # Through the CLI: `cutover sync` validates what is pending after it starts streaming.
+    with pair.green() as g:
+        g.execute("ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey")
+        g.execute("ALTER TABLE child ADD CONSTRAINT child_parent_id_fkey FOREIGN KEY (parent_id) "
+                  "REFERENCES parent NOT VALID")
+    result = runner.invoke(app, ["sync", "--config", str(pair.config_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "validating foreign key child_parent_id_fkey" in result.output
+    with pair.green() as g:
+        assert g.execute(validated).fetchall() == [("child_parent_id_fkey", True), ("loose_fk", False)]
 
 
 def test_writes_during_the_copy_all_arrive(pair: DbPair) -> None:
