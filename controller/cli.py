@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from controller import cli_config, cli_lab, cli_sync, cli_traffic, cli_watch
+from controller import cli_config, cli_lab, cli_switch, cli_sync, cli_traffic, cli_watch
 from controller.cli_common import Exit, fail
 from controller.lab.lab import DEFAULT_ROOT
 from controller.lab.processes import LabError
@@ -27,6 +27,7 @@ app.add_typer(cli_lab.app, name="lab")
 app.command()(cli_sync.preflight)
 app.command()(cli_sync.sync)
 app.command(name="verify")(cli_sync.verify_cmd)
+app.command(name="switch")(cli_switch.switch_cmd)
 app.command(name="shift")(cli_traffic.shift_cmd)
 app.command()(cli_traffic.rollback)
 app.command(name="traffic")(cli_traffic.traffic_cmd)

@@ -22,8 +22,11 @@ def connect(db: DatabaseSettings, purpose: str, *, autocommit: bool = True,
     statement_timeout overrides the configured one (0: none, for scans of whole tables)."""
     timeout = db.statement_timeout if statement_timeout is None else statement_timeout
     timeout_ms = int(timeout * 1000)
+    # The switch fences the old primary with default_transaction_read_only; Cutover's own
+    # sessions (reverse replication, heartbeats, cleanup) must still write there.
     extra: dict[str, Any] = {"application_name": f"cutover-{purpose}",
-                             "options": f"-c statement_timeout={timeout_ms} -c TimeZone=UTC"}
+                             "options": f"-c statement_timeout={timeout_ms} -c TimeZone=UTC "
+                                        "-c default_transaction_read_only=off"}
     if replication:
         extra["replication"] = "database"
     try:

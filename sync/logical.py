@@ -65,7 +65,7 @@ def start(settings: Settings, say: Say = lambda _: None,
             return StartResult(len(tables), 0, None, already_streaming=True)
         previous = objects.read_phase(green, name)
         objects.ensure_heartbeat(blue, green)
-        _ensure_publication(blue, name, tables)
+        ensure_publication(blue, name, tables)
         rows = 0
         with SchemaDump(settings, tables) as schema:
             if previous and previous[0] == Phase.INDEXING and objects.slot_exists(blue, name):
@@ -97,7 +97,7 @@ def is_streaming(settings: Settings) -> bool:
         return objects.subscription_exists(green, objects.pg_name(settings.sync))
 
 
-def _ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
+def ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
     listed = sql.SQL(", ").join([*(t.ident for t in tables), sql.SQL("cutover.heartbeat")])
     exists = blue.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
     if exists:
@@ -186,21 +186,29 @@ def _drop_slot(blue: Conn, name: str) -> None:
 
 
 def drop(settings: Settings, say: Say = lambda _: None) -> None:
-    """Remove the subscription, slot, publication, heartbeat and marker; safe to repeat,
-    and works after a crash in any phase."""
+    """Remove the subscriptions, slots and publications of both directions (blue -> green, and
+    the reverse one a switch creates), the heartbeat and the marker; safe to repeat, and works
+    after a crash in any phase."""
     blue_db, green_db = databases(settings)
     name = objects.pg_name(settings.sync)
     with connect(blue_db, "drop") as blue, connect(green_db, "drop") as green:
-        if objects.subscription_exists(green, name):
-            sub = objects.ident(name)
-            green.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub))
-            green.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sub))
-            green.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub))
-            say(f"dropped subscription {name!r} on green")
-        if objects.slot_exists(blue, name):
-            _drop_slot(blue, name)
-            say(f"dropped replication slot {name!r} on blue")
-        blue.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(objects.ident(name)))
+        for sub_side, slot_side, sub_name, where in ((green, blue, name, "green"),
+                                                     (blue, green, f"{name}_reverse", "blue")):
+            if objects.subscription_exists(sub_side, sub_name):
+                drop_subscription(sub_side, sub_name)
+                say(f"dropped subscription {sub_name!r} on {where}")
+            if objects.slot_exists(slot_side, sub_name):
+                _drop_slot(slot_side, sub_name)
+                say(f"dropped replication slot {sub_name!r}")
+            slot_side.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(objects.ident(sub_name)))
         for conn in (blue, green):
             conn.execute("DROP SCHEMA IF EXISTS cutover CASCADE")
-        say("dropped the publication, heartbeat and sync marker")
+        say("dropped the publications, heartbeat and sync marker")
+
+
+def drop_subscription(conn: Conn, name: str) -> None:
+    """Drop a subscription but not its slot (the publisher's side drops that)."""
+    sub = objects.ident(name)
+    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub))
+    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sub))
+    conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub))

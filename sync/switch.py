@@ -1,0 +1,329 @@
+"""The write switch: move the one write endpoint from one database to the other with a pause
+of milliseconds, and leave the old side current through replication the other way, so going
+back loses nothing.
+
+Blue -> green, in order (green -> blue mirrors it):
+ 1. precheck: green streams, lag under max_lag_bytes, no write transaction older than a limit;
+ 2. pause the endpoint; fence blue (database read-only for new sessions, every remaining
+    client session ended);
+ 3. a heartbeat on blue, and wait until green applied it: green now holds every commit blue
+    made (apply keeps commit order);
+ 4. copy every sequence; compare row counts (checksums too if configured): any difference
+    aborts;
+ 5. stop blue -> green (PostgreSQL 15 has no origin filter: both directions at once would
+    loop), create the reverse publication and slot on green and a subscription on blue,
+    copy_data = false (nothing differs: blue is fenced and green caught up);
+ 6. unfence green, repoint the endpoint to green, resume. Then, outside the pause, drop the
+    old subscription and slot.
+Any failure or the hard timeout before step 6 completes undoes what was done (reverse objects
+dropped, blue -> green re-enabled, blue unfenced) and resumes writes on blue. A switch killed
+midway is reconciled by the next run: completed if the endpoint already points at the
+target, undone otherwise, then run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from config.environments import DatabaseSettings
+from config.replication import SwitchMethod
+from config.settings import Settings, need_switchover
+from sync import objects
+from sync.catalog import list_tables
+from sync.connections import Conn, connect, databases
+from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, target_of
+from sync.errors import BadInputError, SyncError
+from sync.logical import drop_subscription, ensure_publication
+from sync.sequences import copy_sequences
+from sync.status import wait_applied
+
+Say = Callable[[str], None]
+Record = Callable[[str, dict[str, Any]], None]
+"""(step, details): called before ("<step>: start") and after ("<step>: done") each step."""
+
+
+@dataclass
+class SwitchReport:
+    to: str
+    dry_run: bool = False
+    already: bool = False
+    """The endpoint already pointed at the target: only the leftovers were finished."""
+    undid_interrupted: bool = False
+    pause_ms: float | None = None
+    lsn: str | None = None
+    sequences: int = 0
+    tables_verified: int = 0
+    steps: dict[str, float] = field(default_factory=dict)
+    """Seconds per step."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"to": self.to, "dry_run": self.dry_run, "already": self.already,
+                "undid_interrupted": self.undid_interrupted,
+                "pause_ms": None if self.pause_ms is None else round(self.pause_ms, 1),
+                "lsn": self.lsn, "sequences": self.sequences,
+                "tables_verified": self.tables_verified,
+                "steps_ms": {k: round(v * 1000, 1) for k, v in self.steps.items()}}
+
+
+def endpoint_for(settings: Settings) -> WriteEndpoint:
+    sw = need_switchover(settings, "the switch")
+    if sw.method is SwitchMethod.PGBOUNCER:
+        assert sw.pgbouncer is not None
+        return PgBouncerEndpoint(sw.pgbouncer)
+    if sw.method is SwitchMethod.COMMAND:
+        assert sw.command is not None
+        return CommandEndpoint(sw.command)
+    raise BadInputError("switchover.method is 'none' (blue and green share one database): "
+                        "there are no writes to switch")
+
+
+@dataclass(frozen=True)
+class Direction:
+    to: str
+    src_db: DatabaseSettings
+    dst_db: DatabaseSettings
+    old: str
+    """The replication src -> dst running now: subscription on dst, slot on src."""
+    new: str
+    """The one to create dst -> src: publication and slot on dst, subscription on src."""
+
+
+def direction(settings: Settings, to: str) -> Direction:
+    blue, green = databases(settings)
+    name = objects.pg_name(settings.sync)
+    reverse = f"{name}_reverse"
+    if to == "green":
+        return Direction("green", blue, green, name, reverse)
+    if to == "blue":
+        return Direction("blue", green, blue, reverse, name)
+    raise BadInputError(f"--to must be green or blue, not {to!r}")
+
+
+class _Switch:
+    def __init__(self, settings: Settings, d: Direction, endpoint: WriteEndpoint, say: Say,
+                 record: Record) -> None:
+        self.settings, self.d, self.endpoint, self.say, self.record = settings, d, endpoint, say, record
+        self.sw = need_switchover(settings, "the switch")
+        self.report = SwitchReport(d.to)
+        self.src: Conn
+        self.dst: Conn
+
+    def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
+        self.record(f"{name}: start", details)
+        started = time.monotonic()
+        result = fn()
+        self.report.steps[name] = time.monotonic() - started
+        self.record(f"{name}: done", {**details, "seconds": self.report.steps[name]})
+        return result
+
+    # -- state of both sides -----------------------------------------------------------
+
+    def _sub_state(self, conn: Conn, name: str) -> bool | None:
+        row = conn.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", [name]).fetchone()
+        return None if row is None else bool(row[0])
+
+    def _fenced(self, conn: Conn) -> bool:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = current_database() AND s.setrole = 0 "
+            "AND 'default_transaction_read_only=on' = ANY(s.setconfig))").fetchone()
+        return bool(row and row[0])
+
+    def _points_at(self, db: DatabaseSettings) -> bool:
+        return self.endpoint.points_at() == target_of(db)
+
+    # -- the steps ---------------------------------------------------------------------
+
+    def precheck(self) -> None:
+        d = self.d
+        state = self._sub_state(self.dst, d.old)
+        if state is None:
+            raise SyncError(f"no subscription {d.old!r} on {d.dst_db.describe()}: {d.to} is not "
+                            "streaming from the current primary; run `cutover sync` first")
+        if not state:
+            raise SyncError(f"subscription {d.old!r} on {d.dst_db.describe()} is disabled")
+        row = self.src.execute(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
+            "WHERE slot_name = %s", [d.old]).fetchone()
+        lag = int(row[0]) if row and row[0] is not None else None
+        if lag is None or lag > self.settings.sync.max_lag_bytes:
+            raise SyncError(f"{d.to} is {'?' if lag is None else f'{lag:,}'} bytes behind (limit "
+                            f"sync.max_lag_bytes {self.settings.sync.max_lag_bytes:,}); wait for it "
+                            "to catch up")
+        old = self.src.execute(
+            "SELECT pid, now() - xact_start FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+            "AND now() - xact_start > make_interval(secs => %s) ORDER BY xact_start LIMIT 1",
+            [self.sw.max_write_xact_age]).fetchone()
+        if old is not None:
+            raise SyncError(f"a write transaction (pid {old[0]}) has been open for {old[1]}, longer "
+                            f"than switchover.max_write_xact_age; the pause would wait for it. "
+                            "Let it finish, or end it, then retry")
+
+    def fence_src(self) -> None:
+        db = self.src.execute("SELECT current_database()").fetchone()
+        assert db is not None
+        self.src.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+            sql.Identifier(str(db[0]))))
+        # Every remaining client session ends: none may write after the fence, whatever its role.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = self.src.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'").fetchone()
+            if left == (0,):
+                return
+            time.sleep(0.005)
+        raise SyncError("client sessions on the old primary would not end")
+
+    def drain(self) -> None:
+        if not wait_applied(self.src, self.dst, self.sw.timeout):
+            raise SyncError(f"{self.d.to} did not apply the last writes in time")
+        row = self.src.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        self.report.lsn = str(row[0]) if row else None
+
+    def sequences(self) -> None:
+        done = copy_sequences(self.src, self.dst, self.settings.sync.schemas)
+        self.report.sequences = done.copied
+
+    def verify(self) -> None:
+        tables = list_tables(self.src, self.settings.sync)
+        for t in tables:
+            count = sql.SQL("SELECT count(*) FROM {}").format(t.ident)
+            a, b = self.src.execute(count).fetchone(), self.dst.execute(count).fetchone()
+            if a != b:
+                raise SyncError(f"{t.qualified}: {a[0] if a else '?'} rows on the old primary, "
+                                f"{b[0] if b else '?'} on {self.d.to}; not switching")
+        self.report.tables_verified = len(tables)
+
+    def replicate_back(self) -> None:
+        d = self.d
+        tables = list_tables(self.dst, self.settings.sync)
+        self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(objects.ident(d.old)))
+        if not self.sw.reverse_replication:
+            return
+        ensure_publication(self.dst, d.new, tables)
+        self.src.execute(objects.HEARTBEAT_DDL)
+        self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
+        if not objects.slot_exists(self.dst, d.new):
+            self.dst.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [d.new])
+        if self._sub_state(self.src, d.new) is None:
+            self.src.execute(sql.SQL(
+                "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
+                "create_slot = false, slot_name = {}, enabled = true)").format(
+                    objects.ident(d.new), sql.Literal(d.dst_db.conninfo()), objects.ident(d.new),
+                    sql.Literal(d.new)))
+
+    def unfence(self, conn: Conn) -> None:
+        db = conn.execute("SELECT current_database()").fetchone()
+        assert db is not None
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+            sql.Identifier(str(db[0]))))
+
+    def drop_old(self) -> None:
+        d = self.d
+        if self._sub_state(self.dst, d.old) is not None:
+            drop_subscription(self.dst, d.old)
+        _drop_slot(self.src, d.old)
+
+    def undo(self) -> None:
+        """Back to writes on the old primary with src -> dst replication, whatever was done."""
+        d = self.d
+        if self._sub_state(self.src, d.new) is not None:
+            drop_subscription(self.src, d.new)
+        _drop_slot(self.dst, d.new)
+        if self._sub_state(self.dst, d.old) is False:
+            self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(objects.ident(d.old)))
+        self.unfence(self.src)
+        if not self._points_at(d.src_db):
+            self.endpoint.repoint(d.src_db)
+        self.endpoint.resume()
+
+    # -- the whole -------------------------------------------------------------------------
+
+    def reconcile(self) -> bool:
+        """Finish or undo a switch an earlier run left midway; True when it was complete."""
+        d = self.d
+        if self._points_at(d.dst_db) and (not self.sw.reverse_replication
+                                          or self._sub_state(self.src, d.new) is not None):
+            self.say(f"writes already go to {d.to}: finishing what an earlier run left")
+            self.unfence(self.dst)
+            self.endpoint.resume()
+            self.drop_old()
+            self.report.already = True
+            return True
+        leftovers = (self._sub_state(self.src, d.new) is not None or self._fenced(self.src)
+                     or self._sub_state(self.dst, d.old) is False)
+        if leftovers:
+            self.say("undoing an interrupted switch first: writes resume on the current primary")
+            self.step("undo interrupted", self.undo)
+            self.report.undid_interrupted = True
+        return False
+
+    def run(self, dry_run: bool) -> SwitchReport:
+        if self.reconcile():
+            return self.report
+        self.step("precheck", self.precheck)
+        if dry_run:
+            self.report.dry_run = True
+            self.say(f"dry run: prechecks pass; a switch to {self.d.to} would start now")
+            return self.report
+        deadline = time.monotonic() + self.sw.timeout
+        paused = time.monotonic()
+        self.step("pause", lambda: self.endpoint.pause(self.sw.fence_timeout))
+        try:
+            for name, fn in (("fence", self.fence_src), ("drain", self.drain),
+                             ("sequences", self.sequences), ("verify", self.verify),
+                             ("replicate back", self.replicate_back),
+                             ("unfence new primary", lambda: self.unfence(self.dst)),
+                             ("repoint", lambda: self.endpoint.repoint(self.d.dst_db))):
+                if time.monotonic() > deadline:
+                    raise SyncError(f"the switch passed switchover.timeout ({self.sw.timeout:g}s)")
+                self.step(name, fn)
+            self.step("resume", self.endpoint.resume)
+        except (SyncError, psycopg.Error) as exc:
+            self.say(f"switch failed ({str(exc).strip()}); undoing: writes resume on the old primary")
+            try:
+                self.step("undo", self.undo)
+            except (SyncError, psycopg.Error) as undo_exc:
+                raise SyncError(f"switch failed: {str(exc).strip()}; AND undoing it failed: "
+                                f"{str(undo_exc).strip()}; check the endpoint and "
+                                "default_transaction_read_only on both databases") from None
+            raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
+                            f"old primary, nothing lost): {str(exc).strip()}") from None
+        self.report.pause_ms = (time.monotonic() - paused) * 1000
+        self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
+        self.step("drop old replication", self.drop_old)
+        return self.report
+
+
+def _drop_slot(conn: Conn, name: str) -> None:
+    for _ in range(100):
+        try:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s", [name])
+            return
+        except psycopg.errors.ObjectInUse:
+            conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
+            time.sleep(0.05)
+    raise SyncError(f"replication slot {name!r} stays in use")
+
+
+def switch(settings: Settings, to: str = "green", *, dry_run: bool = False,
+           say: Say = lambda _: None, record: Record = lambda _s, _d: None,
+           endpoint: WriteEndpoint | None = None) -> SwitchReport:
+    d = direction(settings, to)
+    ep = endpoint or endpoint_for(settings)
+    with connect(d.src_db, "switch", statement_timeout=0) as src, \
+            connect(d.dst_db, "switch", statement_timeout=0) as dst:
+        run = _Switch(settings, d, ep, say, record)
+        run.src, run.dst = src, dst
+        return run.run(dry_run)
