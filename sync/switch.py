@@ -11,20 +11,21 @@ Blue -> green, in order (green -> blue mirrors it):
  4. copy every sequence; compare row counts (checksums too if configured): any difference
     aborts;
  5. stop blue -> green (PostgreSQL 15 has no origin filter: both directions at once would
-    loop), create the reverse publication and slot on green and a subscription on blue,
-    copy_data = false (nothing differs: blue is fenced and green caught up);
- 6. unfence green, repoint the endpoint to green, resume. Then, outside the pause, drop the
-    old subscription and slot.
+    loop) and create the reverse slot on green (its publication was made before the pause);
+ 6. unfence green, repoint the endpoint to green, resume. Then, outside the pause: blue
+    subscribes to the reverse slot (copy_data = false: the slot kept every change since the
+    fence), and the old subscription and slot are dropped.
 Any failure or the hard timeout before step 6 completes undoes what was done (reverse objects
 dropped, blue -> green re-enabled, blue unfenced) and resumes writes on blue. A switch killed
 midway is reconciled by the next run: completed if the endpoint already points at the
-target, undone otherwise, then run again.
+target (writes may have landed there: only forward), undone otherwise, then run again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from config.replication import SwitchMethod
 from config.settings import Settings, need_switchover
 from sync import objects
 from sync.catalog import list_tables
+from sync.checksums import KeyRange, chunk_sum, row_hash
 from sync.connections import Conn, connect, databases
 from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, target_of
 from sync.errors import BadInputError, SyncError
@@ -194,27 +196,53 @@ class _Switch:
         self.report.sequences = done.copied
 
     def verify(self) -> None:
+        """Both sides at once (each on its own connection), every table; any difference aborts."""
+        if self.sw.verify == "none":
+            return
         tables = list_tables(self.src, self.settings.sync)
-        for t in tables:
-            count = sql.SQL("SELECT count(*) FROM {}").format(t.ident)
-            a, b = self.src.execute(count).fetchone(), self.dst.execute(count).fetchone()
+        if self.sw.verify == "checksums":
+            hashes = [row_hash(self.src, self.dst, t, t, t.columns) for t in tables]
+
+            def measure(conn: Conn) -> list[tuple[int, int]]:
+                whole = KeyRange(None, None)
+                sums = [chunk_sum(conn, t, h, whole) for t, h in zip(tables, hashes, strict=True)]
+                return [(s.rows, s.checksum) for s in sums]
+        else:
+            def measure(conn: Conn) -> list[tuple[int, int]]:
+                counts = [conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()
+                          for t in tables]
+                return [(int(c[0]) if c else -1, 0) for c in counts]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            ours, theirs = pool.submit(measure, self.src), pool.submit(measure, self.dst)
+            old_side, new_side = ours.result(), theirs.result()
+        for t, a, b in zip(tables, old_side, new_side, strict=True):
             if a != b:
-                raise SyncError(f"{t.qualified}: {a[0] if a else '?'} rows on the old primary, "
-                                f"{b[0] if b else '?'} on {self.d.to}; not switching")
+                what = "rows" if a[0] != b[0] else "rows (same count, different contents)"
+                raise SyncError(f"{t.qualified}: {a[0]} {what} on the old primary, {b[0]} on "
+                                f"{self.d.to}; not switching")
         self.report.tables_verified = len(tables)
 
-    def replicate_back(self) -> None:
-        d = self.d
-        tables = list_tables(self.dst, self.settings.sync)
-        self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(objects.ident(d.old)))
+    def prepare_back(self) -> None:
+        """Before the pause (captures nothing yet): the reverse publication on the new primary,
+        the heartbeat stamp on the old one."""
         if not self.sw.reverse_replication:
             return
-        ensure_publication(self.dst, d.new, tables)
+        ensure_publication(self.dst, self.d.new, list_tables(self.dst, self.settings.sync))
         self.src.execute(objects.HEARTBEAT_DDL)
         self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
-        if not objects.slot_exists(self.dst, d.new):
+
+    def stop_and_slot(self) -> None:
+        """Under the fence: old -> new stops, and the reverse slot starts exactly here, before
+        the new primary takes its first write."""
+        d = self.d
+        self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(objects.ident(d.old)))
+        if self.sw.reverse_replication and not objects.slot_exists(self.dst, d.new):
             self.dst.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [d.new])
-        if self._sub_state(self.src, d.new) is None:
+
+    def subscribe_back(self) -> None:
+        """After the resume: the old primary follows the slot, which kept every change since."""
+        d = self.d
+        if self.sw.reverse_replication and self._sub_state(self.src, d.new) is None:
             self.src.execute(sql.SQL(
                 "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
                 "create_slot = false, slot_name = {}, enabled = true)").format(
@@ -249,17 +277,17 @@ class _Switch:
     # -- the whole -------------------------------------------------------------------------
 
     def reconcile(self) -> bool:
-        """Finish or undo a switch an earlier run left midway; True when it was complete."""
+        """Finish or undo a switch an earlier run left midway; True when it was complete.
+        Once the endpoint points at the target, writes may have landed there: only forward."""
         d = self.d
-        if self._points_at(d.dst_db) and (not self.sw.reverse_replication
-                                          or self._sub_state(self.src, d.new) is not None):
+        if self._points_at(d.dst_db):
             self.say(f"writes already go to {d.to}: finishing what an earlier run left")
             self.unfence(self.dst)
             self.endpoint.resume()
-            self.drop_old()
+            self.finish()
             self.report.already = True
             return True
-        leftovers = (self._sub_state(self.src, d.new) is not None or self._fenced(self.src)
+        leftovers = (objects.slot_exists(self.dst, d.new) or self._fenced(self.src)
                      or self._sub_state(self.dst, d.old) is False)
         if leftovers:
             self.say("undoing an interrupted switch first: writes resume on the current primary")
@@ -267,10 +295,15 @@ class _Switch:
             self.report.undid_interrupted = True
         return False
 
+    def finish(self) -> None:
+        self.step("subscribe back", self.subscribe_back)
+        self.step("drop old replication", self.drop_old)
+
     def run(self, dry_run: bool) -> SwitchReport:
         if self.reconcile():
             return self.report
         self.step("precheck", self.precheck)
+        self.step("prepare back", self.prepare_back)
         if dry_run:
             self.report.dry_run = True
             self.say(f"dry run: prechecks pass; a switch to {self.d.to} would start now")
@@ -281,7 +314,7 @@ class _Switch:
         try:
             for name, fn in (("fence", self.fence_src), ("drain", self.drain),
                              ("sequences", self.sequences), ("verify", self.verify),
-                             ("replicate back", self.replicate_back),
+                             ("stop and slot", self.stop_and_slot),
                              ("unfence new primary", lambda: self.unfence(self.dst)),
                              ("repoint", lambda: self.endpoint.repoint(self.d.dst_db))):
                 if time.monotonic() > deadline:
@@ -300,7 +333,7 @@ class _Switch:
                             f"old primary, nothing lost): {str(exc).strip()}") from None
         self.report.pause_ms = (time.monotonic() - paused) * 1000
         self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
-        self.step("drop old replication", self.drop_old)
+        self.finish()
         return self.report
 
 

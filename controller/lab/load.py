@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from controller.lab.http11 import HttpError, encode, read_message
@@ -182,11 +183,13 @@ class Pgbench:
     """pgbench through PgBouncer (simple protocol: transaction pooling has no prepared statements)."""
 
     def __init__(self, dsn: str, clients: int = 4, seconds: int = 10,
-                 rate: int | None = None) -> None:
+                 rate: int | None = None, log_prefix: Path | None = None) -> None:
         argv = [find_binary("pgbench"), "-n", "-M", "simple", "-c", str(clients), "-j", "2",
                 "-T", str(seconds), "-P", "1"]
         if rate:
             argv += ["-R", str(rate)]
+        if log_prefix is not None:  # one line per transaction: its latency is the 3rd field (us)
+            argv += ["-l", f"--log-prefix={log_prefix}"]
         self.argv = [*argv, dsn]
         self.proc: subprocess.Popen[str] | None = None
 

@@ -26,9 +26,10 @@ from config.settings import Settings
 from controller.lab.lab import Lab
 from controller.lab.load import pgbench_init
 from tests.labfixtures import new_lab_dir
+from tests.switchfixtures import routed
 from tests.syncfixtures import pair, table_checksum, user_tables
 
-__all__ = ["BenchDb", "lab", "pair", "source"]
+__all__ = ["BenchDb", "lab", "pair", "routed", "source"]
 
 
 def env_int(name: str, default: int) -> int:

@@ -6,72 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from config.settings import Settings
-from controller.lab.lab import Lab
 from controller.lab.load import Pgbench, pgbench_init
-from controller.lab.pgbouncer import DATABASES_FILE
 from sync import logical
-from sync.endpoint import PgBouncerEndpoint
 from sync.errors import SyncError
 from sync.status import wait_applied
 from sync.switch import switch
+from tests.switchfixtures import Routed
 from tests.syncfixtures import DbPair, assert_same_data
-
-
-class Routed:
-    """The pair's database behind the lab's PgBouncer, as an entry of its own."""
-
-    def __init__(self, lab: Lab, pair: DbPair) -> None:
-        self.lab, self.pair = lab, pair
-        self.file = lab.root / DATABASES_FILE
-        self.settings = Settings.model_validate({
-            **pair.settings().model_dump(mode="json", exclude={"switchover", "traffic"}),
-            "blue": {"database": {"dsn": pair.dsn("blue")}},
-            "green": {"database": {"dsn": pair.dsn("green")}},
-            "switchover": {"method": "pgbouncer", "fence_timeout": "2s", "timeout": "20s",
-                           "pgbouncer": {"admin_dsn": lab.state.pgbouncer_admin_dsn,
-                                         "databases": [pair.name],
-                                         "databases_file": str(self.file)}}})
-        assert self.settings.switchover is not None
-        assert self.settings.switchover.pgbouncer is not None
-        assert self.settings.blue.database is not None
-        self.endpoint = PgBouncerEndpoint(self.settings.switchover.pgbouncer)
-        self.endpoint.repoint(self.settings.blue.database)
-
-    @property
-    def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.lab.state.port('pgbouncer')} dbname={self.pair.name} user=postgres"
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None)
-
-    def primary(self) -> str:
-        with self.connect() as conn:
-            row = conn.execute("SELECT inet_server_port()").fetchone()
-        assert row is not None
-        return "blue" if row[0] == self.lab.state.port("blue_pg") else "green"
-
-    def remove(self) -> None:
-        self.endpoint.resume()
-        kept = [line for line in self.file.read_text().splitlines(keepends=True)
-                if line.partition("=")[0].strip() != self.pair.name]
-        self.file.write_text("".join(kept))
-        self.endpoint._run("RELOAD")
-
-
-@pytest.fixture
-def routed(lab: Lab, pair: DbPair) -> Iterator[Routed]:
-    r = Routed(lab, pair)
-    try:
-        yield r
-    finally:
-        r.remove()
 
 
 def read_only(pair: DbPair, env: str) -> bool:
@@ -112,7 +58,7 @@ def test_switch_there_and_back_under_load_loses_nothing(routed: Routed) -> None:
     with routed.pair.blue() as b:
         assert b.execute("SELECT count(*) FROM pgbench_history").fetchone() == (result.transactions,)
     assert back.sequences >= 0
-    assert {"fence", "drain", "sequences", "verify", "replicate back", "repoint", "resume"} \
+    assert {"fence", "drain", "sequences", "verify", "stop and slot", "repoint", "resume"} \
         <= set(there.steps)
 
 
@@ -157,8 +103,8 @@ class Killed(BaseException):
     """The controller dying at a step: nothing of ours catches it, so nothing is undone."""
 
 
-STEPS = ["pause: done", "fence: done", "drain: done", "sequences: done", "replicate back: done",
-         "unfence new primary: done", "repoint: done", "resume: done"]
+STEPS = ["pause: done", "fence: done", "drain: done", "sequences: done", "stop and slot: done",
+         "unfence new primary: done", "repoint: done", "resume: done", "subscribe back: done"]
 
 
 @pytest.mark.parametrize("at", STEPS)
