@@ -12,6 +12,7 @@ from typing import Any
 from config import ConfigError
 from config.errors import Problem
 from config.operations import NotifyEvent
+from config.replication import SwitchMethod
 from config.settings import Settings, need_traffic
 from config.slo import SloCheck, SloSource
 from controller.journal import Journal
@@ -26,6 +27,8 @@ from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.haproxy import RuntimeApi
 from controller.traffic.shift import ShiftResult, shift
+from sync.errors import SyncError
+from sync.switch import switch
 
 Clock = Callable[[], float]
 
@@ -91,12 +94,16 @@ class WatchResult:
     rollback_error: str | None = None
     detect_to_rollback_seconds: float | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    revert: dict[str, Any] | None = None
+    """rollback.database = "revert": the switch back to blue's report."""
+    revert_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"breach": self.breach.as_dict() if self.breach else None,
                 "rollback": self.rollback.as_dict() if self.rollback else None,
                 "rollback_error": self.rollback_error,
                 "detect_to_rollback_seconds": self.detect_to_rollback_seconds,
+                "revert": self.revert, "revert_error": self.revert_error,
                 "checks": {name: v.as_dict() for name, v in self.verdicts.items()}}
 
 
@@ -160,11 +167,30 @@ def _act(settings: Settings, result: WatchResult, clock: Clock) -> None:
                 "result": result.rollback.as_dict() if result.rollback else None,
                 "error": result.rollback_error}
         journal.record("rollback", data)
+        if settings.rollback.database == "revert" and result.rollback is not None:
+            _revert_writes(settings, result, journal)
         text = (f"rolled traffic back to blue after {verdict.check}: {verdict.reason}"
                 if result.rollback else f"ROLLBACK FAILED after {verdict.check}: {result.rollback_error}")
         notifier.send(NotifyEvent.ROLLBACK, text, data)
     finally:
         journal.close()
+
+
+def _revert_writes(settings: Settings, result: WatchResult, journal: Journal) -> None:
+    """rollback.database = "revert": writes back to blue too, by the switch in reverse
+    (blue stayed current through reverse replication, so nothing written on green is lost)."""
+    if settings.switchover is None or settings.switchover.method is SwitchMethod.NONE:
+        return
+    def record(step: str, details: dict[str, Any]) -> None:
+        journal.record("revert", {"step": step, **details})
+
+    try:
+        report = switch(settings, "blue", record=record)
+        result.revert = report.as_dict()
+    except SyncError as exc:
+        result.revert_error = str(exc)
+    journal.record("reverted" if result.revert_error is None else "revert failed",
+                   {"report": result.revert, "error": result.revert_error})
 
 
 def outcome_colour(outcome: Outcome) -> str:

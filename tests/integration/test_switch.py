@@ -4,20 +4,33 @@ timeout, sequences, and a controller killed between any two steps."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
-from controller.lab.load import Pgbench, pgbench_init
+from config import load_settings
+from config.replication import CommandEndpointSettings, SwitchMethod
+from controller.cli import app
+from controller.journal import Journal
+from controller.lab.lab import Lab
+from controller.lab.load import HttpLoad, Pgbench, pgbench_init
+from controller.slo.watch import watch
+from controller.traffic.haproxy import HAProxyBalancer
+from controller.traffic.shift import shift
 from sync import logical
 from sync.errors import SyncError
+from sync.pgtools import pg_bindir
 from sync.status import wait_applied
 from sync.switch import switch
 from tests.switchfixtures import Routed
 from tests.syncfixtures import DbPair, assert_same_data
+from tests.trafficfixtures import set_fault
 
 
 def read_only(pair: DbPair, env: str) -> bool:
@@ -99,6 +112,9 @@ def test_sequences_continue_on_the_new_primary(routed: Routed) -> None:
     assert_same_data(routed.pair)
 
 
+runner = CliRunner()
+
+
 class Killed(BaseException):
     """The controller dying at a step: nothing of ours catches it, so nothing is undone."""
 
@@ -153,4 +169,118 @@ def test_killed_between_steps_then_rerun_ends_consistent(routed: Routed, at: str
     # Blue is current through the reverse replication: nothing lost for a way back.
     with routed.pair.green() as g, routed.pair.blue() as b:
         assert wait_applied(g, b, 30)
+    assert_same_data(routed.pair)
+
+
+def test_a_breach_with_database_revert_puts_writes_back_on_blue(
+        routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_path: Path) -> None:
+    """rollback.database = "revert": traffic back on blue, then writes too, nothing lost."""
+    start_sync(routed, scale=1)
+    lab_config = load_settings(lab.state.config_file)
+    settings = routed.settings.model_copy(update={
+        "traffic": lab_config.traffic, "slo": [c for c in lab_config.slo if c.source == "haproxy"],
+        "rollback": lab_config.rollback.model_copy(update={"database": "revert"}),
+        "state": lab_config.state.model_copy(update={"path": tmp_path / "state.db"})})
+    switch(settings, "green")
+    with routed.connect() as conn:  # written on green: must survive the way back
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                     "VALUES (1, 1, 1, 4242, now())")
+    with HttpLoad(lab.state.frontend_url, rate=500):
+        shift(hap, 10)
+        time.sleep(1)
+        set_fault(lab, "green", error_ratio=0.5)
+        result = watch(settings, duration=30)
+    assert result.breach is not None
+    assert result.rollback is not None
+    assert result.revert_error is None, result.revert_error
+    assert result.revert is not None
+    assert routed.primary() == "blue"
+    assert hap.read().green_percent == 0
+    with routed.pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 4242").fetchone() == (1,)
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+    journal = Journal(tmp_path / "state.db")
+    kinds = [e.kind for e in journal.events()]
+    journal.close()
+    assert kinds[:2] == ["breach", "rollback"]
+    assert kinds[-1] == "reverted"
+
+
+def test_command_endpoint_switches_through_the_users_scripts(routed: Routed, tmp_path: Path) -> None:
+    """switchover.method = "command": pause, repoint and resume are the user's own argv
+    commands; here psql against PgBouncer's admin console and a script rewriting its file."""
+    start_sync(routed, scale=1)
+    psql = str(pg_bindir() / "psql")
+    admin = routed.lab.state.pgbouncer_admin_dsn
+    db = routed.pair.name
+    repoint = tmp_path / "repoint.sh"
+    repoint.write_text(f"""#!/bin/bash
+set -euo pipefail
+f={routed.file}
+grep -v "^{db} " "$f" > "$f.new" || true
+echo "{db} = host=$1 port=$2 dbname=$3" >> "$f.new"
+cat "$f.new" > "$f" && rm "$f.new"
+{psql} -X -q "{admin}" -c RELOAD
+""")
+    repoint.chmod(0o755)
+    assert routed.settings.switchover is not None
+    settings = routed.settings.model_copy(update={"switchover": routed.settings.switchover.model_copy(
+        update={"method": SwitchMethod.COMMAND, "pgbouncer": None, "command": CommandEndpointSettings(
+            pause=[psql, "-X", "-q", admin, "-c", f"PAUSE {db}"],
+            repoint=[str(repoint), "{host}", "{port}", "{dbname}"],
+            resume=[psql, "-X", "-q", admin, "-c", f"RESUME {db}"])})})
+    bench = Pgbench(routed.dsn, clients=2, seconds=6)
+    bench.start()
+    time.sleep(1)
+    report = switch(settings, "green")
+    result = bench.wait(timeout=60)
+    assert report.pause_ms is not None
+    assert routed.primary() == "green"
+    assert result.failed == 0
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert wait_applied(g, b, 30)
+    assert_same_data(routed.pair)
+
+
+def test_cli_switch_dry_run_then_switch_and_back(routed: Routed, tmp_path: Path) -> None:
+    start_sync(routed, scale=1)
+    config = tmp_path / "cutover.toml"
+    config.write_text(f"""
+[blue.database]
+dsn = "{routed.pair.dsn('blue')}"
+[green.database]
+dsn = "{routed.pair.dsn('green')}"
+[switchover]
+method = "pgbouncer"
+fence_timeout = "2s"
+[switchover.pgbouncer]
+admin_dsn = "{routed.lab.state.pgbouncer_admin_dsn}"
+databases = ["{routed.pair.name}"]
+databases_file = "{routed.file}"
+[state]
+path = "{tmp_path / 'state.db'}"
+""")
+    args = ["--config", str(config)]
+    dry = runner.invoke(app, ["switch", "--dry-run", "--json", *args])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["dry_run"] is True
+    assert routed.primary() == "blue"
+    done = runner.invoke(app, ["switch", "--to", "green", "--json", *args])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["pause_ms"] > 0
+    assert routed.primary() == "green"
+    again = runner.invoke(app, ["switch", "--to", "green", "--json", *args])
+    assert json.loads(again.stdout)["already"] is True
+    back = runner.invoke(app, ["switch", "--to", "blue", *args])
+    assert back.exit_code == 0, back.output
+    assert "switched writes to blue" in back.output
+    assert routed.primary() == "blue"
+    assert runner.invoke(app, ["switch", "--to", "purple", *args]).exit_code == 2
+    journal = Journal(tmp_path / "state.db")
+    steps = [e.data["step"] for e in journal.events("switch")]
+    journal.close()
+    assert "fence: start" in steps
+    assert "repoint: done" in steps
+    routed.pair.wait_caught_up()
     assert_same_data(routed.pair)
