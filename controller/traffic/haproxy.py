@@ -137,10 +137,9 @@ class HAProxyBalancer:
                 f"{', '.join(repr(s) for s in unknown)} (it has: {', '.join(stats)})")
 
     def apply(self, green_percent: int) -> None:
-        # Servers going to 0 first: a rollback never sends green a bigger share on its way.
-        weights = sorted(weights_for(green_percent, self.blue, self.green).items(),
-                         key=lambda item: item[1] != 0)
-        for server, weight in weights:
+        target = weights_for(green_percent, self.blue, self.green)
+        current = self.read().detail
+        for server, weight in sorted(target.items(), key=lambda item: _order(current.get(item[0]), item[1])):
             reply = self.api.execute(f"set weight {self.backend}/{server} {weight}")
             if reply.strip():
                 raise TrafficError(f"HAProxy refused `set weight {self.backend}/{server} {weight}`: "
@@ -172,6 +171,15 @@ class HAProxyBalancer:
 
     def close(self) -> None:
         self.api.close()
+
+
+def _order(now: int | None, new: int) -> int:
+    """Servers coming back from 0 first (so some server always takes requests: all weights 0
+    is a 503), then servers going to 0 (a rollback never gives green a bigger share on its
+    way), then the rest."""
+    if not now and new:
+        return 0
+    return 1 if new == 0 else 2
 
 
 def _int(value: str | None) -> int:

@@ -186,20 +186,33 @@ def test_nginx_directives_cannot_smuggle_config(tmp_path: Path) -> None:
 
 
 class RecordingApi:
-    def __init__(self) -> None:
-        self.commands: list[str] = []
+    """Answers `get weight` from its own table and records every `set weight`."""
+
+    def __init__(self, weights: dict[str, int]) -> None:
+        self.weights = weights
+        self.sets: list[str] = []
 
     def execute(self, command: str) -> str:
-        self.commands.append(command)
+        verb, _, rest = command.partition(" weight app/")
+        server, _, value = rest.partition(" ")
+        if verb == "get":
+            return f"{self.weights[server]} (initial 0)"
+        self.weights[server] = int(value)
+        self.sets.append(server)
+        assert any(self.weights.values()), f"every weight 0 after setting {server}: HAProxy answers 503"
         return ""
 
 
-def test_haproxy_sets_servers_going_to_zero_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("start", "target", "first"), [
+    ({"blue1": 9, "blue2": 9, "green1": 1}, 0, "green1"),  # a rollback: green loses weight first
+    ({"blue1": 0, "blue2": 0, "green1": 1}, 0, "blue1"),  # from 100 %: blue back before green goes
+    ({"blue1": 1, "blue2": 1, "green1": 0}, 100, "green1"),
+])
+def test_haproxy_weights_never_all_zero_and_rollbacks_drop_green_first(
+        tmp_path: Path, start: dict[str, int], target: int, first: str) -> None:
     lb = HAProxyBalancer(HAProxySettings(socket=tmp_path / "s"), ["blue1", "blue2"], ["green1"])
-    api = RecordingApi()
+    api = RecordingApi(dict(start))
     lb.api = api  # type: ignore[assignment]
-    lb.apply(0)  # a rollback: green loses its weight before blue's changes
-    assert api.commands[0] == "set weight app/green1 0"
-    api.commands.clear()
-    lb.apply(100)
-    assert api.commands[:2] == ["set weight app/blue1 0", "set weight app/blue2 0"]
+    lb.apply(target)
+    assert api.sets[0] == first
+    assert green_share(api.weights, ["green1"]) == target
