@@ -102,6 +102,9 @@ class SwitchoverSettings(Section):
     for big databases: run `cutover verify` before the switch instead)."""
     reverse_replication: bool = True
     """Keep blue current from green after the switch, so a rollback loses nothing."""
+    auto: bool = True
+    """`cutover run`: switch as soon as green streams with lag under sync.max_lag_bytes and
+    sync.max_lag; false: wait in streaming for `cutover promote`."""
     pgbouncer: PgBouncerSettings | None = None
     command: CommandEndpointSettings | None = None
 

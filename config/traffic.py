@@ -119,6 +119,11 @@ class TrafficSettings(Section):
     """Observed share may differ from the target by this many points before a stage counts."""
     confirm_timeout: Duration = 30.0
     """How long to wait for the observed split to match before the stage fails."""
+    hold: Duration = 600.0
+    """`cutover run`: after the last stage, keep watching the SLOs this long (a breach still
+    rolls back, and blue is still kept current) before finalizing."""
+    finalize: Literal["auto", "manual"] = "auto"
+    """auto: finalize once the hold has passed; manual: wait for `cutover promote`."""
     haproxy: HAProxySettings | None = None
     nginx: NginxSettings | None = None
     command: CommandDriverSettings | None = None

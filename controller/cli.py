@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from controller import cli_config, cli_lab, cli_switch, cli_sync, cli_traffic, cli_watch
+from controller import cli_config, cli_lab, cli_run, cli_switch, cli_sync, cli_traffic, cli_watch
 from controller.cli_common import Exit, fail
 from controller.lab.lab import DEFAULT_ROOT
 from controller.lab.processes import LabError
@@ -32,6 +32,11 @@ app.command(name="shift")(cli_traffic.shift_cmd)
 app.command()(cli_traffic.rollback)
 app.command(name="traffic")(cli_traffic.traffic_cmd)
 app.command(name="watch")(cli_watch.watch_cmd)
+app.command()(cli_run.run)
+app.command()(cli_run.status)
+app.command()(cli_run.history)
+for _intent in (cli_run.promote, cli_run.pause, cli_run.resume, cli_run.abort, cli_run.retry):
+    app.command()(_intent)
 
 
 @app.command()

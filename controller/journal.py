@@ -1,5 +1,6 @@
-"""The journal: every decision with its inputs and every action with its result, in SQLite
-(the state file). Append-only; the schema carries its version (PRAGMA user_version)."""
+"""The state store, SQLite: the journal (every decision with its inputs and every action with
+its result, append-only), the daemon's persisted state, and the operator's intents. The
+schema carries its version (PRAGMA user_version) and is migrated forward on open."""
 
 from __future__ import annotations
 
@@ -10,15 +11,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+SCHEMA_VERSION = 2
+MIGRATIONS = {
+    1: """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,            -- wall clock (seconds since the epoch), for humans and reports
     kind TEXT NOT NULL,          -- breach, rollback, shift, ...
     data TEXT NOT NULL           -- JSON: the verdict, values, baseline, threshold, result
 );
-"""
+""",
+    2: """
+CREATE TABLE IF NOT EXISTS state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL,
+    data TEXT NOT NULL           -- JSON: the daemon's State
+);
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,          -- promote, pause, resume, abort, retry
+    taken REAL                   -- when the daemon took it; NULL while pending
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
+""",
+}
 
 
 @dataclass(frozen=True)
@@ -37,9 +54,9 @@ class Journal:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path} was written by a newer Cutover (journal schema {version}, "
                                f"this one knows {SCHEMA_VERSION}); upgrade Cutover")
-        self.db.executescript(SCHEMA)
-        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.db.execute("PRAGMA journal_mode = WAL")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            self.db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
 
     def record(self, kind: str, data: dict[str, Any]) -> Event:
         at = time.time()
@@ -47,10 +64,57 @@ class Journal:
                               (at, kind, json.dumps(data, default=str)))
         return Event(int(cur.lastrowid or 0), at, kind, data)
 
-    def events(self, kind: str | None = None) -> list[Event]:
-        rows = self.db.execute("SELECT id, at, kind, data FROM events WHERE ? IS NULL OR kind = ? "
-                               "ORDER BY id", (kind, kind)).fetchall()
+    def events(self, kind: str | None = None, after: int = 0, limit: int | None = None) -> list[Event]:
+        rows = self.db.execute("SELECT id, at, kind, data FROM events WHERE (? IS NULL OR kind = ?) "
+                               "AND id > ? ORDER BY id LIMIT ?",
+                               (kind, kind, after, -1 if limit is None else limit)).fetchall()
         return [Event(int(r[0]), float(r[1]), str(r[2]), json.loads(r[3])) for r in rows]
+
+    def last_events(self, limit: int, kinds: tuple[str, ...] = ()) -> list[Event]:
+        """The newest `limit` events (of these kinds, if given), oldest first."""
+        wanted = "," + ",".join(kinds) + "," if kinds else ""
+        rows = self.db.execute("SELECT id, at, kind, data FROM events WHERE ? = '' OR "
+                               "instr(?, ',' || kind || ',') > 0 ORDER BY id DESC LIMIT ?",
+                               (wanted, wanted, limit)).fetchall()
+        return [Event(int(r[0]), float(r[1]), str(r[2]), json.loads(r[3])) for r in reversed(rows)]
+
+    # -- the daemon's state ----------------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT data FROM state WHERE id = 1").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def save_state(self, data: dict[str, Any]) -> None:
+        self.db.execute("INSERT INTO state (id, at, data) VALUES (1, ?, ?) ON CONFLICT (id) "
+                        "DO UPDATE SET at = excluded.at, data = excluded.data",
+                        (time.time(), json.dumps(data, default=str)))
+
+    def state_age(self) -> float | None:
+        """Seconds since the daemon last saved its state (it saves every tick)."""
+        row = self.db.execute("SELECT at FROM state WHERE id = 1").fetchone()
+        return None if row is None else time.time() - float(row[0])
+
+    # -- operator intents ------------------------------------------------------------------
+
+    def add_intent(self, kind: str) -> int:
+        cur = self.db.execute("INSERT INTO intents (at, kind) VALUES (?, ?)", (time.time(), kind))
+        return int(cur.lastrowid or 0)
+
+    def take_intents(self) -> list[str]:
+        """Pending intents, oldest first, marked taken in the same transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute("SELECT id, kind FROM intents WHERE taken IS NULL ORDER BY id").fetchall()
+            self.db.execute("UPDATE intents SET taken = ? WHERE taken IS NULL", (time.time(),))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return [str(r[1]) for r in rows]
+
+    def pending_intents(self) -> list[str]:
+        return [str(r[0]) for r in self.db.execute(
+            "SELECT kind FROM intents WHERE taken IS NULL ORDER BY id").fetchall()]
 
     def close(self) -> None:
         self.db.close()

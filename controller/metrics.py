@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
 
 from config.operations import MetricsSettings
 
@@ -33,3 +33,29 @@ class SyncMetrics:
     def serve(self, settings: MetricsSettings) -> None:
         host, _, port = settings.listen.rpartition(":")
         start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+
+
+class DaemonMetrics:
+    """`cutover run`: the sync gauges plus the phase machine, traffic, SLOs and actions."""
+
+    def __init__(self, phases: list[str], registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sync = SyncMetrics(r)
+        self.phase = Enum("cutover_phase", "The phase the controller is in", states=phases, registry=r)
+        self.stage = Gauge("cutover_stage", "Traffic stage, 1-based (0: none yet)", registry=r)
+        self.paused = Gauge("cutover_paused", "1 while held by the operator or a failed step", registry=r)
+        self.weight = Gauge("cutover_traffic_weight_percent", "Share of traffic the balancer reads back",
+                            ["env"], registry=r)
+        self.slo_value = Gauge("cutover_slo_value", "Latest measured value of an SLO check",
+                               ["check", "env"], registry=r)
+        self.slo_passing = Gauge("cutover_slo_passing",
+                                 "1 when the check's latest verdict passes, 0 when it fails or is "
+                                 "inconclusive", ["check"], registry=r)
+        self.breaches = Counter("cutover_breaches", "SLO breaches (failure_limit reached)", registry=r)
+        self.rollbacks = Counter("cutover_rollbacks", "Rollbacks of traffic to blue", registry=r)
+        self.write_pause = Gauge("cutover_write_pause_seconds",
+                                 "Write pause (endpoint paused to resumed) of the last switch", registry=r)
+        self.jobs = Counter("cutover_jobs", "Jobs run by the controller", ["job", "result"], registry=r)
+        self.loop_overruns = Counter("cutover_loop_overruns",
+                                     "Ticks that took longer than the loop period", registry=r)

@@ -49,11 +49,17 @@ class CheckState:
     unreachable: int = 0
     """Consecutive intervals the source could not be asked."""
     history: list[Outcome] = field(default_factory=list)
+    baseline: float | None = None
+    """Blue's last value with enough samples: the baseline once blue serves (almost) nothing,
+    as at a 100 % stage."""
 
 
 def judge(check: SloCheck, m: Measurement, state: CheckState) -> Verdict:
     """Judge one interval and update state (the streaks) in place."""
-    outcome, reason, threshold = _assess(check, m)
+    blue = _finite(m.blue.value)
+    if blue is not None and (m.blue.samples is None or m.blue.samples >= check.min_samples):
+        state.baseline = blue
+    outcome, reason, threshold = _assess(check, m, state.baseline)
     state.unreachable = state.unreachable + 1 if m.error is not None else 0
     if state.unreachable >= check.no_data_limit:
         outcome = Outcome.FAIL
@@ -65,7 +71,7 @@ def judge(check: SloCheck, m: Measurement, state: CheckState) -> Verdict:
     # An inconclusive interval neither clears nor extends a run of failures.
     state.history = [*state.history[-99:], outcome]
     return Verdict(check.name, outcome, state.failures >= check.failure_limit, reason,
-                   m.green.value, m.blue.value if check.max_vs_blue is not None else None,
+                   m.green.value, _baseline(check, m, state),
                    threshold, state.failures)
 
 
@@ -73,7 +79,8 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else x
 
 
-def _assess(check: SloCheck, m: Measurement) -> tuple[Outcome, str, float | None]:
+def _assess(check: SloCheck, m: Measurement,
+            last_baseline: float | None) -> tuple[Outcome, str, float | None]:
     if m.error is not None:
         return Outcome.INCONCLUSIVE, f"source failed: {m.error}", None
     if m.green.failed is not None:
@@ -94,18 +101,29 @@ def _assess(check: SloCheck, m: Measurement) -> tuple[Outcome, str, float | None
     if check.max_vs_blue is None:
         return Outcome.PASS, "within limits", _tightest(check)
     blue = _finite(m.blue.value)
+    since = ""
     if blue is None or (m.blue.samples is not None and m.blue.samples < check.min_samples):
-        # Absolute limits passed; the comparison has no baseline this interval.
+        blue, since = last_baseline, " (blue's last baseline)"
+    if blue is None:
+        # Absolute limits passed; the comparison has no baseline yet.
         if check.max is not None or check.min is not None:
-            return Outcome.PASS, "within limits (no blue baseline this interval)", _tightest(check)
+            return Outcome.PASS, "within limits (no blue baseline yet)", _tightest(check)
         return Outcome.INCONCLUSIVE, "no blue baseline to compare with", None
     # Relative, but never closer to blue than the noise floor: 0 vs 1 error is not "worse".
     limit = max(blue * check.max_vs_blue, blue + check.noise_floor)
     if green > limit:
-        return (Outcome.FAIL, f"green {green:.4g} worse than blue {blue:.4g} x {check.max_vs_blue:g} "
-                f"(limit {limit:.4g})", limit)
+        return (Outcome.FAIL, f"green {green:.4g} worse than blue {blue:.4g}{since} x "
+                f"{check.max_vs_blue:g} (limit {limit:.4g})", limit)
     return Outcome.PASS, "within limits", limit if check.max is None else min(limit, check.max)
 
 
 def _tightest(check: SloCheck) -> float | None:
     return check.max if check.max is not None else check.min
+
+
+def _baseline(check: SloCheck, m: Measurement, state: CheckState) -> float | None:
+    if check.max_vs_blue is None:
+        return None
+    blue = _finite(m.blue.value)
+    enough = blue is not None and (m.blue.samples is None or m.blue.samples >= check.min_samples)
+    return blue if enough else state.baseline

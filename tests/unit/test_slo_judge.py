@@ -112,3 +112,19 @@ def test_verdict_carries_values_baseline_and_threshold() -> None:
     v = judge(check(max=0.05, max_vs_blue=2.0, noise_floor=0.001), m(0.006, 0.004), CheckState())
     assert v.as_dict() == {"check": "c", "outcome": "pass", "breach": False, "reason": "within limits",
                            "green": 0.006, "baseline": 0.004, "threshold": 0.008, "streak": 0}
+
+
+def test_at_100_percent_a_relative_check_keeps_blues_last_baseline() -> None:
+    """Blue serves nothing at the last stage: green is held to blue's last good value,
+    neither waved through nor left inconclusive for ever."""
+    c = check(max_vs_blue=1.25, min_samples=20)
+    state = CheckState()
+    assert judge(c, m(100.0, 100.0), state).outcome is Outcome.PASS
+    held = judge(c, m(110.0, None, bs=0), state)
+    assert held.outcome is Outcome.PASS
+    assert held.baseline == 100.0
+    worse = judge(c, m(130.0, 50.0, bs=3), state)  # 3 samples of blue: not a baseline
+    assert worse.outcome is Outcome.FAIL
+    assert "last baseline" in worse.reason
+    assert worse.threshold == 125.0
+    assert judge(c, m(130.0, None, bs=0), CheckState()).outcome is Outcome.INCONCLUSIVE

@@ -1,0 +1,222 @@
+"""`cutover run` (the daemon), `cutover status`, `cutover history`, and the operator's
+intents: `promote`, `pause`, `resume`, `abort`, `retry`. Intents are written to the state
+store and taken by the daemon on its next tick, so they work from any shell and survive a
+daemon restart."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from config import Settings
+from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.journal import Event, Journal
+from controller.phases import TERMINAL, Intent, Phase, State
+
+DAEMON_ALIVE = 5.0
+"""The daemon saves its state at least every second; older than this, it is not running."""
+
+
+def run(
+    config: ConfigOption = None,
+    until_done: Annotated[bool, typer.Option(
+        "--until-done", help="Exit once the cutover is finalized or rolled back (exit 1).")] = False,
+    period: Annotated[float, typer.Option(min=0.05, max=5, help="Loop period in seconds.")] = 0.25,
+) -> None:
+    """The controller daemon: the whole cutover (sync, switch, traffic stages with SLO gates,
+    finalize), resumable after any stop; or the continuous sync service without [traffic]."""
+    settings = settings_or_exit(config)
+    from controller.daemon import Daemon
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = config or _env_config()
+    daemon = Daemon(settings, config_path=path, period=period, until_done=until_done,
+                    say=lambda m: err.print(f"{_now()} {m}", markup=False, highlight=False))
+    state = daemon.run()
+    if until_done and state.phase is Phase.ROLLED_BACK:
+        raise typer.Exit(Exit.FAILED)
+
+
+def _env_config() -> Path | None:
+    import os
+
+    value = os.environ.get("CUTOVER_CONFIG")
+    return Path(value) if value else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+def _store(settings: Settings) -> Journal:
+    if not settings.state.path.exists():
+        err.print(f"no state store at {settings.state.path}: `cutover run` has not started here "
+                  "(set [state] path to the daemon's)", markup=False)
+        raise typer.Exit(Exit.USAGE)
+    return Journal(settings.state.path)
+
+
+def status_data(store: Journal) -> dict[str, Any]:
+    saved = store.load_state()
+    state = State.from_dict(saved) if saved else State()
+    sample = store.last_events(1, ("sample",))
+    last = sample[0].data if sample else {}
+    age = store.state_age()
+    return {**state.as_dict(), "daemon_running": age is not None and age < DAEMON_ALIVE,
+            "state_age_seconds": None if age is None else round(age, 1),
+            "pending_intents": store.pending_intents(), "weights": last.get("weights"),
+            "lag_seconds": last.get("lag_seconds"), "lag_bytes": last.get("lag_bytes"),
+            "checks": last.get("checks", {})}
+
+
+def _status_table(d: dict[str, Any]) -> Table:
+    where = d["phase"] + (f" stage {d['stage'] + 1}" if d["phase"] in ("shifting",) else "")
+    title = (f"{where}{' (PAUSED)' if d['paused'] else ''} — {d['reason']}"
+             f"{'' if d['daemon_running'] else '  [daemon not running]'}")
+    table = Table("what", "value", "verdict", title=title, title_justify="left")
+    w = d.get("weights")
+    table.add_row("weights", "?" if not w else f"blue {w['blue']:g} % / green {w['green']:g} %", "")
+    if d.get("lag_seconds") is not None:
+        table.add_row("lag", f"{d['lag_seconds'] * 1000:.0f} ms, {d.get('lag_bytes') or 0:,} B", "")
+    table.add_row("writes on", "green" if d["switched"] else "blue", "")
+    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for name, v in d.get("checks", {}).items():
+        value = "-" if v.get("green") is None else f"{v['green']:.4g}"
+        if v.get("baseline") is not None:
+            value += f" (blue {v['baseline']:.4g})"
+        if v.get("threshold") is not None:
+            value += f" limit {v['threshold']:.4g}"
+        table.add_row(name, value, f"[{colour.get(v['outcome'], 'white')}]{v['outcome']}[/]")
+    if d["pending_intents"]:
+        table.add_row("intents pending", ", ".join(d["pending_intents"]), "")
+    return table
+
+
+def status(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")] = False,
+) -> None:
+    """Phase, weights, lag, each SLO value and verdict, from the daemon's state store."""
+    settings = settings_or_exit(config)
+    store = _store(settings)
+    try:
+        if as_json:
+            print_json(status_data(store))
+            return
+        if not watch:
+            out.print(_status_table(status_data(store)))
+            return
+        with Live(_status_table(status_data(store)), console=out, refresh_per_second=2) as live:
+            try:
+                while True:
+                    time.sleep(1)
+                    live.update(_status_table(status_data(store)))
+            except KeyboardInterrupt:
+                pass
+    finally:
+        store.close()
+
+
+HISTORY_KINDS = ("start", "stop", "phase", "decision", "job", "breach", "rollback", "hook", "reload",
+                 "switch", "intent")
+
+
+def _describe(e: Event) -> str:
+    d = e.data
+    if e.kind == "phase":
+        return f"{d['from']} -> {d['to']}: {d.get('reason', '')}"
+    if e.kind == "decision":
+        effect = d.get("effect")
+        return str(d.get("reason", "")) + (f" => {effect['job']}" if effect else "")
+    if e.kind == "job":
+        return f"{d['job']} {'ok' if d['ok'] else 'FAILED'} in {d['seconds']:.2f}s: {d.get('detail', '')}"
+    if e.kind == "breach":
+        return f"{d['check']}: {d['reason']}"
+    if e.kind == "switch":
+        return f"to {d.get('to')}: {d.get('step')}"
+    if e.kind == "intent":
+        return str(d.get("intent"))
+    return ", ".join(f"{k}={v}" for k, v in d.items() if k != "state")[:200]
+
+
+def history(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="The newest N events.")] = 50,
+    everything: Annotated[bool, typer.Option("--all", help="Also the per-second samples.")] = False,
+) -> None:
+    """What the controller decided and did, with the inputs of each decision."""
+    settings = settings_or_exit(config)
+    store = _store(settings)
+    try:
+        events = store.last_events(limit, () if everything else HISTORY_KINDS)
+    finally:
+        store.close()
+    if as_json:
+        print_json([{"id": e.id, "at": e.at, "kind": e.kind, "data": e.data} for e in events])
+        return
+    table = Table("time (UTC)", "kind", "what")
+    for e in events:
+        table.add_row(datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S"), e.kind, _describe(e))
+    out.print(table)
+
+
+def _intent(kind: Intent, config: Path | None, as_json: bool) -> None:
+    settings = settings_or_exit(config)
+    store = _store(settings)
+    try:
+        saved = store.load_state()
+        phase = State.from_dict(saved).phase if saved else Phase.PENDING
+        if kind is Intent.RETRY and phase is not Phase.ROLLED_BACK:
+            err.print(f"retry applies after a rollback; the cutover is {phase.value}", markup=False)
+            raise typer.Exit(Exit.USAGE)
+        if kind is not Intent.RETRY and phase in TERMINAL:
+            err.print(f"the cutover is {phase.value}: nothing to {kind.value} "
+                      "(after a rollback: `cutover retry`)", markup=False)
+            raise typer.Exit(Exit.USAGE)
+        ident = store.add_intent(kind.value)
+        store.record("intent", {"intent": kind.value, "id": ident})
+        running = status_data(store)["daemon_running"]
+    finally:
+        store.close()
+    if as_json:
+        print_json({"intent": kind.value, "id": ident, "daemon_running": running})
+        return
+    out.print(f"{kind.value}: recorded; the daemon takes it on its next tick"
+              + ("" if running else " (it is not running now: it will when started)"))
+
+
+def promote(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The next step now: switch writes (from streaming), skip the rest of a stage's bake, or
+    finalize (from promoted)."""
+    _intent(Intent.PROMOTE, config, as_json)
+
+
+def pause(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Hold where it is (an SLO breach still rolls back)."""
+    _intent(Intent.PAUSE, config, as_json)
+
+
+def resume(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Continue after a pause or a failed step (which is run again)."""
+    _intent(Intent.RESUME, config, as_json)
+
+
+def abort(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Roll back: traffic to blue at once (writes too with rollback.database = "revert")."""
+    _intent(Intent.ABORT, config, as_json)
+
+
+def retry(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """After a rollback, start again."""
+    _intent(Intent.RETRY, config, as_json)

@@ -1,0 +1,372 @@
+"""`cutover run`: the whole cutover as one resumable service. A fixed-cadence loop on the
+monotonic clock: observe (intents, the running job, replication, the SLO watch), decide once
+(controller.phases, pure), persist, then start the one effect decided. Signal handlers only
+set flags; the HTTP endpoints read a snapshot the loop publishes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from config import ConfigError, Settings, load_settings
+from config.operations import NotifyEvent
+from config.replication import SwitchMethod
+from config.slo import SloSource
+from controller import sdnotify
+from controller.jobs import Jobs
+from controller.journal import Journal
+from controller.metrics import DaemonMetrics
+from controller.notify import Notifier
+from controller.observe import SyncProbe, WeightProbe, split_dict
+from controller.phases import (
+    LIVE_TRAFFIC,
+    TERMINAL,
+    Breach,
+    Decision,
+    Intent,
+    Mode,
+    Observations,
+    Phase,
+    Plan,
+    Stage,
+    State,
+    decide,
+)
+from controller.slo.judge import Outcome, Verdict
+from controller.slo.readings import MetricSource
+from controller.slo.watch import Watch, build_sources
+
+log = logging.getLogger("cutover.daemon")
+Say = Callable[[str], None]
+SAMPLE_EVERY = 1.0
+"""Seconds between journal samples (what `cutover report` draws)."""
+STOP_WAIT = 60.0
+"""On SIGTERM, how long a running job (a switch undoes or finishes itself) may take."""
+
+
+def plan_for(settings: Settings) -> Plan:
+    traffic = settings.traffic
+    if traffic is None:
+        return Plan(Mode.SYNC_ONLY)
+    no_writes = settings.switchover is None or settings.switchover.method is SwitchMethod.NONE
+    return Plan(Mode.SHARED if no_writes else Mode.FULL,
+                tuple(Stage(s.weight, s.bake) for s in traffic.stages),
+                auto_switch=settings.switchover.auto if settings.switchover else False,
+                hold=traffic.hold, auto_finalize=traffic.finalize == "auto",
+                on_breach=settings.rollback.on_breach)
+
+
+@dataclass
+class Snapshot:
+    """What /status, /healthz and the sd_notify STATUS line show; replaced whole each tick."""
+    state: State
+    reason: str
+    job: str | None
+    weights: dict[str, Any] | None
+    sync: dict[str, Any] | None
+    checks: dict[str, dict[str, Any]]
+    tick_at: float
+
+    def as_dict(self, service: str) -> dict[str, Any]:
+        return {"service": service, **self.state.as_dict(), "decision": self.reason, "job": self.job,
+                "weights": self.weights, "sync": self.sync, "checks": self.checks,
+                "loop_age_seconds": round(time.monotonic() - self.tick_at, 3)}
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None, period: float = 0.25,
+                 until_done: bool = False, say: Say | None = None,
+                 sources: Mapping[SloSource, MetricSource] | None = None) -> None:
+        self.settings, self.config_path, self.period = settings, config_path, period
+        self.until_done = until_done
+        self.say = say or (lambda m: log.info("%s", m))
+        self.plan = plan_for(settings)
+        self.metrics = DaemonMetrics([p.value for p in Phase])
+        self.store: Journal  # opened by run(), in the thread that runs the loop (sqlite)
+        self.notifier = Notifier(settings.notify, settings.service)
+        self.jobs = Jobs(settings, self.metrics, self.say)
+        self.sync = SyncProbe(settings) if self.plan.mode is not Mode.SHARED else None
+        self.weights = WeightProbe(settings)
+        self.sources = sources
+        self.own_sources = sources is None
+        self.watch: Watch | None = None
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.state = State()
+        self.last_reason = ""
+        self.snapshot = Snapshot(self.state, "", None, None, None, {}, time.monotonic())
+        self.server: ThreadingHTTPServer | None = None
+        self.next_sample = 0.0
+        self.next_watchdog = 0.0
+
+    # -- start and stop ------------------------------------------------------------------
+
+    def run(self) -> State:
+        """Until SIGTERM/SIGINT (or, with until_done, a finished or rolled-back cutover)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+            signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+            signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+        self.store = Journal(self.settings.state.path)
+        try:
+            self._start()
+            last = next_tick = time.monotonic()
+            while not self.stop.is_set():
+                now = time.monotonic()
+                self.tick(min(now - last, 4 * self.period))
+                last = now
+                if self.until_done and self.state.phase in TERMINAL and self.jobs.current is None:
+                    break
+                next_tick += self.period
+                late = time.monotonic() - next_tick
+                if late > self.period:  # overran a whole period: warn, then keep the cadence
+                    self.metrics.loop_overruns.inc()
+                    log.warning("tick overran by %.2fs", late)
+                    next_tick = time.monotonic()
+                self.stop.wait(max(0.0, next_tick - time.monotonic()))
+        finally:
+            sdnotify.notify("STOPPING=1", f"STATUS=stopping in {self.state.phase.value}")
+            self._shutdown()
+        return self.state
+
+    def _start(self) -> None:
+        saved = self.store.load_state()
+        if saved is not None:
+            # A job in flight when the daemon died is run again (every job is idempotent);
+            # a stage's weights are re-applied and read back before its bake continues.
+            self.state = replace(State.from_dict(saved), applied=False)
+            self.say(f"resuming in {self.state.phase.value}"
+                     + (f" stage {self.state.stage + 1}" if self.state.phase is Phase.SHIFTING else "")
+                     + f" ({self.state.reason})")
+        self.store.record("start", {"state": self.state.as_dict(), "mode": self.plan.mode.value,
+                                    "reconciled": self._reconcile()})
+        if self.settings.metrics.enabled:
+            self.server = serve_http(self)
+            self.say(f"status on http://{self.settings.metrics.listen}/status")
+        sdnotify.notify("READY=1", f"STATUS={self.state.phase.value}")
+
+    def _reconcile(self) -> dict[str, Any]:
+        """What the balancer and the replication really look like, before the first decision."""
+        seen: dict[str, Any] = {"weights": split_dict(self.weights.read())}
+        if self.sync is not None and self.state.phase in (Phase.STREAMING, Phase.COPYING):
+            status = self.sync.read()
+            seen["streaming"] = status.streaming if status else None
+            if self.state.phase is Phase.STREAMING and status is not None and not status.streaming \
+                    and status.phase != "streaming":
+                # The journal says streaming, the databases do not: copy (resumably) again.
+                self.state = replace(self.state, phase=Phase.COPYING, reason="not streaming on restart")
+        return seen
+
+    def _shutdown(self) -> None:
+        if self.jobs.current is not None:
+            self.say("waiting for the running job to finish or undo itself")
+            self.jobs.wait(STOP_WAIT)
+        self.store.save_state(self.state.as_dict())
+        self.store.record("stop", {"state": self.state.as_dict()})
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for closeable in (self.sync, self.weights):
+            if closeable is not None:
+                closeable.close()
+        if self.own_sources and self.sources is not None:
+            for source in self.sources.values():
+                source.close()
+        self.store.close()
+
+    # -- one tick --------------------------------------------------------------------------
+
+    def tick(self, elapsed: float) -> Decision:
+        if self.reload.is_set():
+            self.reload.clear()
+            self._reload()
+        intents = tuple(Intent(k) for k in self.store.take_intents() if k in Intent.__members__.values())
+        running, done = self.jobs.poll()
+        sync_status = None
+        if self.sync is not None and self.state.phase is Phase.STREAMING:
+            sync_status = self.sync.read()
+        breach, passing = self._watch_slo()
+        obs = Observations(elapsed=elapsed, intents=intents, running=running, done=done,
+                           sync_ready=self.sync is not None and sync_status is not None and self.sync.ready(),
+                           breach=breach, slo_passing=passing)
+        decision = decide(self.state, obs, self.plan)
+        self._record(decision, obs)
+        self.state = decision.state
+        if decision.effect is not None:
+            self.jobs.start(decision.effect, self.state)
+        self._publish(decision, sync_status.as_dict() if sync_status else None)
+        return decision
+
+    def _watch_slo(self) -> tuple[Breach | None, bool]:
+        if self.state.phase not in LIVE_TRAFFIC:
+            self.watch = None  # the next stage 1 (a retry) starts with fresh streaks
+        if not (self.state.phase in LIVE_TRAFFIC and self.state.applied and self.settings.slo):
+            return None, True
+        if self.watch is None:
+            if self.sources is None:
+                self.sources = build_sources(self.settings)
+            self.watch = Watch(self.settings.slo, self.sources)
+        breach: Verdict | None = None
+        for verdict in self.watch.step():
+            self._export_verdict(verdict)
+            if verdict.breach and breach is None:
+                breach = verdict
+        latest = self.watch.latest
+        passing = len(latest) == len(self.settings.slo) and all(
+            v.outcome is Outcome.PASS for v in latest.values())
+        if breach is None:
+            return None, passing
+        self.metrics.breaches.inc()
+        self.store.record("breach", breach.as_dict())
+        self.notifier.send(NotifyEvent.BREACH, f"SLO breach on green: {breach.check}: {breach.reason}",
+                           breach.as_dict())
+        return Breach(breach.check, breach.reason), False
+
+    def _export_verdict(self, v: Verdict) -> None:
+        self.metrics.slo_passing.labels(v.check).set(1 if v.outcome is Outcome.PASS else 0)
+        if v.green is not None:
+            self.metrics.slo_value.labels(v.check, "green").set(v.green)
+        if v.baseline is not None:
+            self.metrics.slo_value.labels(v.check, "blue").set(v.baseline)
+
+    def _record(self, d: Decision, obs: Observations) -> None:
+        before, after = self.state, d.state
+        if after.phase is not before.phase:
+            text = f"{before.phase.value} -> {after.phase.value}: {after.reason}"
+            self.say(text)
+            self.store.record("phase", {"from": before.phase.value, "to": after.phase.value,
+                                        "reason": after.reason, "state": after.as_dict()})
+            self.notifier.send(NotifyEvent.PHASE, text, {"from": before.phase.value,
+                                                         "to": after.phase.value, "reason": after.reason})
+        if d.effect is not None or obs.intents or obs.done is not None or (
+                after.paused != before.paused) or (after.stage != before.stage):
+            inputs: dict[str, Any] = {"intents": [i.value for i in obs.intents]}
+            if obs.done is not None:
+                inputs["job_result"] = {"job": obs.done.job.value, "ok": obs.done.ok,
+                                        "detail": obs.done.detail}
+            if obs.breach is not None:
+                inputs["breach"] = {"check": obs.breach.check, "reason": obs.breach.reason}
+            self.store.record("decision", {"reason": d.reason, "effect": d.effect.as_dict() if d.effect
+                                           else None, "inputs": inputs, "state": after.as_dict()})
+            if d.reason != self.last_reason and after.phase is before.phase:
+                self.say(d.reason)
+        self.last_reason = d.reason
+        if after != before:
+            self.store.save_state(after.as_dict())
+
+    def _publish(self, d: Decision, sync: dict[str, Any] | None) -> None:
+        now = time.monotonic()
+        m = self.metrics
+        m.phase.state(self.state.phase.value)
+        m.stage.set(self.state.stage + 1 if self.state.phase in LIVE_TRAFFIC else 0)
+        m.paused.set(1 if self.state.paused else 0)
+        m.sync.heartbeat.set_to_current_time()
+        weights = self.snapshot.weights
+        if now >= self.next_sample:
+            self.next_sample = now + SAMPLE_EVERY
+            weights = split_dict(self.weights.read())
+            if weights is not None:
+                for env in ("blue", "green"):
+                    m.weight.labels(env).set(weights[env])
+            if sync is not None:
+                _export_sync(m, sync)
+            checks = {n: v.as_dict() for n, v in self.watch.latest.items()} if self.watch else {}
+            self.store.record("sample", {
+                "phase": self.state.phase.value, "stage": self.state.stage, "weights": weights,
+                "lag_seconds": sync.get("heartbeat_lag_seconds") if sync else None,
+                "lag_bytes": sync.get("lag_bytes") if sync else None, "checks": checks})
+            self.store.save_state(self.state.as_dict())  # also the store's liveness mark
+        job = self.jobs.current.effect.job.value if self.jobs.current else None
+        self.snapshot = Snapshot(self.state, d.reason, job, weights,
+                                 sync if sync is not None else self.snapshot.sync,
+                                 {n: v.as_dict() for n, v in self.watch.latest.items()} if self.watch
+                                 else self.snapshot.checks if self.state.phase in LIVE_TRAFFIC else {},
+                                 now)
+        period = sdnotify.watchdog_period()
+        if period is not None and now >= self.next_watchdog:
+            self.next_watchdog = now + period / 2
+            sdnotify.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+
+    def _status_line(self) -> str:
+        s = self.state
+        where = f" stage {s.stage + 1}" if s.phase in LIVE_TRAFFIC else ""
+        return f"{s.phase.value}{where}{' (paused)' if s.paused else ''}: {self.snapshot.reason}"
+
+    def _reload(self) -> None:
+        """SIGHUP: SLO checks, hooks, notifications, bakes and hold may change; the shape of
+        the cutover (databases, balancer, number of stages) may not while it runs."""
+        if self.config_path is None:
+            return
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        plan = plan_for(new)
+        if plan.mode is not self.plan.mode or len(plan.stages) != len(self.plan.stages):
+            log.error("reload refused: the mode or the number of stages changed; restart to change them")
+            return
+        self.settings, self.plan = new, plan
+        self.jobs.settings = new
+        self.notifier = Notifier(new.notify, new.service)
+        self.watch = None
+        self.say("config reloaded")
+        self.store.record("reload", {"plan": {"stages": [s.weight for s in plan.stages]}})
+
+
+def _export_sync(m: DaemonMetrics, s: dict[str, Any]) -> None:
+    for key, gauge in (("lag_bytes", m.sync.lag_bytes), ("heartbeat_lag_seconds", m.sync.lag_seconds),
+                       ("heartbeat_age_seconds", m.sync.heartbeat_age),
+                       ("retained_wal_bytes", m.sync.retained_wal)):
+        if s.get(key) is not None:
+            gauge.set(float(s[key]))
+    m.sync.streaming.set(1 if s.get("streaming") else 0)
+    m.sync.drift.set(len(s.get("drift") or []))
+
+
+# -- HTTP: /metrics, /healthz, /status ---------------------------------------------------------
+
+def serve_http(daemon: Daemon) -> ThreadingHTTPServer:
+    host, _, port = daemon.settings.metrics.listen.rpartition(":")
+    stall = max(5.0, 20 * daemon.period)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(daemon.metrics.registry))
+            elif path == "/healthz":
+                age = time.monotonic() - daemon.snapshot.tick_at
+                ok = age < stall
+                self._send(200 if ok else 503, "text/plain; charset=utf-8",
+                           f"{'ok' if ok else 'stalled'}: last tick {age:.1f}s ago\n".encode())
+            elif path == "/status":
+                body = json.dumps(daemon.snapshot.as_dict(daemon.settings.service), default=str)
+                self._send(200, "application/json", body.encode())
+            else:
+                self._send(404, "text/plain", b"not found: try /metrics, /healthz or /status\n")
+
+        def _send(self, code: int, ctype: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

@@ -1,0 +1,244 @@
+"""The effects the phase machine asks for, run one at a time in a worker thread so the loop
+keeps its cadence (heartbeat, SLO watch, operator intents) while a copy or a switch runs.
+Every job is idempotent: a daemon killed mid-job runs it again and it finishes or undoes
+what the earlier run left (the copy resumes, the switch reconciles, a shift re-applies)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from config import ConfigError
+from config.operations import HookPoint, NotifyEvent
+from config.replication import SwitchMethod
+from config.settings import Settings, need_traffic
+from controller.hooks import first_failure, run_hooks
+from controller.journal import Journal
+from controller.metrics import DaemonMetrics
+from controller.notify import Notifier
+from controller.phases import Effect, Failure, Job, JobResult, State
+from controller.traffic.balancer import TrafficError
+from controller.traffic.factory import balancer_for
+from controller.traffic.shift import Seen, shift
+from sync import logical
+from sync.copy import CopyProgress
+from sync.errors import SyncError
+from sync.foreign_keys import validate_pending
+from sync.preflight import Status, run_preflight
+from sync.switch import switch
+
+log = logging.getLogger("cutover.jobs")
+Say = Callable[[str], None]
+
+
+class HookFailed(Exception):
+    def __init__(self, detail: str, failure: Failure) -> None:
+        super().__init__(detail)
+        self.failure = failure
+
+
+@dataclass
+class _Running:
+    effect: Effect
+    thread: threading.Thread
+    started: float
+    result: JobResult | None = None
+
+
+class Jobs:
+    """Starts a job, and tells the loop when it has finished (each result seen once)."""
+
+    def __init__(self, settings: Settings, metrics: DaemonMetrics, say: Say) -> None:
+        self.settings, self.metrics, self.say = settings, metrics, say
+        self.current: _Running | None = None
+
+    def start(self, effect: Effect, state: State) -> None:
+        assert self.current is None or self.current.result is not None, "one job at a time"
+        thread = threading.Thread(target=self._run, args=(effect, state), name=f"job-{effect.job}",
+                                  daemon=True)
+        self.current = _Running(effect, thread, time.monotonic())
+        thread.start()
+
+    def poll(self) -> tuple[Job | None, JobResult | None]:
+        """(the job still running, or the result of one that finished since the last poll)."""
+        cur = self.current
+        if cur is None:
+            return None, None
+        if cur.thread.is_alive():
+            return cur.effect.job, None
+        self.current = None
+        assert cur.result is not None
+        return None, cur.result
+
+    def wait(self, timeout: float) -> None:
+        if self.current is not None:
+            self.current.thread.join(timeout)
+
+    def _run(self, effect: Effect, state: State) -> None:
+        assert self.current is not None
+        running = self.current
+        started = time.monotonic()
+        journal = Journal(self.settings.state.path)  # sqlite objects stay in their thread
+        try:
+            ctx = _Context(self.settings, journal, self.metrics, self.say, effect, state)
+            result = _JOBS[effect.job](ctx)
+        except HookFailed as exc:
+            result = JobResult(effect.job, False, str(exc), exc.failure)
+        except (SyncError, TrafficError, ConfigError, psycopg.Error, OSError) as exc:
+            result = JobResult(effect.job, False, str(exc).strip())
+        except Exception as exc:  # a bug must not kill the loop: report it, the decision holds
+            log.exception("job %s crashed", effect.job.value)
+            result = JobResult(effect.job, False, f"internal error: {type(exc).__name__}: {exc}")
+        seconds = time.monotonic() - started
+        self.metrics.jobs.labels(effect.job.value, "ok" if result.ok else "failed").inc()
+        journal.record("job", {"job": effect.job.value, **effect.as_dict(), "ok": result.ok,
+                               "detail": result.detail, "seconds": round(seconds, 3)})
+        journal.close()
+        running.result = result
+
+
+@dataclass
+class _Context:
+    settings: Settings
+    journal: Journal
+    metrics: DaemonMetrics
+    say: Say
+    effect: Effect
+    state: State
+
+    def hooks(self, point: HookPoint) -> None:
+        outcomes = run_hooks(self.settings.hooks, point, {
+            "service": self.settings.service, "phase": self.state.phase.value,
+            "stage": self.effect.stage, "weight": self.effect.weight})
+        for o in outcomes:
+            self.journal.record("hook", {"at": point.value, **o.as_dict()})
+        failed = first_failure(outcomes)
+        if failed is not None:
+            Notifier(self.settings.notify, self.settings.service).send(
+                NotifyEvent.HOOK_FAILED, f"hook {failed.name} at {point.value} failed: {failed.detail}",
+                failed.as_dict())
+            raise HookFailed(f"hook {failed.name} at {point.value}: {failed.detail}",
+                             Failure.ROLLBACK if failed.on_failure == "rollback" else Failure.HOLD)
+
+
+def _preflight(c: _Context) -> JobResult:
+    c.hooks(HookPoint.BEFORE_SYNC)
+    report = run_preflight(c.settings)
+    failed = [ch for ch in report.checks if ch.status is Status.FAIL]
+    if failed:
+        return JobResult(Job.PREFLIGHT, False, "; ".join(f"{ch.name}: {ch.detail} ({ch.fix})"
+                                                         for ch in failed))
+    return JobResult(Job.PREFLIGHT, True, f"{len(report.checks)} checks pass")
+
+
+def _copy(c: _Context) -> JobResult:
+    last = CopyProgress()
+    next_log = [0.0]
+
+    def progress(p: CopyProgress) -> None:
+        c.metrics.sync.rows_copied.inc(max(0, p.rows - last.rows))
+        last.rows = p.rows
+        if time.monotonic() >= next_log[0]:
+            c.say(f"copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, {p.chunks_done}/{p.chunks_total} chunks")
+            next_log[0] = time.monotonic() + 5
+    started = logical.start(c.settings, say=c.say, progress=progress)
+    validate_pending(c.settings, say=c.say)
+    what = "already streaming" if started.already_streaming else f"{started.rows_copied:,} rows copied"
+    return JobResult(Job.COPY, True, what)
+
+
+def _switch(c: _Context) -> JobResult:
+    c.hooks(HookPoint.BEFORE_SWITCH)
+
+    def record(step: str, details: dict[str, Any]) -> None:
+        c.journal.record("switch", {"to": "green", "step": step, **details})
+    report = switch(c.settings, "green", say=c.say, record=record)
+    if report.pause_ms is not None:
+        c.metrics.write_pause.set(report.pause_ms / 1000)
+    try:
+        c.hooks(HookPoint.AFTER_SWITCH)
+    except HookFailed as exc:  # writes are on green now: a failed hook cannot undo that
+        c.say(f"{exc} (writes stay on green)")
+    pause = "" if report.pause_ms is None else f"write pause {report.pause_ms:.0f} ms"
+    return JobResult(Job.SWITCH, True, pause if not report.already else "finished an earlier switch")
+
+
+def _shift(c: _Context) -> JobResult:
+    traffic = need_traffic(c.settings, "cutover run")
+    if c.effect.stage == 0:
+        c.hooks(HookPoint.BEFORE_TRAFFIC)
+    assert c.effect.weight is not None
+    lb = balancer_for(traffic)
+    try:
+        result = shift(lb, c.effect.weight, tolerance=traffic.split_tolerance,
+                       confirm_timeout=traffic.confirm_timeout)
+    finally:
+        lb.close()
+    c.journal.record("shift", result.as_dict())
+    seen = result.observed
+    detail = f"green {c.effect.weight} % read back"
+    if seen.seen is Seen.CONFIRMED:
+        detail += f", {seen.green_percent:.1f} % of {seen.requests} requests served by green"
+    elif seen.seen is not Seen.NOT_OBSERVABLE:
+        detail += f" ({seen.seen.value})"
+    return JobResult(Job.SHIFT, True, detail)
+
+
+def _stage_done(c: _Context) -> JobResult:
+    c.hooks(HookPoint.AFTER_STAGE)
+    return JobResult(Job.STAGE_DONE, True)
+
+
+def _finalize(c: _Context) -> JobResult:
+    c.hooks(HookPoint.BEFORE_FINALIZE)
+    if _moves_writes(c.settings):
+        # Blue no longer needs to follow: drop the reverse replication and our objects.
+        logical.drop(c.settings, say=c.say)
+    c.hooks(HookPoint.AFTER_FINALIZE)
+    return JobResult(Job.FINALIZE, True, "replication dropped" if _moves_writes(c.settings) else "")
+
+
+def _rollback(c: _Context) -> JobResult:
+    lb = balancer_for(need_traffic(c.settings, "a rollback"))
+    started = time.monotonic()
+    try:
+        result = shift(lb, 0, observe=False)  # all at once: the read-back is the proof
+    finally:
+        lb.close()
+    c.metrics.rollbacks.inc()
+    data = {"reason": c.state.reason, "seconds": round(time.monotonic() - started, 3),
+            "result": result.as_dict()}
+    c.journal.record("rollback", data)
+    reverted = False
+    if (c.settings.rollback.database == "revert" and c.state.switched and _moves_writes(c.settings)):
+        def record(step: str, details: dict[str, Any]) -> None:
+            c.journal.record("switch", {"to": "blue", "step": step, **details})
+        report = switch(c.settings, "blue", say=c.say, record=record)
+        if report.pause_ms is not None:
+            c.metrics.write_pause.set(report.pause_ms / 1000)
+        reverted = True
+    Notifier(c.settings.notify, c.settings.service).send(
+        NotifyEvent.ROLLBACK, f"rolled traffic back to blue{' and writes too' if reverted else ''}: "
+        f"{c.state.reason}", data)
+    try:
+        c.hooks(HookPoint.AFTER_ROLLBACK)
+    except HookFailed as exc:
+        c.say(str(exc))
+    return JobResult(Job.ROLLBACK, True, "traffic on blue" + (", writes on blue" if reverted else ""),
+                     reverted=reverted)
+
+
+def _moves_writes(settings: Settings) -> bool:
+    return settings.switchover is not None and settings.switchover.method is not SwitchMethod.NONE
+
+
+_JOBS: dict[Job, Callable[[_Context], JobResult]] = {
+    Job.PREFLIGHT: _preflight, Job.COPY: _copy, Job.SWITCH: _switch, Job.SHIFT: _shift,
+    Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize, Job.ROLLBACK: _rollback,
+}

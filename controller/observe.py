@@ -1,0 +1,104 @@
+"""What the loop looks at each tick, apart from the jobs: replication (heartbeat lag, the
+switch gate) and the load balancer's weights. Errors become "unknown", never a crash: the
+loop must keep its cadence when a server is down."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from config.settings import Settings
+from controller.traffic.balancer import LoadBalancer, Split, TrafficError
+from controller.traffic.factory import balancer_for
+from sync.connections import Conn, connect, databases
+from sync.status import SyncStatus, beat, read_status
+
+log = logging.getLogger("cutover.observe")
+DRIFT_EVERY = 10.0
+"""Schema drift needs catalog queries on both sides: not every tick."""
+
+
+class SyncProbe:
+    """Writes the heartbeat on blue and reads lag while green streams from blue."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conns: tuple[Conn, Conn] | None = None
+        self.next_beat = 0.0
+        self.next_drift = 0.0
+        self.latest: SyncStatus | None = None
+
+    def read(self) -> SyncStatus | None:
+        try:
+            if self.conns is None:
+                blue_db, green_db = databases(self.settings)
+                blue = connect(blue_db, "daemon")
+                try:
+                    self.conns = (blue, connect(green_db, "daemon"))
+                except BaseException:
+                    blue.close()
+                    raise
+            blue, green = self.conns
+            now = time.monotonic()
+            if now >= self.next_beat:
+                beat(blue)
+                self.next_beat = now + self.settings.sync.heartbeat_interval
+            with_drift = now >= self.next_drift
+            if with_drift:
+                self.next_drift = now + DRIFT_EVERY
+            status = read_status(blue, green, self.settings.sync, with_drift=with_drift)
+            if not with_drift and self.latest is not None:
+                status = replace(status, drift=self.latest.drift)
+            self.latest = status
+            return status
+        except psycopg.Error as exc:
+            log.warning("replication status unavailable: %s", str(exc).strip())
+            self.close()
+            self.latest = None
+            return None
+
+    def ready(self) -> bool:
+        """The auto-switch gate: streaming, with lag in bytes and in time under the limits."""
+        s, limits = self.latest, self.settings.sync
+        return (s is not None and s.streaming and s.lag_bytes is not None
+                and s.lag_bytes <= limits.max_lag_bytes and s.heartbeat_lag_seconds is not None
+                and s.heartbeat_lag_seconds <= limits.max_lag
+                and (s.heartbeat_age_seconds or 0.0) <= max(limits.max_lag, 3 * limits.heartbeat_interval))
+
+    def close(self) -> None:
+        if self.conns is not None:
+            for conn in self.conns:
+                conn.close()
+            self.conns = None
+
+
+class WeightProbe:
+    """What the balancer holds now (read back, not what we last set)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.lb: LoadBalancer | None = None
+        if settings.traffic is not None:
+            self.lb = balancer_for(settings.traffic)
+
+    def read(self) -> Split | None:
+        if self.lb is None:
+            return None
+        try:
+            return self.lb.read()
+        except TrafficError as exc:
+            log.warning("load balancer unreadable: %s", exc)
+            return None
+
+    def close(self) -> None:
+        if self.lb is not None:
+            self.lb.close()
+
+
+def split_dict(split: Split | None) -> dict[str, Any] | None:
+    if split is None:
+        return None
+    return {"blue": round(100.0 - split.green_percent, 2), "green": round(split.green_percent, 2)}

@@ -1,0 +1,349 @@
+"""The phase machine, pure: decide(state, observations, plan) -> Decision. No servers, no
+clock, no I/O: the daemon observes, calls decide once per tick, persists the new state and
+runs the one effect it names. Every rule here is unit-tested (tests/unit/test_phases.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    PREFLIGHT = "preflight"
+    COPYING = "copying"
+    STREAMING = "streaming"
+    SWITCHING = "switching"
+    SHIFTING = "shifting"
+    PROMOTED = "promoted"
+    FINALIZING = "finalizing"
+    FINALIZED = "finalized"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL = frozenset({Phase.FINALIZED, Phase.ROLLED_BACK})
+LIVE_TRAFFIC = frozenset({Phase.SHIFTING, Phase.PROMOTED})
+"""Phases where green serves traffic: the SLO watch runs and a breach rolls back."""
+
+
+class Mode(StrEnum):
+    FULL = "full"
+    """Sync, switch writes, shift traffic."""
+    SHARED = "shared"
+    """switchover.method = "none": both versions share one database; traffic stages only."""
+    SYNC_ONLY = "sync_only"
+    """No [traffic]: the continuous sync service, streaming forever."""
+
+
+class Intent(StrEnum):
+    """Operator commands, persisted by the CLI and taken by the daemon on its next tick."""
+    PROMOTE = "promote"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    RETRY = "retry"
+
+
+class Job(StrEnum):
+    """Effects; each is idempotent, so a daemon killed mid-job simply runs it again."""
+    PREFLIGHT = "preflight"
+    COPY = "copy"
+    SWITCH = "switch"
+    SHIFT = "shift"
+    STAGE_DONE = "stage_done"
+    """The after_stage hooks of a baked stage."""
+    FINALIZE = "finalize"
+    ROLLBACK = "rollback"
+
+
+class Failure(StrEnum):
+    """What a failed job asks for (from the job itself or a hook's on_failure)."""
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Effect:
+    job: Job
+    weight: int | None = None
+    """SHIFT: green's percentage."""
+    stage: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: Job
+    ok: bool
+    detail: str = ""
+    failure: Failure = Failure.HOLD
+    reverted: bool = False
+    """ROLLBACK: writes went back to blue as well (rollback.database = "revert")."""
+
+
+@dataclass(frozen=True)
+class State:
+    """What the daemon persists after every tick (JSON in the state store)."""
+    phase: Phase = Phase.PENDING
+    stage: int = 0
+    applied: bool = False
+    """SHIFTING: the stage's weights are set, read back and seen served."""
+    bake_seconds: float = 0.0
+    """SHIFTING: passing time baked so far in this stage (survives a restart)."""
+    hold_seconds: float = 0.0
+    """PROMOTED: time held at 100 %."""
+    paused: bool = False
+    switched: bool = False
+    """Writes go to green."""
+    abort_requested: bool = False
+    attempt: int = 1
+    reason: str = "not started"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> State:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["phase"] = Phase(known.get("phase", Phase.PENDING))
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Stage:
+    weight: int
+    bake: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The static part of the settings the decisions depend on."""
+    mode: Mode
+    stages: tuple[Stage, ...] = ()
+    auto_switch: bool = True
+    hold: float = 600.0
+    auto_finalize: bool = True
+    on_breach: str = "rollback"
+
+
+@dataclass(frozen=True)
+class Breach:
+    check: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Observations:
+    elapsed: float = 0.0
+    """Seconds since the previous tick (bounded by the daemon)."""
+    intents: tuple[Intent, ...] = ()
+    running: Job | None = None
+    """A job still in flight."""
+    done: JobResult | None = None
+    """A job that finished since the previous tick (seen exactly once)."""
+    sync_ready: bool = False
+    """STREAMING: green streams with lag under the limits."""
+    breach: Breach | None = None
+    slo_passing: bool = True
+    """Every check's latest verdict passes (or there are no checks)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: State
+    effect: Effect | None = None
+    reason: str = ""
+
+    @property
+    def waits(self) -> bool:
+        return self.effect is None
+
+
+def decide(s: State, o: Observations, plan: Plan) -> Decision:
+    """One decision per tick: operator intents first, then a finished job, then the phase."""
+    for intent in o.intents:
+        s = _take_intent(s, intent, plan, job_running=o.running is not None)
+    if o.done is not None:
+        s = _job_finished(s, o.done, plan)
+    if o.running is not None:
+        return Decision(s, None, f"{o.running.value} running")
+    if s.abort_requested and s.phase not in TERMINAL:
+        return _abort(s)
+    if s.phase in LIVE_TRAFFIC and s.applied and o.breach is not None:
+        return _breach(s, o.breach, plan)
+    if s.paused and s.phase is not Phase.ROLLING_BACK:
+        return Decision(s, None, f"paused: {s.reason}")
+    return _PHASES[s.phase](s, o, plan)
+
+
+def _take_intent(s: State, intent: Intent, plan: Plan, job_running: bool) -> State:
+    if intent is Intent.PAUSE:
+        return replace(s, paused=True, reason="paused by the operator")
+    if intent is Intent.RESUME:
+        return replace(s, paused=False, reason="resumed by the operator")
+    if intent is Intent.ABORT:
+        if s.phase in TERMINAL or s.phase is Phase.ROLLING_BACK:
+            return s
+        return replace(s, abort_requested=True, reason="aborted by the operator")
+    if intent is Intent.RETRY:
+        if s.phase is not Phase.ROLLED_BACK:
+            return s
+        # Writes that stayed on green need no new sync: start again at the first stage.
+        phase = Phase.SHIFTING if s.switched or plan.mode is Mode.SHARED else Phase.PENDING
+        return State(phase=phase, switched=s.switched, attempt=s.attempt + 1,
+                     reason=f"retry #{s.attempt + 1} by the operator")
+    # PROMOTE: the next step now.
+    if s.phase is Phase.STREAMING and plan.mode is Mode.FULL and not job_running:
+        return replace(s, phase=Phase.SWITCHING, paused=False, reason="promoted by the operator")
+    if s.phase is Phase.SHIFTING and s.applied:
+        return replace(s, bake_seconds=max(s.bake_seconds, plan.stages[s.stage].bake),
+                       reason="promoted by the operator: bake skipped")
+    if s.phase is Phase.PROMOTED:
+        return replace(s, phase=Phase.FINALIZING, reason="finalized by the operator")
+    return s
+
+
+def _job_finished(s: State, r: JobResult, plan: Plan) -> State:
+    if r.ok:
+        return _JOB_OK[r.job](s, r, plan)
+    if r.job is Job.ROLLBACK:
+        # Stay rolling back: the next tick runs it again (traffic to blue is the safe side).
+        return replace(s, reason=f"rollback failed, retrying: {r.detail}")
+    if r.job is Job.SWITCH:
+        # The switch undoes itself on failure: writes are on blue, green still streams.
+        return replace(s, phase=Phase.STREAMING, paused=True, reason=f"switch failed: {r.detail}")
+    if s.phase in LIVE_TRAFFIC and (r.failure is Failure.ROLLBACK or r.job is Job.SHIFT):
+        return replace(s, phase=Phase.ROLLING_BACK, reason=f"{r.job.value} failed: {r.detail}")
+    return replace(s, paused=True, reason=f"{r.job.value} failed: {r.detail}")
+
+
+def _preflight_ok(s: State, r: JobResult, plan: Plan) -> State:
+    return replace(s, phase=Phase.COPYING, reason="preflight passed")
+
+
+def _copy_ok(s: State, r: JobResult, plan: Plan) -> State:
+    return replace(s, phase=Phase.STREAMING, reason="green streams from blue")
+
+
+def _switch_ok(s: State, r: JobResult, plan: Plan) -> State:
+    return replace(s, phase=Phase.SHIFTING, stage=0, applied=False, bake_seconds=0.0,
+                   switched=True, reason=f"writes switched to green{': ' + r.detail if r.detail else ''}")
+
+
+def _shift_ok(s: State, r: JobResult, plan: Plan) -> State:
+    return replace(s, applied=True, reason=f"stage {s.stage + 1}: {r.detail or 'applied'}")
+
+
+def _stage_done(s: State, r: JobResult, plan: Plan) -> State:
+    if s.stage + 1 < len(plan.stages):
+        return replace(s, stage=s.stage + 1, applied=False, bake_seconds=0.0,
+                       reason=f"stage {s.stage + 1} baked")
+    return replace(s, phase=Phase.PROMOTED, hold_seconds=0.0, reason="all traffic on green")
+
+
+def _finalize_ok(s: State, r: JobResult, plan: Plan) -> State:
+    return replace(s, phase=Phase.FINALIZED, reason="finalized")
+
+
+def _rollback_ok(s: State, r: JobResult, plan: Plan) -> State:
+    return replace(s, phase=Phase.ROLLED_BACK, applied=False, abort_requested=False,
+                   switched=s.switched and not r.reverted, reason=s.reason)
+
+
+_JOB_OK: dict[Job, Callable[[State, JobResult, Plan], State]] = {
+    Job.PREFLIGHT: _preflight_ok, Job.COPY: _copy_ok, Job.SWITCH: _switch_ok,
+    Job.SHIFT: _shift_ok, Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize_ok,
+    Job.ROLLBACK: _rollback_ok,
+}
+
+
+def _abort(s: State) -> Decision:
+    if s.phase in LIVE_TRAFFIC:
+        return Decision(replace(s, phase=Phase.ROLLING_BACK, paused=False), Effect(Job.ROLLBACK),
+                        "aborted: traffic back to blue")
+    # Before any traffic moved there is nothing to put back; the sync keeps running.
+    return Decision(replace(s, phase=Phase.ROLLED_BACK, abort_requested=False, paused=False),
+                    None, "aborted before any traffic moved")
+
+
+def _breach(s: State, b: Breach, plan: Plan) -> Decision:
+    why = f"SLO breach: {b.check}: {b.reason}"
+    if plan.on_breach == "pause":
+        return Decision(replace(s, paused=True, reason=why), None, why + " (holding)")
+    return Decision(replace(s, phase=Phase.ROLLING_BACK, paused=False, reason=why),
+                    Effect(Job.ROLLBACK), why)
+
+
+def _pending(s: State, o: Observations, plan: Plan) -> Decision:
+    if plan.mode is Mode.SHARED:
+        return _shifting(replace(s, phase=Phase.SHIFTING, stage=0, applied=False,
+                                 reason="shared database: traffic stages only"), o, plan)
+    return Decision(replace(s, phase=Phase.PREFLIGHT, reason="starting"), Effect(Job.PREFLIGHT),
+                    "starting")
+
+
+def _run(job: Job) -> Callable[[State, Observations, Plan], Decision]:
+    def phase(s: State, o: Observations, plan: Plan) -> Decision:
+        return Decision(s, Effect(job), s.reason)
+    return phase
+
+
+def _streaming(s: State, o: Observations, plan: Plan) -> Decision:
+    if plan.mode is not Mode.FULL:
+        return Decision(s, None, "streaming (continuous sync)")
+    if plan.auto_switch and o.sync_ready:
+        return Decision(replace(s, phase=Phase.SWITCHING, reason="lag under the limits"),
+                        Effect(Job.SWITCH), "green caught up: switching writes")
+    return Decision(s, None, "streaming; waiting for `cutover promote`" if not plan.auto_switch
+                    else "streaming; waiting for lag under the limits")
+
+
+def _shifting(s: State, o: Observations, plan: Plan) -> Decision:
+    stage = plan.stages[s.stage]
+    if not s.applied:
+        return Decision(s, Effect(Job.SHIFT, weight=stage.weight, stage=s.stage),
+                        f"stage {s.stage + 1}: green {stage.weight} %")
+    baked = s.bake_seconds + (o.elapsed if o.slo_passing else 0.0)
+    s = replace(s, bake_seconds=baked)
+    if baked >= stage.bake:
+        return Decision(s, Effect(Job.STAGE_DONE, stage=s.stage), f"stage {s.stage + 1} baked")
+    return Decision(s, None, f"baking stage {s.stage + 1}" + ("" if o.slo_passing else " (held: "
+                                                              "a check is not passing)"))
+
+
+def _promoted(s: State, o: Observations, plan: Plan) -> Decision:
+    held = s.hold_seconds + o.elapsed
+    s = replace(s, hold_seconds=held)
+    if plan.auto_finalize and held >= plan.hold:
+        return Decision(replace(s, phase=Phase.FINALIZING, reason="hold passed"),
+                        Effect(Job.FINALIZE), "hold passed: finalizing")
+    return Decision(s, None, "holding at 100 %")
+
+
+def _terminal(s: State, o: Observations, plan: Plan) -> Decision:
+    return Decision(s, None, s.reason)
+
+
+_PHASES: dict[Phase, Callable[[State, Observations, Plan], Decision]] = {
+    Phase.PENDING: _pending,
+    Phase.PREFLIGHT: _run(Job.PREFLIGHT),
+    Phase.COPYING: _run(Job.COPY),
+    Phase.STREAMING: _streaming,
+    Phase.SWITCHING: _run(Job.SWITCH),
+    Phase.SHIFTING: _shifting,
+    Phase.PROMOTED: _promoted,
+    Phase.FINALIZING: _run(Job.FINALIZE),
+    Phase.ROLLING_BACK: _run(Job.ROLLBACK),
+    Phase.FINALIZED: _terminal,
+    Phase.ROLLED_BACK: _terminal,
+}
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    return {"mode": plan.mode.value, "stages": [asdict(x) for x in plan.stages],
+            "auto_switch": plan.auto_switch, "hold": plan.hold, "auto_finalize": plan.auto_finalize}

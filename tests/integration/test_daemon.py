@@ -1,0 +1,208 @@
+"""`cutover run` against the lab's real parts: a whole cutover (sync, switch, 10/50/100 %,
+hold, finalize) under pgbench and HTTP load, and a breach at 10 % that the daemon rolls back
+by itself, writes included; /metrics, /healthz and /status while it runs; operator intents."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from config import Settings, load_settings
+from controller.daemon import Daemon
+from controller.journal import Journal
+from controller.lab.lab import Lab
+from controller.lab.load import HttpLoad, Pgbench, pgbench_init
+from controller.lab.processes import find_binary, free_port
+from controller.phases import Phase, State
+from controller.traffic.haproxy import HAProxyBalancer
+from sync.status import wait_applied
+from tests.switchfixtures import Routed
+from tests.syncfixtures import assert_same_data
+from tests.trafficfixtures import set_fault
+
+
+def daemon_settings(routed: Routed, lab: Lab, tmp_path: Path, traffic: dict[str, Any] | None = None,
+                    **over: Any) -> Settings:
+    """The routed pair's databases and PgBouncer entry, the lab's HAProxy and its HAProxy
+    SLO checks, short stages; `traffic` and `over` replace parts (as config dicts)."""
+    lab_config = load_settings(lab.state.config_file).model_dump(mode="json")
+    stages = [{**s, "bake": "1s"} for s in lab_config["traffic"]["stages"]]
+    return Settings.model_validate({
+        **routed.settings.model_dump(mode="json"),
+        "traffic": {**lab_config["traffic"], "stages": stages, "hold": "1s", **(traffic or {})},
+        "slo": [c for c in lab_config["slo"] if c["source"] == "haproxy"],
+        "state": {"path": str(tmp_path / "state.db")},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"}, **over})
+
+
+def prepare(routed: Routed) -> None:
+    pgbench_init(routed.pair.dsn("blue"), 2)
+    with routed.pair.blue() as b:
+        b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+
+
+class Running:
+    """A Daemon in a thread (signals stay with pytest's main thread)."""
+
+    def __init__(self, settings: Settings, **kw: Any) -> None:
+        self.lines: list[str] = []
+        self.daemon = Daemon(settings, say=self.lines.append, **kw)
+        self.final: State | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.final = self.daemon.run()
+
+    def wait_for(self, ok: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ok(self.daemon.state):
+            assert self.thread.is_alive(), f"the daemon stopped before {what}: {self.lines[-5:]}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout}s: {self.lines[-8:]}"
+            time.sleep(0.05)
+
+    def stop(self) -> State:
+        self.daemon.stop.set()
+        self.thread.join(90)
+        assert self.final is not None
+        return self.final
+
+
+def add_intent(settings: Settings, kind: str) -> None:
+    store = Journal(settings.state.path)
+    store.add_intent(kind)
+    store.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_whole_cutover_under_load_then_finalize(routed: Routed, lab: Lab, hap: HAProxyBalancer,
+                                                  tmp_path: Path) -> None:
+    prepare(routed)
+    settings = daemon_settings(routed, lab, tmp_path,
+                               traffic={"finalize": "manual"})
+    bench = Pgbench(routed.dsn, clients=4, seconds=40, rate=200)
+    bench.start()
+    with HttpLoad(lab.state.frontend_url, rate=400) as load:
+        run = Running(settings)
+        run.wait_for(lambda s: s.phase is Phase.SHIFTING and s.applied, 120, "stage 1 live")
+        assert routed.primary() == "green"  # the switch came before any traffic
+        base = f"http://{settings.metrics.listen}"
+        status = httpx.get(f"{base}/status", timeout=5).json()
+        assert status["phase"] == "shifting"
+        assert status["switched"] is True
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        assert 'cutover_phase{cutover_phase="shifting"} 1.0' in metrics
+        assert "cutover_write_pause_seconds" in metrics
+        promtool = subprocess.run([find_binary("promtool"), "check", "metrics"], input=metrics,
+                                  capture_output=True, text=True, check=False)
+        assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+        run.wait_for(lambda s: s.phase is Phase.PROMOTED, 120, "all traffic on green")
+        assert hap.read().green_percent == 100
+        http = load.report()
+    result = bench.wait(timeout=90)
+    assert result.failed == 0, result.output[-1000:]
+    assert http.failed == 0
+    assert http.by_env()["green"] > 0
+    # Blue follows green through the reverse replication: nothing lost for a way back.
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert wait_applied(g, b, 30)
+    assert_same_data(routed.pair)
+    with routed.pair.green() as g:
+        assert g.execute("SELECT count(*) FROM pgbench_history").fetchone() == (result.transactions,)
+    add_intent(settings, "promote")  # finalize: manual
+    run.wait_for(lambda s: s.phase is Phase.FINALIZED, 60, "finalized")
+    final = run.stop()
+    assert final.phase is Phase.FINALIZED
+    with routed.pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
+    with routed.pair.green() as g:
+        assert g.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+    store = Journal(settings.state.path)
+    phases = [e.data["to"] for e in store.events("phase")]
+    jobs = [e.data["job"] for e in store.events("job")]
+    samples = store.events("sample")
+    store.close()
+    assert phases == ["preflight", "copying", "streaming", "switching", "shifting", "promoted",
+                      "finalizing", "finalized"]
+    assert jobs == ["preflight", "copy", "switch", "shift", "stage_done", "shift", "stage_done",
+                    "shift", "stage_done", "finalize"]
+    assert samples
+    assert any(s.data["checks"] for s in samples)
+
+
+@pytest.mark.timeout(300)
+def test_green_breaks_at_10_percent_and_the_daemon_rolls_back_writes_too(
+        routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_path: Path) -> None:
+    prepare(routed)
+    settings = daemon_settings(routed, lab, tmp_path, traffic={
+        "stages": [{"weight": 10, "bake": "120s"}, {"weight": 100, "bake": "1s"}]},
+        rollback={"database": "revert"})
+    with HttpLoad(lab.state.frontend_url, rate=500):
+        run = Running(settings, until_done=True)
+        try:
+            run.wait_for(lambda s: s.phase is Phase.SHIFTING and s.applied, 120, "stage 1 live")
+            with routed.connect() as conn:  # written on green: must survive the way back
+                conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                             "VALUES (1, 1, 1, 4242, now())")
+            set_fault(lab, "green", error_ratio=0.5)
+            faulted = time.monotonic()
+            run.wait_for(lambda s: s.phase is Phase.ROLLED_BACK, 60, "a rollback")
+            seconds = time.monotonic() - faulted
+        finally:
+            set_fault(lab, "green")
+        run.thread.join(30)
+    assert run.final is not None
+    assert run.final.phase is Phase.ROLLED_BACK
+    assert not run.final.switched
+    assert hap.read().green_percent == 0
+    assert routed.primary() == "blue"
+    assert seconds < 20, f"breach to rolled back took {seconds:.1f}s"
+    with routed.pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 4242").fetchone() == (1,)
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+    store = Journal(settings.state.path)
+    breach = store.events("breach")
+    decisions = [e.data for e in store.events("decision") if e.data["inputs"].get("breach")]
+    store.close()
+    assert breach
+    assert breach[0].data["outcome"] == "fail"
+    assert decisions
+    assert decisions[0]["effect"]["job"] == "rollback"
+
+
+def test_operator_pause_holds_the_bake_and_resume_continues(routed: Routed, lab: Lab, hap: HAProxyBalancer,
+                                                            tmp_path: Path) -> None:
+    """Shared database (switchover.method = none): traffic stages only; pause and resume from
+    the CLI's intents, taken on the next tick."""
+    settings = daemon_settings(routed, lab, tmp_path, traffic={
+        "stages": [{"weight": 10, "bake": "2s"}, {"weight": 100, "bake": "1s"}]},
+        switchover={"method": "none"})
+    with HttpLoad(lab.state.frontend_url, rate=400):
+        run = Running(settings, until_done=True)
+        run.wait_for(lambda s: s.phase is Phase.SHIFTING and s.applied, 60, "stage 1 live")
+        add_intent(settings, "pause")
+        run.wait_for(lambda s: s.paused, 10, "the pause")
+        baked = run.daemon.state.bake_seconds
+        time.sleep(3)
+        assert run.daemon.state.phase is Phase.SHIFTING
+        assert run.daemon.state.stage == 0
+        assert run.daemon.state.bake_seconds == baked
+        assert hap.read().green_percent == 10
+        add_intent(settings, "resume")
+        run.thread.join(60)
+    assert run.final is not None
+    assert run.final.phase is Phase.FINALIZED
+    assert hap.read().green_percent == 100
+    store = Journal(settings.state.path)
+    kinds = [e.data["to"] for e in store.events("phase")]
+    store.close()
+    assert "copying" not in kinds
+    assert "switching" not in kinds
