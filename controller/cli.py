@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from controller import cli_config, cli_lab, cli_run, cli_switch, cli_sync, cli_traffic, cli_watch
+from controller import cli_config, cli_lab, cli_report, cli_run, cli_switch, cli_sync, cli_traffic, cli_watch
 from controller.cli_common import Exit, fail
 from controller.lab.lab import DEFAULT_ROOT
 from controller.lab.processes import LabError
@@ -35,6 +35,7 @@ app.command(name="watch")(cli_watch.watch_cmd)
 app.command()(cli_run.run)
 app.command()(cli_run.status)
 app.command()(cli_run.history)
+app.command(name="report")(cli_report.report_cmd)
 for _intent in (cli_run.promote, cli_run.pause, cli_run.resume, cli_run.abort, cli_run.retry):
     app.command()(_intent)
 

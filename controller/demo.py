@@ -1,179 +1,213 @@
-"""`cutover demo`: the main job on the built-in lab, start to finish.
+"""`cutover demo`: the main job on the built-in lab, start to finish, driven by the daemon.
 
-Now: the lab up; live load through HAProxy and PgBouncer into blue; blue synced to green
-(preflight, consistent copy, streaming) while the load runs; traffic shifted 10/50/100 % and
-rolled back, each stage read back and seen served; green broken at 10 % and rolled back by
-the SLO watch on its own; verify; a status read-out; the lab down. The write switch joins here
-when it lands.
+The lab up; live load through HAProxy (HTTP, a fifth of it writes through PgBouncer). Run 1:
+`cutover run` syncs blue to green, switches writes, and at the 10 % stage green's fault
+switch is turned on: the daemon rolls traffic back on its own and, with rollback.database =
+"revert", writes too, nothing lost. Run 2: the fault is fixed, `cutover retry`, and the
+daemon takes the whole cutover through 10/50/100 % to finalized. Then every acknowledged
+write is checked on the new primary, blue and green are compared by checksum, a status
+read-out and the report file; the lab down.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import psycopg
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from config import Settings, load_settings
-from config.settings import need_traffic
 from controller.cli_common import out
+from controller.daemon import Daemon
+from controller.journal import Journal
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
-from controller.slo.watch import watch
-from controller.traffic.balancer import TrafficError
-from controller.traffic.factory import balancer_for
-from controller.traffic.shift import shift
-from sync import logical
-from sync.connections import connect, databases
-from sync.foreign_keys import validate_pending
-from sync.preflight import Status, run_preflight
-from sync.status import beat, read_status, wait_applied
-from sync.verify import verify
+from controller.phases import Phase, State
+from controller.report import render_report
+
+BAKE = "3s"
+"""Each stage's bake in the demo (the lab's config says 15 s: a demo should not take minutes)."""
 
 
 def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
-    """True when every request succeeded, every acknowledged write is in blue, and green
-    holds exactly blue's rows."""
+    """True when every request succeeded but green's injected faults, every acknowledged
+    write is on the new primary, and blue and green hold the same rows."""
     lab = Lab(root, with_prometheus=True, base_port=DEFAULT_BASE_PORT)
     out.rule("[bold]1. the lab[/]")
     try:
         lab.up(progress=lambda msg: out.print(f"  {msg}"))
-        settings = load_settings(lab.state.config_file)
+        settings = demo_settings(lab)
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             before = _count(conn)
-        out.rule(f"[bold]2. load ({rate:g} req/s through HAProxy) and sync blue -> green[/]")
         with HttpLoad(lab.state.frontend_url, rate, write_ratio=0.2) as load:
-            report = run_preflight(settings)
-            failed = [c for c in report.checks if c.status is Status.FAIL]
-            out.print(f"  preflight: {len(report.checks) - len(failed)}/{len(report.checks)} "
-                      "checks pass" + "".join(f"\n  FAIL {c.name}: {c.detail}" for c in failed))
-            if failed:
-                return False
-            started = time.monotonic()
-            logical.start(settings, say=lambda m: out.print(f"  {m}"))
-            validate_pending(settings, say=lambda m: out.print(f"  {m}"))
-            out.print(f"  copy done and subscription running {time.monotonic() - started:.1f}s after start")
-            _watch(settings, load, seconds)
-            out.rule("[bold]3. traffic through HAProxy: 10 -> 50 -> 100 %, then rollback[/]")
-            shifted = _shift_stages(settings)
-            out.rule("[bold]4. green breaks at the 10 % stage: the watch rolls back on its own[/]")
-            rolled_back = _breach_and_rollback(settings, lab)
+            out.rule(f"[bold]2. run 1 under load ({rate:g} req/s): sync, switch, 10 %, and green "
+                     "breaks[/]")
+            time.sleep(seconds)
+            first = _run(settings, director=_Breaker(lab))
+            out.rule("[bold]3. run 2: the fault fixed, `cutover retry`: the whole cutover[/]")
+            store = Journal(settings.state.path)
+            store.add_intent("retry")
+            store.close()
+            second = _run(settings, director=_StopLoadAtPromoted(load))
         http = load.report()
-        with psycopg.connect(lab.state.db_dsn("blue")) as conn:
+        out.rule("[bold]4. no data lost, and the summary[/]")
+        with psycopg.connect(lab.state.db_dsn("green")) as conn:
             written = _count(conn) - before
-        writes_ok = sum(1 for s in http.samples if s.status == 201)
-        out.rule("[bold]5. verify and status[/]")
-        _wait_caught_up(settings)
-        checked = verify(settings)
-        for t in checked.tables:
-            out.print(f"  verify {t.table}: {t.verdict.value} ({t.blue_rows:,} rows on blue, "
-                      f"{t.green_rows:,} on green)")
-        table = Table("part", "port", "pid", "state")
-        for c in lab.components():
-            table.add_row(c.name, str(c.port), str(c.pid), "running" if c.running else "stopped")
-        out.print(table)
-        out.print(f"  requests: {http.total}, failed: {http.failed}, by env: "
-                  f"{dict(http.by_env())}, p50 {http.latency_ms(50):.1f} ms, "
-                  f"p99 {http.latency_ms(99):.1f} ms")
-        out.print(f"  writes acknowledged: {writes_ok}, rows found in blue: {written}")
-        # The only failed requests are green's injected faults before the rollback.
+            green_sum = _checksum(conn)
+        with psycopg.connect(lab.state.db_dsn("blue")) as conn:
+            blue_sum = _checksum(conn)
+        writes_ok = sum(1 for x in http.samples if x.status == 201)
         faulted = sum(1 for x in http.samples if x.status >= 500 and x.env == "green")
+        _summary(lab, settings)
+        out.print(f"  run 1 ended {first.phase.value} ({first.reason}); writes on "
+                  f"{'green' if first.switched else 'blue'}")
+        out.print(f"  run 2 ended {second.phase.value}; writes on {'green' if second.switched else 'blue'}")
+        out.print(f"  requests: {http.total}, failed: {http.failed}, by env: {dict(http.by_env())}, "
+                  f"p50 {http.latency_ms(50):.1f} ms, p99 {http.latency_ms(99):.1f} ms")
         out.print(f"  failed requests: {http.failed}, all from green's injected fault: "
                   f"{http.failed == faulted}")
-        ok = (http.failed == faulted and written == writes_ok and http.total > 0 and checked.ok
-              and shifted and rolled_back)
+        out.print(f"  writes acknowledged: {writes_ok}, rows found on green (the new primary): {written}")
+        out.print(f"  lab_items on blue and green: {blue_sum[0]:,} and {green_sum[0]:,} rows, checksums "
+                  f"{'equal' if blue_sum == green_sum else 'DIFFER'}")
+        report = _report(settings, lab)
+        ok = (first.phase is Phase.ROLLED_BACK and not first.switched
+              and second.phase is Phase.FINALIZED and second.switched and http.total > 0
+              and http.failed == faulted and written == writes_ok and blue_sum == green_sum)
+        out.print(f"  report: {report}")
         out.print("[bold green]demo ok[/]" if ok else "[bold red]demo found a problem[/]")
         return ok
     finally:
         if not keep:
-            out.rule("[bold]6. the lab down[/]")
+            out.rule("[bold]5. the lab down[/]")
             lab.down(purge=True, progress=lambda msg: out.print(f"  {msg}"))
 
 
-def _watch(settings: Settings, load: HttpLoad, seconds: float) -> None:
-    """Live load and replication lag for `seconds`."""
-    blue_db, green_db = databases(settings)
-    with connect(blue_db, "demo") as blue, connect(green_db, "demo") as green, Progress(
-        TextColumn("  streaming"), BarColumn(), TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(), console=out,
-    ) as bar:
-        task = bar.add_task("load", total=seconds, stats="")
-        started = time.monotonic()
-        while (elapsed := time.monotonic() - started) < seconds:
-            beat(blue)
-            time.sleep(0.25)
-            status = read_status(blue, green, settings.sync, with_drift=False)
-            http = load.report()
-            lag = status.heartbeat_lag_seconds
-            bar.update(task, completed=min(elapsed, seconds), stats=(
-                f"{http.total} requests, {http.failed} failed, lag "
-                f"{'?' if lag is None else f'{lag * 1000:.0f} ms'}, {status.lag_bytes or 0} B"))
-        bar.update(task, completed=seconds)
+def demo_settings(lab: Lab) -> Settings:
+    """The lab's config with short bakes and a hold, and rollback.database = "revert"."""
+    settings = load_settings(lab.state.config_file)
+    data = settings.model_dump(mode="json")
+    assert data["traffic"] is not None
+    data["traffic"]["stages"] = [{**s, "bake": BAKE} for s in data["traffic"]["stages"]]
+    data["traffic"]["hold"] = BAKE
+    data["rollback"]["database"] = "revert"
+    data["state"]["path"] = str(lab.root / "cutover-state.db")
+    Path(data["state"]["path"]).unlink(missing_ok=True)
+    return Settings.model_validate(data)
 
 
-def _shift_stages(settings: Settings) -> bool:
-    """The staged shift and a rollback, each read back and seen served (the lab's apps all
-    write through PgBouncer to blue, so any share of traffic may go to green here)."""
-    lb = balancer_for(need_traffic(settings, "the demo"))
+class _Director(threading.Thread):
+    """Watches the running daemon's state and acts at one moment of the cutover."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.daemon_: Daemon | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            d = self.daemon_
+            if d is not None and self.due(d.state):
+                self.act()
+                return
+            time.sleep(0.05)
+
+    def due(self, state: State) -> bool:
+        raise NotImplementedError
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+
+class _Breaker(_Director):
+    """Green's fault switch on two seconds into the 10 % stage; off again afterwards."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.lab = lab
+        self.at = 0.0
+
+    def due(self, state: State) -> bool:
+        if state.phase is Phase.SHIFTING and state.applied and not self.at:
+            self.at = time.monotonic() + 2
+        return bool(self.at) and time.monotonic() >= self.at
+
+    def act(self) -> None:
+        self.fault({"error_ratio": 0.5})
+        out.print("  [bold red]fault on[/]: green answers 500 to half its requests")
+
+    def fault(self, body: dict[str, float]) -> None:
+        for server in self.lab.state.servers_of("green"):
+            httpx.post(f"{self.lab.state.app_url(server)}/admin/fault", json=body, timeout=5)
+
+
+class _StopLoadAtPromoted(_Director):
+    """At 100 %, the load stops, so blue (following green) holds every row at the end."""
+
+    def __init__(self, load: HttpLoad) -> None:
+        super().__init__()
+        self.load = load
+
+    def due(self, state: State) -> bool:
+        return state.phase is Phase.PROMOTED
+
+    def act(self) -> None:
+        self.load.stop()
+        out.print("  load stopped at 100 %; the hold runs, then finalize")
+
+
+def _run(settings: Settings, director: _Director) -> State:
+    daemon = Daemon(settings, until_done=True, period=0.1,
+                    say=lambda m: out.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+    director.daemon_ = daemon
+    director.start()
     try:
-        for target in (*(s.weight for s in need_traffic(settings, "the demo").stages), 0):
-            result = shift(lb, target)
-            seen = result.observed
-            what = "rollback: " if target == 0 else ""
-            out.print(f"  {what}green {target:3} %: set and read back in {result.apply_seconds * 1000:.1f} "
-                      f"ms; HAProxy served {seen.green_percent or 0:.1f} % of the next "
-                      f"{seen.requests} requests to green ({seen.seen.value} after "
-                      f"{seen.seconds * 1000:.0f} ms)")
-            time.sleep(1.0)
-        return True
-    except TrafficError as exc:
-        out.print(f"  [red]shift failed:[/] {exc}")
-        return False
+        return daemon.run()
     finally:
-        lb.close()
+        director.done.set()
+        if isinstance(director, _Breaker):
+            director.fault({})
 
 
-def _breach_and_rollback(settings: Settings, lab: Lab) -> bool:
-    """10 % on green, then green's fault switch on (half its requests fail): `watch` must put
-    all traffic back on blue by itself."""
-    lb = balancer_for(need_traffic(settings, "the demo"))
+def _summary(lab: Lab, settings: Settings) -> None:
+    table = Table("part", "port", "pid", "state")
+    for c in lab.components():
+        table.add_row(c.name, str(c.port), str(c.pid), "running" if c.running else "stopped")
+    out.print(table)
+    store = Journal(settings.state.path)
     try:
-        shift(lb, 10)
+        for e in store.events("rollback"):
+            out.print(f"  rollback: {e.data['reason']} -> traffic on blue in "
+                      f"{e.data['seconds'] * 1000:.0f} ms")
+        for e in store.events("job"):
+            if e.data["job"] == "switch" and e.data["ok"]:
+                out.print(f"  switch: {e.data['detail']}")
     finally:
-        lb.close()
-    out.print("  green 10 %; the watch runs: "
-              + ", ".join(f"{c.name} every {c.interval:g}s" for c in settings.slo))
-    time.sleep(2)
-    started = time.monotonic()
-    for server in lab.state.servers_of("green"):
-        httpx.post(f"{lab.state.app_url(server)}/admin/fault", json={"error_ratio": 0.5}, timeout=5)
-    out.print("  fault on: green answers 500 to half its requests")
-    journal = lab.root / "cutover-state.db"
+        store.close()
+
+
+def _report(settings: Settings, lab: Lab) -> Path:
+    store = Journal(settings.state.path)
     try:
-        result = watch(settings.model_copy(update={"state": settings.state.model_copy(
-            update={"path": journal})}), duration=30)
+        html = render_report(store.events(), settings.service)
     finally:
-        for server in lab.state.servers_of("green"):
-            httpx.post(f"{lab.state.app_url(server)}/admin/fault", json={}, timeout=5)
-    if result.breach is None or result.rollback is None:
-        out.print(f"  [red]no rollback[/] ({result.rollback_error or 'no breach seen'})")
-        return False
-    b = result.breach
-    out.print(f"  breach: {b.check}: {b.reason} ({b.streak} intervals in a row)")
-    after = result.rollback.after
-    share = "?" if after is None else f"{after.green_percent:g}"
-    out.print(f"  [bold]rolled back[/]: HAProxy reads green {share} %, "
-              f"{time.monotonic() - started:.2f}s after the fault; journaled in {journal}")
-    return True
+        store.close()
+    path = Path.cwd() / "cutover-demo-report.html"
+    try:
+        path.write_text(html)
+    except OSError:
+        path = lab.root.parent / "cutover-demo-report.html"
+        path.write_text(html)
+    return path
 
 
-def _wait_caught_up(settings: Settings, timeout: float = 30.0) -> None:
-    blue_db, green_db = databases(settings)
-    with connect(blue_db, "demo") as blue, connect(green_db, "demo") as green:
-        wait_applied(blue, green, timeout)
+def _checksum(conn: psycopg.Connection[tuple[int, str]]) -> tuple[int, str]:
+    row = conn.execute("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                       "FROM lab_items t").fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
 
 
 def _count(conn: psycopg.Connection[tuple[int]]) -> int:

@@ -79,6 +79,7 @@ def run_preflight(settings: Settings) -> Report:
             lambda: _large_objects(blue),
             lambda: _sequences(blue, settings.sync.schemas),
             lambda: _extensions(blue, green),
+            lambda: _roles(blue, green, tables),
             lambda: _schema(blue, green, tables),
             lambda: _long_transactions(blue),
             lambda: _wal_headroom(blue),
@@ -194,6 +195,26 @@ def _sequences(blue: Conn, schemas: list[str]) -> Check:
     return Check("sequences", Status.PASS,
                  f"{len(seqs)} sequence(s); replication does not carry them: they are copied "
                  "at the switch (or now with `cutover sync --sequences`)")
+
+
+def _roles(blue: Conn, green: Conn, tables: list[Table]) -> Check:
+    """Green gets blue's owners and grants with the schema: the app's role must exist there,
+    or after the switch the app finds tables it may not touch."""
+    oids = [t.oid for t in tables]
+    needed = {str(r[0]) for r in blue.execute(
+        "SELECT DISTINCT r.rolname FROM pg_class c CROSS JOIN LATERAL (SELECT c.relowner AS oid "
+        "UNION SELECT (aclexplode(c.relacl)).grantee) g JOIN pg_roles r ON r.oid = g.oid "
+        "WHERE c.oid = ANY(%s) OR c.oid IN (SELECT d.objid FROM pg_depend d WHERE d.refobjid = ANY(%s) "
+        "AND d.classid = 'pg_class'::regclass)", [oids, oids]).fetchall()}
+    present = {str(r[0]) for r in green.execute("SELECT rolname FROM pg_roles").fetchall()}
+    missing = sorted(needed - present)
+    if missing:
+        return Check("roles", Status.FAIL,
+                     f"role(s) owning or granted the synced tables on blue are missing on green: "
+                     f"{', '.join(missing)}",
+                     "create them on green first, e.g. pg_dumpall --roles-only on blue, edited, "
+                     "into green")
+    return Check("roles", Status.PASS, f"{len(needed)} owner/grantee role(s) exist on green")
 
 
 def _extensions(blue: Conn, green: Conn) -> Check:

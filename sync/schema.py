@@ -45,7 +45,9 @@ def restore_section(settings: Settings, dump: Path, section: str, jobs: int = 1,
     """pg_restore one section into green. With tolerate_existing (resuming an interrupted
     run), objects that already exist are fine; any other error fails. skip_kinds leaves out
     TOC entries of those kinds (e.g. "FK CONSTRAINT")."""
-    args = [f"--section={section}", "--no-owner", f"--jobs={jobs}"]
+    # Owners and grants come along (preflight's "roles" check makes sure the roles exist):
+    # the app must be allowed to use its tables on green after the switch.
+    args = [f"--section={section}", f"--jobs={jobs}"]
     if skip_kinds:
         args.append(f"--use-list={_toc_without(settings, dump, skip_kinds)}")
     if not tolerate_existing:

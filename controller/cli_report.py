@@ -1,0 +1,47 @@
+"""`cutover report`: the journal as one self-contained HTML page (an SVG timeline and a table),
+to attach to a change ticket or a post-mortem."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.cli_common import ConfigOption, Exit, err, out, settings_or_exit
+from controller.journal import Event, Journal
+from controller.report import render_report
+
+
+def report_cmd(
+    config: ConfigOption = None,
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False,
+                                         help="Where to write the HTML page.")] = Path("cutover-report.html"),
+) -> None:
+    """Write an HTML report of the cutover (timeline, checks, rollbacks) from the journal."""
+    settings = settings_or_exit(config)
+    path = settings.state.path
+    if not path.is_file():
+        err.print(f"error: no journal at {path}: nothing has run with this config yet "
+                  "(set [state] path to the daemon's)", markup=False)
+        raise typer.Exit(Exit.USAGE)
+    events = _read(path)
+    try:
+        output.write_text(render_report(events, settings.service), encoding="utf-8")
+    except OSError as exc:
+        err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(Exit.FAILED) from None
+    out.print(f"wrote {output} ({len(events):,} events)", markup=False)
+
+
+def _read(path: Path) -> list[Event]:
+    try:
+        journal = Journal(path)
+    except (sqlite3.Error, RuntimeError) as exc:
+        err.print(f"error: cannot read the journal {path}: {exc}", markup=False)
+        raise typer.Exit(Exit.FAILED) from None
+    try:
+        return journal.events()
+    finally:
+        journal.close()
