@@ -38,7 +38,7 @@ class SyncSettings(Section):
     copy_jobs: int = Field(default=4, ge=1, le=64)
     """Parallel COPY workers for the initial copy."""
     split_rows: int = Field(default=1_000_000, ge=1_000)
-    """Tables with more rows than this are copied in key ranges, in parallel."""
+    """Tables with more rows than this are copied in copy_jobs page ranges, in parallel."""
     chunk_rows: int = Field(default=100_000, ge=100)
     """Rows per checksum chunk for verify and the diff sync."""
     max_lag_bytes: ByteSize = 16 * 1024 * 1024

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from sync.catalog import Table
 
-MAX_CHUNKS_PER_TABLE = 64
-
 
 @dataclass(frozen=True)
 class Chunk:
@@ -30,18 +28,19 @@ class Chunk:
 def plan_chunks(tables: list[Table], jobs: int, split_rows: int) -> list[Chunk]:
     """Chunks ordered biggest first, so the longest work starts first (LPT scheduling).
 
-    A table with more than split_rows rows is cut into at least ceil(rows / split_rows) page
-    ranges, rounded up to a multiple of `jobs`, so one big table keeps every worker busy to
-    the end instead of leaving one to finish the last piece alone.
+    A table with more than split_rows rows is cut into `jobs` page ranges, one per worker,
+    so one big table keeps every worker busy to the end. Not more: each chunk costs a new
+    session and transaction on both sides, and on pgbench -s 50 six chunks for two workers
+    copied 0.25 s (9 %) slower than two; the copy redoes a failed run whole, so smaller
+    chunks would buy nothing back.
     """
     chunks: list[tuple[float, Chunk]] = []
     for t in tables:
         splittable = t.kind == "r" and t.pages > 1
-        if not splittable or t.est_rows <= split_rows:
+        if not splittable or t.est_rows <= split_rows or jobs == 1:
             chunks.append((t.bytes, Chunk(t)))
             continue
-        wanted = jobs * math.ceil(math.ceil(t.est_rows / split_rows) / jobs)
-        count = min(MAX_CHUNKS_PER_TABLE, t.pages, wanted)
+        count = min(t.pages, jobs)
         step = math.ceil(t.pages / count)
         starts = list(range(0, t.pages, step))
         for i, first in enumerate(starts):

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync.catalog import Table
-from sync.chunks import MAX_CHUNKS_PER_TABLE, plan_chunks
+from sync.chunks import plan_chunks
 
 
 def table(name: str, rows: int, pages: int, kind: str = "r") -> Table:
@@ -32,12 +32,19 @@ def test_a_big_table_uses_every_worker_and_ends_open() -> None:
         assert a.end_page == b.first_page
 
 
-def test_split_count_follows_split_rows_in_multiples_of_jobs_with_a_cap() -> None:
-    assert len(plan_chunks([table("t", 1_000_000, 10_000)], jobs=2, split_rows=100_000)) == 10
-    assert len(plan_chunks([table("t", 5_000_000, 80_000)], jobs=2, split_rows=1_000_000)) == 6
-    assert len(plan_chunks([table("t", 5_000_000, 80_000)], jobs=4, split_rows=1_000_000)) == 8
-    capped = plan_chunks([table("t", 10**9, 10**7)], jobs=2, split_rows=1000)
-    assert len(capped) == MAX_CHUNKS_PER_TABLE
+def test_a_big_table_gets_one_range_per_worker() -> None:
+    assert len(plan_chunks([table("t", 1_000_000, 10_000)], jobs=2, split_rows=100_000)) == 2
+    assert len(plan_chunks([table("t", 5_000_000, 80_000)], jobs=4, split_rows=1_000_000)) == 4
+    assert len(plan_chunks([table("t", 5_000_000, 3)], jobs=8, split_rows=1_000_000)) == 3, \
+        "never more ranges than pages"
+    assert len(plan_chunks([table("t", 5_000_000, 80_000)], jobs=1, split_rows=1_000)) == 1, \
+        "one worker reads the table whole"
+
+
+def test_two_big_tables_balance_over_the_workers() -> None:
+    chunks = plan_chunks([table("a", 5_000_000, 80_000), table("b", 1_200_000, 20_000)],
+                         jobs=2, split_rows=1_000_000)
+    assert [c.table.name for c in chunks] == ["a", "a", "b", "b"]
 
 
 def test_partitioned_roots_are_never_split_by_ctid() -> None:
