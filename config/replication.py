@@ -97,9 +97,17 @@ class SwitchoverSettings(Section):
     max_write_xact_age: Duration = 2.0
     """Write transactions older than this on blue make the switch wait (precheck)."""
     verify: Literal["counts", "checksums", "none"] = "counts"
-    """What is compared under the fence before writes move: counts (exact, ~0.1 s of pause
-    per million rows here), checksums (slower), or none (the drain to blue's last LSN only;
-    for big databases: run `cutover verify` before the switch instead)."""
+    """What is compared between the old primary and the new one as they stand at the fence:
+    counts (exact), checksums (every value; slower), or none (the drain to the old
+    primary's last commit only)."""
+    verify_at: Literal["after_resume", "in_pause"] = "after_resume"
+    """When that comparison runs. after_resume: writes move as soon as the new primary has
+    applied the old one's last commit; the old primary (fenced, not yet following) is then
+    compared with the new one as it was at the fence (the reverse slot's exported snapshot)
+    while writes flow, and any difference switches writes back, losing nothing (the reverse
+    replication carries back what was written meanwhile). in_pause: compared before writes
+    move, a difference aborts; the pause grows by the scan (~0.1 s per million rows counted
+    here). Without reverse_replication the comparison always runs in the pause."""
     reverse_replication: bool = True
     """Keep blue current from green after the switch, so a rollback loses nothing."""
     auto: bool = True

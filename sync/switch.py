@@ -8,13 +8,18 @@ Blue -> green, in order (green -> blue mirrors it):
     client session ended);
  3. a heartbeat on blue, and wait until green applied it: green now holds every commit blue
     made (apply keeps commit order);
- 4. copy every sequence; compare row counts (checksums too if configured): any difference
-    aborts;
+ 4. copy every sequence;
  5. stop blue -> green (PostgreSQL 15 has no origin filter: both directions at once would
     loop) and create the reverse slot on green (its publication was made before the pause);
  6. unfence green, repoint the endpoint to green, resume. Then, outside the pause: blue
     subscribes to the reverse slot (copy_data = false: the slot kept every change since the
     fence), and the old subscription and slot are dropped.
+Row counts (or checksums) are compared as both sides stood at the fence. By default
+(verify_at = "after_resume") that runs once writes flow again: blue is fenced and does not
+follow green yet, and green is read in the snapshot its reverse slot exported at the fence,
+so the pause does not grow with the data; a difference switches writes straight back to blue
+(the reverse replication carries what green took meanwhile). With verify_at = "in_pause" it
+runs before step 5 and a difference aborts.
 Any failure or the hard timeout before step 6 completes undoes what was done (reverse objects
 dropped, blue -> green re-enabled, blue unfenced) and resumes writes on blue. A switch killed
 midway is reconciled by the next run: completed if the endpoint already points at the
@@ -61,6 +66,8 @@ class SwitchReport:
     lsn: str | None = None
     sequences: int = 0
     tables_verified: int = 0
+    verified: str | None = None
+    """Where the comparison ran: "in pause", "after resume", or None (not compared)."""
     steps: dict[str, float] = field(default_factory=dict)
     """Seconds per step."""
 
@@ -69,7 +76,7 @@ class SwitchReport:
                 "undid_interrupted": self.undid_interrupted,
                 "pause_ms": None if self.pause_ms is None else round(self.pause_ms, 1),
                 "lsn": self.lsn, "sequences": self.sequences,
-                "tables_verified": self.tables_verified,
+                "tables_verified": self.tables_verified, "verified": self.verified,
                 "steps_ms": {k: round(v * 1000, 1) for k, v in self.steps.items()}}
 
 
@@ -107,14 +114,25 @@ def direction(settings: Settings, to: str) -> Direction:
     raise BadInputError(f"--to must be green or blue, not {to!r}")
 
 
+class VerifyDifference(SyncError):
+    """The two sides differed at the fence."""
+
+
 class _Switch:
     def __init__(self, settings: Settings, d: Direction, endpoint: WriteEndpoint, say: Say,
-                 record: Record) -> None:
+                 record: Record, *, compare: bool = True) -> None:
         self.settings, self.d, self.endpoint, self.say, self.record = settings, d, endpoint, say, record
         self.sw = need_switchover(settings, "the switch")
+        self.compare = compare and self.sw.verify != "none"
+        # Comparing after the resume needs the reverse replication to switch back losslessly.
+        self.after_resume = (self.compare and self.sw.verify_at == "after_resume"
+                             and self.sw.reverse_replication)
         self.report = SwitchReport(d.to)
         self.src: Conn
         self.dst: Conn
+        self.slot_conn: Conn | None = None
+        """A replication connection to the new primary; its slot's snapshot lives while it idles."""
+        self.fence_snapshot: str | None = None
 
     def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
         self.record(f"{name}: start", details)
@@ -196,9 +214,9 @@ class _Switch:
         self.report.sequences = done.copied
 
     def verify(self) -> None:
-        """Both sides at once (each on its own connection), every table; any difference aborts."""
-        if self.sw.verify == "none":
-            return
+        """Both sides as they stood at the fence, each on its own connection at once, every
+        table; any difference raises VerifyDifference. The new primary is read in the fence
+        snapshot when there is one (after the resume), else as it is (under the fence)."""
         tables = list_tables(self.src, self.settings.sync)
         if self.sw.verify == "checksums":
             hashes = [row_hash(self.src, self.dst, t, t, t.columns) for t in tables]
@@ -212,14 +230,23 @@ class _Switch:
                 counts = [conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()
                           for t in tables]
                 return [(int(c[0]) if c else -1, 0) for c in counts]
+
+        def at_fence(conn: Conn) -> list[tuple[int, int]]:
+            if self.fence_snapshot is None:
+                return measure(conn)
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                    sql.Literal(self.fence_snapshot)))
+                return measure(conn)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            ours, theirs = pool.submit(measure, self.src), pool.submit(measure, self.dst)
+            ours, theirs = pool.submit(measure, self.src), pool.submit(at_fence, self.dst)
             old_side, new_side = ours.result(), theirs.result()
         for t, a, b in zip(tables, old_side, new_side, strict=True):
             if a != b:
                 what = "rows" if a[0] != b[0] else "rows (same count, different contents)"
-                raise SyncError(f"{t.qualified}: {a[0]} {what} on the old primary, {b[0]} on "
-                                f"{self.d.to}; not switching")
+                raise VerifyDifference(f"{t.qualified}: {a[0]} {what} on the old primary, {b[0]} "
+                                       f"on {self.d.to} at the fence")
         self.report.tables_verified = len(tables)
 
     def prepare_back(self) -> None:
@@ -230,14 +257,25 @@ class _Switch:
         ensure_publication(self.dst, self.d.new, list_tables(self.dst, self.settings.sync))
         self.src.execute(objects.HEARTBEAT_DDL)
         self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
+        if self.after_resume:  # connected now, so the pause does not wait for it
+            self.slot_conn = connect(self.d.dst_db, "reverse-slot", replication=True)
 
     def stop_and_slot(self) -> None:
         """Under the fence: old -> new stops, and the reverse slot starts exactly here, before
         the new primary takes its first write."""
         d = self.d
         self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(objects.ident(d.old)))
-        if self.sw.reverse_replication and not objects.slot_exists(self.dst, d.new):
+        if not self.sw.reverse_replication or objects.slot_exists(self.dst, d.new):
+            return
+        if self.slot_conn is None:
             self.dst.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [d.new])
+            return
+        # The exported snapshot is the new primary exactly at the fence, before its first write.
+        row = self.slot_conn.execute(sql.SQL(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
+                objects.ident(d.new))).fetchone()
+        assert row is not None
+        self.fence_snapshot = str(row[2])
 
     def subscribe_back(self) -> None:
         """After the resume: the old primary follows the slot, which kept every change since."""
@@ -281,7 +319,8 @@ class _Switch:
         Once the endpoint points at the target, writes may have landed there: only forward."""
         d = self.d
         if self._points_at(d.dst_db):
-            self.say(f"writes already go to {d.to}: finishing what an earlier run left")
+            self.say(f"writes already go to {d.to}: finishing what an earlier run left (if it "
+                     "stopped before comparing the two sides, run `cutover verify` once done)")
             self.unfence(self.dst)
             self.endpoint.resume()
             self.finish()
@@ -300,6 +339,17 @@ class _Switch:
         self.step("drop old replication", self.drop_old)
 
     def run(self, dry_run: bool) -> SwitchReport:
+        try:
+            return self._run(dry_run)
+        finally:
+            self._close_slot_conn()
+
+    def _close_slot_conn(self) -> None:
+        if self.slot_conn is not None:
+            self.slot_conn.close()
+            self.slot_conn = None
+
+    def _run(self, dry_run: bool) -> SwitchReport:
         if self.reconcile():
             return self.report
         self.step("precheck", self.precheck)
@@ -308,15 +358,18 @@ class _Switch:
             self.report.dry_run = True
             self.say(f"dry run: prechecks pass; a switch to {self.d.to} would start now")
             return self.report
+        in_pause: list[tuple[str, Callable[[], Any]]] = [
+            ("fence", self.fence_src), ("drain", self.drain), ("sequences", self.sequences)]
+        if self.compare and not self.after_resume:
+            in_pause.append(("verify", self.verify))
+        in_pause += [("stop and slot", self.stop_and_slot),
+                     ("unfence new primary", lambda: self.unfence(self.dst)),
+                     ("repoint", lambda: self.endpoint.repoint(self.d.dst_db))]
         deadline = time.monotonic() + self.sw.timeout
         paused = time.monotonic()
         self.step("pause", lambda: self.endpoint.pause(self.sw.fence_timeout))
         try:
-            for name, fn in (("fence", self.fence_src), ("drain", self.drain),
-                             ("sequences", self.sequences), ("verify", self.verify),
-                             ("stop and slot", self.stop_and_slot),
-                             ("unfence new primary", lambda: self.unfence(self.dst)),
-                             ("repoint", lambda: self.endpoint.repoint(self.d.dst_db))):
+            for name, fn in in_pause:
                 if time.monotonic() > deadline:
                     raise SyncError(f"the switch passed switchover.timeout ({self.sw.timeout:g}s)")
                 self.step(name, fn)
@@ -333,8 +386,37 @@ class _Switch:
                             f"old primary, nothing lost): {str(exc).strip()}") from None
         self.report.pause_ms = (time.monotonic() - paused) * 1000
         self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
+        if self.compare:
+            self.report.verified = "after resume" if self.after_resume else "in pause"
+        if self.after_resume:
+            self._verify_after_resume()
         self.finish()
         return self.report
+
+    def _verify_after_resume(self) -> None:
+        """Compare the fenced old primary with the new one's fence snapshot while writes flow;
+        on a difference, switch writes straight back (nothing compared there: the sides are
+        known to differ), losing nothing, and fail."""
+        try:
+            self.step("verify", self.verify)
+        except VerifyDifference as diff:
+            back_to = "blue" if self.d.to == "green" else "green"
+            self.say(f"{diff}; switching writes back to {back_to}")
+            self._close_slot_conn()
+            self.finish()  # the old primary follows the new one: what it took comes back
+            back = _Switch(self.settings, direction(self.settings, back_to), self.endpoint,
+                           self.say, self.record, compare=False)
+            back.src, back.dst = self.dst, self.src
+            try:
+                back.run(dry_run=False)
+            except (SyncError, psycopg.Error) as exc:
+                raise SyncError(f"{diff}; switching writes back to {back_to} failed too "
+                                f"({str(exc).strip()}): writes are on {self.d.to}, and "
+                                f"{back_to} follows it; run `cutover switch --to {back_to}`") from None
+            raise VerifyDifference(f"switch to {self.d.to} reverted: {diff}; writes are back on "
+                                   f"{back_to}, with every row written meanwhile") from None
+        finally:
+            self._close_slot_conn()
 
 
 def _drop_slot(conn: Conn, name: str) -> None:

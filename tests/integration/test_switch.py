@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from config import load_settings
 from config.replication import CommandEndpointSettings, SwitchMethod
+from config.settings import Settings
 from controller.cli import app
 from controller.journal import Journal
 from controller.lab.lab import Lab
@@ -73,6 +74,64 @@ def test_switch_there_and_back_under_load_loses_nothing(routed: Routed) -> None:
     assert back.sequences >= 0
     assert {"fence", "drain", "sequences", "verify", "stop and slot", "repoint", "resume"} \
         <= set(there.steps)
+    # The default compares the sides as they stood at the fence once writes flow again.
+    assert there.verified == "after resume"
+    assert there.tables_verified == 4
+
+
+def with_switchover(routed: Routed, **update: Any) -> Settings:
+    assert routed.settings.switchover is not None
+    return routed.settings.model_copy(update={
+        "switchover": routed.settings.switchover.model_copy(update=update)})
+
+
+@pytest.mark.parametrize("verify_at", ["after_resume", "in_pause"])
+def test_a_difference_at_the_fence_leaves_writes_on_blue_losing_nothing(
+        routed: Routed, verify_at: str) -> None:
+    """Green holds a row blue never had: after the resume the switch goes straight back to
+    blue (pgbench's writes on green meanwhile come with it); in the pause it aborts."""
+    start_sync(routed)
+    with routed.pair.green() as g:
+        g.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES (9999, 1, 0)")
+    settings = with_switchover(routed, verify_at=verify_at)
+    bench = Pgbench(routed.dsn, clients=4, seconds=6)
+    bench.start()
+    time.sleep(1)
+    expected = "reverted" if verify_at == "after_resume" else "failed and was undone"
+    with pytest.raises(SyncError, match=rf"{expected}.*pgbench_tellers: 20 rows on the old "
+                                        r"primary, 21 on green at the fence"):
+        switch(settings, "green")
+    result = bench.wait(timeout=60)
+    assert result.failed == 0
+    assert routed.primary() == "blue"
+    assert not read_only(routed.pair, "blue")
+    with routed.pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pgbench_history").fetchone() == (result.transactions,)
+        assert b.execute("SELECT count(*) FROM pgbench_tellers WHERE tid = 9999").fetchone() == (0,)
+    # Green streams from blue again (fenced if writes went there and back, as after any
+    # switch back); without its stray row it equals blue.
+    assert read_only(routed.pair, "green") == (verify_at == "after_resume")
+    with routed.pair.green() as g:
+        g.execute("SET default_transaction_read_only = off")
+        g.execute("DELETE FROM pgbench_tellers WHERE tid = 9999")
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+
+
+def test_checksums_after_the_resume_catch_a_changed_value(routed: Routed) -> None:
+    start_sync(routed, scale=1)
+    with routed.pair.green() as g:
+        g.execute("UPDATE pgbench_tellers SET filler = 'changed on green' WHERE tid = 3")
+    settings = with_switchover(routed, verify="checksums")
+    with pytest.raises(SyncError, match=r"reverted: public.pgbench_tellers: 10 rows \(same count, "
+                                        r"different contents\)"):
+        switch(settings, "green")
+    assert routed.primary() == "blue"
+    with routed.pair.green() as g:
+        g.execute("SET default_transaction_read_only = off")
+        g.execute("UPDATE pgbench_tellers SET filler = NULL WHERE tid = 3")
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
 
 
 def test_a_transaction_holding_the_pause_aborts_the_switch_cleanly(routed: Routed) -> None:
@@ -120,7 +179,8 @@ class Killed(BaseException):
 
 
 STEPS = ["pause: done", "fence: done", "drain: done", "sequences: done", "stop and slot: done",
-         "unfence new primary: done", "repoint: done", "resume: done", "subscribe back: done"]
+         "unfence new primary: done", "repoint: done", "resume: done", "verify: done",
+         "subscribe back: done"]
 
 
 @pytest.mark.parametrize("at", STEPS)
