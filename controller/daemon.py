@@ -54,6 +54,14 @@ STOP_WAIT = 60.0
 """On SIGTERM, how long a running job (a switch undoes or finishes itself) may take."""
 
 
+def last_baselines(store: Journal) -> dict[str, float]:
+    """Each check's blue baseline as the last journaled sample had it."""
+    last = store.last_events(1, ("sample",))
+    checks = last[0].data.get("checks", {}) if last else {}
+    return {name: float(v["baseline"]) for name, v in checks.items()
+            if isinstance(v, dict) and isinstance(v.get("baseline"), int | float)}
+
+
 def plan_for(settings: Settings) -> Plan:
     traffic = settings.traffic
     if traffic is None:
@@ -108,6 +116,8 @@ class Daemon:
         self.server: ThreadingHTTPServer | None = None
         self.next_sample = 0.0
         self.next_watchdog = 0.0
+        self.resumed_baselines: dict[str, float] = {}
+        """Blue's baselines from the journal's last sample, for the first watch after a restart."""
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -145,6 +155,8 @@ class Daemon:
             # A job in flight when the daemon died is run again (every job is idempotent);
             # a stage's weights are re-applied and read back before its bake continues.
             self.state = replace(State.from_dict(saved), applied=False)
+            if self.state.phase in LIVE_TRAFFIC:
+                self.resumed_baselines = last_baselines(self.store)
             self.say(f"resuming in {self.state.phase.value}"
                      + (f" stage {self.state.stage + 1}" if self.state.phase is Phase.SHIFTING else "")
                      + f" ({self.state.reason})")
@@ -215,7 +227,8 @@ class Daemon:
         if self.watch is None:
             if self.sources is None:
                 self.sources = build_sources(self.settings)
-            self.watch = Watch(self.settings.slo, self.sources)
+            self.watch = Watch(self.settings.slo, self.sources, baselines=self.resumed_baselines)
+            self.resumed_baselines = {}
         breach: Verdict | None = None
         for verdict in self.watch.step():
             self._export_verdict(verdict)

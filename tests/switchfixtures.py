@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +56,43 @@ class Routed:
                 if line.partition("=")[0].strip() != self.pair.name]
         self.file.write_text("".join(kept))
         self.endpoint._run("RELOAD")
+
+
+class AckedWriter:
+    """A client inserting numbered pgbench_history rows through PgBouncer in a thread,
+    reconnecting after errors; `written` holds every number the server acknowledged."""
+
+    def __init__(self, routed: Routed) -> None:
+        self.routed = routed
+        self.written: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def __enter__(self) -> AckedWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _write(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            try:
+                with self.routed.connect() as conn:
+                    while not self._stop.is_set():
+                        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                                     "VALUES (1, 1, 1, %s, now())", [n])
+                        self.written.append(n)
+                        n += 1
+                        time.sleep(0.005)
+            except psycopg.Error:
+                time.sleep(0.05)
+
+    def missing_on(self, conn: psycopg.Connection[Any]) -> set[int]:
+        rows = {int(r[0]) for r in conn.execute("SELECT delta FROM pgbench_history").fetchall()}
+        return set(self.written) - rows
 
 
 @pytest.fixture

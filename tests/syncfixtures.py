@@ -40,11 +40,14 @@ class DbPair:
                         "[metrics]\nenabled = false\n")
         return path
 
+    def connect(self, env: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn(env), autocommit=True)
+
     def blue(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.dsn("blue"), autocommit=True)
+        return self.connect("blue")
 
     def green(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.dsn("green"), autocommit=True)
+        return self.connect("green")
 
     def wait_caught_up(self, timeout: float = 30.0) -> None:
         """Until green has applied a heartbeat written on blue after everything so far."""

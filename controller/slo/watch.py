@@ -62,9 +62,11 @@ class Watch:
     """Measures and judges; knows nothing of what a breach does."""
 
     def __init__(self, checks: list[SloCheck], sources: Mapping[SloSource, MetricSource],
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, baselines: Mapping[str, float] | None = None) -> None:
+        """baselines: blue's last values per check from before a restart, so a stage where
+        blue serves nothing (100 %) still has something to hold green to."""
         self.checks, self.sources, self.clock = checks, sources, clock
-        self.states = {c.name: CheckState() for c in checks}
+        self.states = {c.name: CheckState(baseline=(baselines or {}).get(c.name)) for c in checks}
         self.latest: dict[str, Verdict] = {}
         now = clock()
         self.due = {c.name: now for c in checks}

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from config import ConfigError, Problem, Settings, load_settings, masked_dump
 from config.settings import need_switchover, need_traffic, secret_paths
+from tests.tomltext import to_toml
 
 EXAMPLES = Path(__file__).parents[2] / "config" / "examples"
 
@@ -58,46 +59,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- helpers: a TOML writer (the standard library only reads TOML) -------------------------
-
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif " " <= ch <= "~":
-            out.append(ch)
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(f"\\U{ord(ch):08X}")
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """Every top-level key as `key = inline value`: valid TOML for any nesting."""
-    return "".join(f"{_toml_string(k)} = {_toml_value(v)}\n" for k, v in data.items())
-
 
 def with_value(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     out = copy.deepcopy(data)

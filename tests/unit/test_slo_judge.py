@@ -9,6 +9,7 @@ import pytest
 from config.slo import SloCheck
 from controller.slo.judge import CheckState, Outcome, judge
 from controller.slo.readings import NO_DATA, Measurement, Reading
+from controller.slo.watch import Watch
 
 
 def check(**over: Any) -> SloCheck:
@@ -128,3 +129,26 @@ def test_at_100_percent_a_relative_check_keeps_blues_last_baseline() -> None:
     assert "last baseline" in worse.reason
     assert worse.threshold == 125.0
     assert judge(c, m(130.0, None, bs=0), CheckState()).outcome is Outcome.INCONCLUSIVE
+
+
+class _Fixed:
+    """A source that always measures the same: green 110, blue serving nothing."""
+
+    def measure(self, check: SloCheck) -> Measurement:
+        return m(110.0, None, bs=0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_watch_resumed_with_blues_baseline_still_judges_at_100_percent() -> None:
+    """After a restart at the 100 % stage blue serves nothing: the journaled baseline is what
+    green is held to; without it the check could never pass and the bake would never end."""
+    c = check(max_vs_blue=1.25, min_samples=20, source="haproxy")
+    fresh = Watch([c], {c.source: _Fixed()}).step()[0]
+    assert fresh.outcome is Outcome.INCONCLUSIVE
+    resumed = Watch([c], {c.source: _Fixed()}, baselines={"c": 100.0}).step()[0]
+    assert resumed.outcome is Outcome.PASS
+    assert resumed.baseline == 100.0
+    strict = Watch([c], {c.source: _Fixed()}, baselines={"c": 80.0}).step()[0]
+    assert strict.outcome is Outcome.FAIL
