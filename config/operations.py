@@ -43,11 +43,15 @@ class Hook(Section):
 
 class StateSettings(Section):
     backend: Literal["sqlite", "postgres"] = "sqlite"
+    """sqlite: one daemon, an embedded file. postgres: two daemons of the service in HA; the
+    one holding the service's advisory lock acts, the other waits and takes over."""
     path: ConfigPath = Field(default=Path("cutover-state.db"), validate_default=True)
     """sqlite: the journal file."""
     dsn: str | None = None
-    """postgres: the store's database (for two daemons in HA); no password in it."""
+    """postgres: the store's database (its own, not blue's or green's application database,
+    which the switch fences); no password in it."""
     password: SecretStr | None = None
+    """Never in the file: CUTOVER_STATE__PASSWORD or the credentials dir (state__password)."""
 
     @model_validator(mode="after")
     def _backend_has_target(self) -> Self:

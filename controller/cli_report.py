@@ -9,9 +9,12 @@ from typing import Annotated
 
 import typer
 
+from config import Settings
 from controller.cli_common import ConfigOption, Exit, err, out, settings_or_exit
-from controller.journal import Event, Journal
+from controller.journal import Event
+from controller.pgstore import StoreError
 from controller.report import render_report
+from controller.store import open_store
 
 
 def report_cmd(
@@ -22,11 +25,11 @@ def report_cmd(
     """Write an HTML report of the cutover (timeline, checks, rollbacks) from the journal."""
     settings = settings_or_exit(config)
     path = settings.state.path
-    if not path.is_file():
+    if settings.state.backend == "sqlite" and not path.is_file():
         err.print(f"error: no journal at {path}: nothing has run with this config yet "
                   "(set [state] path to the daemon's)", markup=False)
         raise typer.Exit(Exit.USAGE)
-    events = _read(path)
+    events = _read(settings)
     try:
         output.write_text(render_report(events, settings.service), encoding="utf-8")
     except OSError as exc:
@@ -35,11 +38,11 @@ def report_cmd(
     out.print(f"wrote {output} ({len(events):,} events)", markup=False)
 
 
-def _read(path: Path) -> list[Event]:
+def _read(settings: Settings) -> list[Event]:
     try:
-        journal = Journal(path)
-    except (sqlite3.Error, RuntimeError) as exc:
-        err.print(f"error: cannot read the journal {path}: {exc}", markup=False)
+        journal = open_store(settings)
+    except (sqlite3.Error, RuntimeError, StoreError) as exc:
+        err.print(f"error: cannot read the journal: {exc}", markup=False)
         raise typer.Exit(Exit.FAILED) from None
     try:
         return journal.events()

@@ -18,8 +18,10 @@ from rich.table import Table
 
 from config import Settings
 from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
-from controller.journal import Event, Journal
+from controller.journal import Event
+from controller.pgstore import StoreError
 from controller.phases import TERMINAL, Intent, Phase, State
+from controller.store import StateStore, open_store
 
 DAEMON_ALIVE = 5.0
 """The daemon saves its state at least every second; older than this, it is not running."""
@@ -42,6 +44,9 @@ def run(
     daemon = Daemon(settings, config_path=path, period=period, until_done=until_done,
                     say=lambda m: err.print(f"{_now()} {m}", markup=False, highlight=False))
     state = daemon.run()
+    if daemon.deposed is not None:
+        err.print(f"stopped: {daemon.deposed}", markup=False, highlight=False)
+        raise typer.Exit(Exit.FAILED)
     if until_done and state.phase is Phase.ROLLED_BACK:
         raise typer.Exit(Exit.FAILED)
 
@@ -57,15 +62,19 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S")
 
 
-def _store(settings: Settings) -> Journal:
-    if not settings.state.path.exists():
+def _store(settings: Settings) -> StateStore:
+    if settings.state.backend == "sqlite" and not settings.state.path.exists():
         err.print(f"no state store at {settings.state.path}: `cutover run` has not started here "
                   "(set [state] path to the daemon's)", markup=False)
         raise typer.Exit(Exit.USAGE)
-    return Journal(settings.state.path)
+    try:
+        return open_store(settings)
+    except StoreError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(Exit.FAILED) from None
 
 
-def status_data(store: Journal) -> dict[str, Any]:
+def status_data(store: StateStore) -> dict[str, Any]:
     saved = store.load_state()
     state = State.from_dict(saved) if saved else State()
     sample = store.last_events(1, ("sample",))

@@ -8,7 +8,7 @@ import typer
 
 from config import ConfigError
 from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
-from controller.journal import Journal
+from controller.store import open_store
 from sync.errors import BadInputError, SyncError
 from sync.switch import switch
 
@@ -23,7 +23,7 @@ def switch_cmd(
     replicate back, repoint, resume. Any failure resumes on the old primary (exit 1)."""
     settings = settings_or_exit(config)
     console = err if as_json else out
-    journal = Journal(settings.state.path)
+    journal = open_store(settings)
 
     def record(step: str, details: dict[str, Any]) -> None:
         journal.record("switch", {"to": to, "step": step, **details})

@@ -24,10 +24,10 @@ from config.replication import SwitchMethod
 from config.slo import SloSource
 from controller import sdnotify
 from controller.jobs import Jobs
-from controller.journal import Journal
 from controller.metrics import DaemonMetrics
 from controller.notify import Notifier
 from controller.observe import SyncProbe, WeightProbe, split_dict
+from controller.pgstore import Deposed, Leadership, StoreError
 from controller.phases import (
     LIVE_TRAFFIC,
     TERMINAL,
@@ -45,6 +45,7 @@ from controller.phases import (
 from controller.slo.judge import Outcome, Verdict
 from controller.slo.readings import MetricSource
 from controller.slo.watch import Watch, build_sources
+from controller.store import StateStore, open_store
 
 log = logging.getLogger("cutover.daemon")
 Say = Callable[[str], None]
@@ -54,7 +55,7 @@ STOP_WAIT = 60.0
 """On SIGTERM, how long a running job (a switch undoes or finishes itself) may take."""
 
 
-def last_baselines(store: Journal) -> dict[str, float]:
+def last_baselines(store: StateStore) -> dict[str, float]:
     """Each check's blue baseline as the last journaled sample had it."""
     last = store.last_events(1, ("sample",))
     checks = last[0].data.get("checks", {}) if last else {}
@@ -100,7 +101,10 @@ class Daemon:
         self.say = say or (lambda m: log.info("%s", m))
         self.plan = plan_for(settings)
         self.metrics = DaemonMetrics([p.value for p in Phase])
-        self.store: Journal  # opened by run(), in the thread that runs the loop (sqlite)
+        self.store: StateStore  # opened by run(), in the thread that runs the loop (sqlite)
+        self.leadership: Leadership | None = None
+        self.deposed: str | None = None
+        """Why this daemon stopped acting: another one leads (PostgreSQL store, HA)."""
         self.notifier = Notifier(settings.notify, settings.service)
         self.jobs = Jobs(settings, self.metrics, self.say)
         self.sync = SyncProbe(settings) if self.plan.mode is not Mode.SHARED else None
@@ -127,12 +131,16 @@ class Daemon:
             signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
             signal.signal(signal.SIGINT, lambda *_: self.stop.set())
             signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
-        self.store = Journal(self.settings.state.path)
+        self.store = open_store(self.settings)
         try:
+            if self.settings.state.backend == "postgres" and not self._lead():
+                return self.state
             self._start()
             last = next_tick = time.monotonic()
             while not self.stop.is_set():
                 now = time.monotonic()
+                if self.leadership is not None and not self.leadership.held():
+                    raise Deposed("the leader lock's session was lost; another daemon may lead")
                 self.tick(min(now - last, 4 * self.period))
                 last = now
                 if self.until_done and self.state.phase in TERMINAL and self.jobs.current is None:
@@ -144,10 +152,40 @@ class Daemon:
                     log.warning("tick overran by %.2fs", late)
                     next_tick = time.monotonic()
                 self.stop.wait(max(0.0, next_tick - time.monotonic()))
+        except Deposed as exc:
+            # Stop acting at once: the new leader reconciles whatever this one was doing.
+            self.deposed = str(exc)
+            log.error("%s", exc)
         finally:
             sdnotify.notify("STOPPING=1", f"STATUS=stopping in {self.state.phase.value}")
             self._shutdown()
         return self.state
+
+    def _lead(self) -> bool:
+        """PostgreSQL store: wait as the standby until this daemon holds the service's leader
+        lock (False: stopped first), then use a store fenced by the new epoch."""
+        self.leadership = Leadership(self.settings.state, self.settings.service)
+        waiting = False
+        while not self.stop.is_set():
+            try:
+                epoch = self.leadership.try_acquire()
+            except StoreError as exc:
+                log.warning("%s", exc)
+                epoch = None
+            if epoch is not None:
+                self.store.close()
+                self.store = open_store(self.settings, epoch)
+                self.jobs.epoch = epoch
+                self.say(f"leading {self.settings.service!r} (epoch {epoch})")
+                self.store.record("leader", {"epoch": epoch})
+                return True
+            if not waiting:
+                waiting = True
+                self.say("standby: another daemon leads this service; taking over when it stops")
+                sdnotify.notify("READY=1", "STATUS=standby")
+            self._ping_watchdog(time.monotonic(), "standby")
+            self.stop.wait(self.period)
+        return False
 
     def _start(self) -> None:
         saved = self.store.load_state()
@@ -180,11 +218,17 @@ class Daemon:
         return seen
 
     def _shutdown(self) -> None:
-        if self.jobs.current is not None:
+        if self.jobs.current is not None and self.deposed is None:
             self.say("waiting for the running job to finish or undo itself")
             self.jobs.wait(STOP_WAIT)
-        self.store.save_state(self.state.as_dict())
-        self.store.record("stop", {"state": self.state.as_dict()})
+        if self.deposed is None and (self.leadership is None or self.leadership.epoch is not None):
+            try:
+                self.store.save_state(self.state.as_dict())
+                self.store.record("stop", {"state": self.state.as_dict()})
+            except Deposed as exc:
+                self.deposed = str(exc)
+        if self.leadership is not None:
+            self.leadership.release()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -305,10 +349,13 @@ class Daemon:
                                  {n: v.as_dict() for n, v in self.watch.latest.items()} if self.watch
                                  else self.snapshot.checks if self.state.phase in LIVE_TRAFFIC else {},
                                  now)
+        self._ping_watchdog(now, self._status_line())
+
+    def _ping_watchdog(self, now: float, status: str) -> None:
         period = sdnotify.watchdog_period()
         if period is not None and now >= self.next_watchdog:
             self.next_watchdog = now + period / 2
-            sdnotify.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+            sdnotify.notify("WATCHDOG=1", f"STATUS={status}")
 
     def _status_line(self) -> str:
         s = self.state

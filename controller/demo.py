@@ -22,11 +22,11 @@ from rich.table import Table
 from config import Settings, load_settings
 from controller.cli_common import out
 from controller.daemon import Daemon
-from controller.journal import Journal
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
 from controller.phases import Phase, State
 from controller.report import render_report
+from controller.store import open_store
 
 BAKE = "3s"
 """Each stage's bake in the demo (the lab's config says 15 s: a demo should not take minutes)."""
@@ -48,7 +48,7 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
             time.sleep(seconds)
             first = _run(settings, director=_Breaker(lab))
             out.rule("[bold]3. run 2: the fault fixed, `cutover retry`: the whole cutover[/]")
-            store = Journal(settings.state.path)
+            store = open_store(settings)
             store.add_intent("retry")
             store.close()
             second = _run(settings, director=_StopLoadAtPromoted(load))
@@ -176,7 +176,7 @@ def _summary(lab: Lab, settings: Settings) -> None:
     for c in lab.components():
         table.add_row(c.name, str(c.port), str(c.pid), "running" if c.running else "stopped")
     out.print(table)
-    store = Journal(settings.state.path)
+    store = open_store(settings)
     try:
         for e in store.events("rollback"):
             out.print(f"  rollback: {e.data['reason']} -> traffic on blue in "
@@ -189,7 +189,7 @@ def _summary(lab: Lab, settings: Settings) -> None:
 
 
 def _report(settings: Settings, lab: Lab) -> Path:
-    store = Journal(settings.state.path)
+    store = open_store(settings)
     try:
         html = render_report(store.events(), settings.service)
     finally:

@@ -19,10 +19,10 @@ from config.operations import HookPoint, NotifyEvent
 from config.replication import SwitchMethod
 from config.settings import Settings, need_traffic
 from controller.hooks import first_failure, run_hooks
-from controller.journal import Journal
 from controller.metrics import DaemonMetrics
 from controller.notify import Notifier
 from controller.phases import Effect, Failure, Job, JobResult, State
+from controller.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, shift
@@ -57,6 +57,8 @@ class Jobs:
     def __init__(self, settings: Settings, metrics: DaemonMetrics, say: Say) -> None:
         self.settings, self.metrics, self.say = settings, metrics, say
         self.current: _Running | None = None
+        self.epoch: int | None = None
+        """The leader's epoch (PostgreSQL store): the jobs' journal writes are fenced by it."""
 
     def start(self, effect: Effect, state: State) -> None:
         assert self.current is None or self.current.result is not None, "one job at a time"
@@ -84,7 +86,7 @@ class Jobs:
         assert self.current is not None
         running = self.current
         started = time.monotonic()
-        journal = Journal(self.settings.state.path)  # sqlite objects stay in their thread
+        journal = open_store(self.settings, self.epoch)  # sqlite objects stay in their thread
         try:
             ctx = _Context(self.settings, journal, self.metrics, self.say, effect, state)
             result = _JOBS[effect.job](ctx)
@@ -106,7 +108,7 @@ class Jobs:
 @dataclass
 class _Context:
     settings: Settings
-    journal: Journal
+    journal: StateStore
     metrics: DaemonMetrics
     say: Say
     effect: Effect

@@ -15,7 +15,6 @@ from config.operations import NotifyEvent
 from config.replication import SwitchMethod
 from config.settings import Settings, need_traffic
 from config.slo import SloCheck, SloSource
-from controller.journal import Journal
 from controller.notify import Notifier
 from controller.slo.haproxy_source import HAProxySource
 from controller.slo.judge import CheckState, Outcome, Verdict, judge
@@ -23,6 +22,7 @@ from controller.slo.probe_source import HttpProbeSource
 from controller.slo.prometheus_source import PrometheusSource
 from controller.slo.readings import MetricSource
 from controller.slo.sync_sources import DriftSource, LagSource
+from controller.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.haproxy import RuntimeApi
@@ -147,7 +147,7 @@ def _act(settings: Settings, result: WatchResult, clock: Clock) -> None:
     assert result.breach is not None
     verdict = result.breach
     detected = clock()
-    journal = Journal(settings.state.path)
+    journal = open_store(settings)
     notifier = Notifier(settings.notify, settings.service)
     try:
         journal.record("breach", verdict.as_dict())
@@ -178,7 +178,7 @@ def _act(settings: Settings, result: WatchResult, clock: Clock) -> None:
         journal.close()
 
 
-def _revert_writes(settings: Settings, result: WatchResult, journal: Journal) -> None:
+def _revert_writes(settings: Settings, result: WatchResult, journal: StateStore) -> None:
     """rollback.database = "revert": writes back to blue too, by the switch in reverse
     (blue stayed current through reverse replication, so nothing written on green is lost)."""
     if settings.switchover is None or settings.switchover.method is SwitchMethod.NONE:

@@ -1,0 +1,122 @@
+"""The operator's commands on the daemon's SQLite state store, with no daemon and no servers:
+`status` (table, --json, --watch), `history`, and the intents with their refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controller.cli import app
+from controller.journal import Journal
+from controller.phases import Phase, State
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "cutover.toml"
+    path.write_text('[state]\npath = "state.db"\n')
+    return path
+
+
+def saved(config: Path, phase: Phase, **state: object) -> Journal:
+    store = Journal(config.parent / "state.db")
+    store.save_state(State(phase=phase, **state).as_dict())  # type: ignore[arg-type]
+    return store
+
+
+def test_status_json_reads_state_sample_and_intents(config: Path) -> None:
+    store = saved(config, Phase.SHIFTING, stage=1, applied=True, switched=True)
+    store.record("sample", {"weights": {"blue": 50, "green": 50}, "lag_seconds": 0.004,
+                            "lag_bytes": 120, "checks": {"errors": {"outcome": "pass", "green": 0.001}}})
+    store.add_intent("pause")
+    store.close()
+    done = runner.invoke(app, ["status", "--json", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["phase"] == "shifting"
+    assert data["stage"] == 1
+    assert data["weights"] == {"blue": 50, "green": 50}
+    assert data["pending_intents"] == ["pause"]
+    assert data["daemon_running"] is True  # saved just now
+    table = runner.invoke(app, ["status", "--config", str(config)])
+    assert "shifting stage 2" in table.output
+    assert "blue 50 % / green 50 %" in table.output
+
+
+def test_status_without_a_store_says_where_it_looked(config: Path) -> None:
+    done = runner.invoke(app, ["status", "--config", str(config)])
+    assert done.exit_code == 2
+    assert "no state store at" in done.output
+
+
+def test_history_lists_decisions_not_samples(config: Path) -> None:
+    store = saved(config, Phase.STREAMING)
+    store.record("phase", {"from": "copying", "to": "streaming", "reason": "green streams"})
+    store.record("sample", {"weights": None})
+    store.record("job", {"job": "copy", "ok": True, "detail": "", "seconds": 1.5})
+    store.close()
+    done = runner.invoke(app, ["history", "--json", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert [e["kind"] for e in json.loads(done.stdout)] == ["phase", "job"]
+    every = runner.invoke(app, ["history", "--json", "--all", "--config", str(config)])
+    assert [e["kind"] for e in json.loads(every.stdout)] == ["phase", "sample", "job"]
+    table = runner.invoke(app, ["history", "--config", str(config)])
+    assert "copying -> streaming: green streams" in table.output
+    assert "copy ok in 1.50s" in table.output
+
+
+@pytest.mark.parametrize(("phase", "intent", "refusal"), [
+    (Phase.SHIFTING, "retry", "retry applies after a rollback; the cutover is shifting"),
+    (Phase.FINALIZED, "promote", "the cutover is finalized: nothing to promote"),
+    (Phase.ROLLED_BACK, "abort", "the cutover is rolled_back: nothing to abort"),
+])
+def test_intents_that_do_not_apply_are_refused_and_not_recorded(
+        config: Path, phase: Phase, intent: str, refusal: str) -> None:
+    saved(config, phase).close()
+    done = runner.invoke(app, [intent, "--config", str(config)])
+    assert done.exit_code == 2
+    assert refusal in done.output
+    store = Journal(config.parent / "state.db")
+    assert store.pending_intents() == []
+    store.close()
+
+
+def test_an_intent_is_recorded_for_the_next_tick(config: Path) -> None:
+    saved(config, Phase.ROLLED_BACK).close()
+    done = runner.invoke(app, ["retry", "--json", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["intent"] == "retry"
+    store = Journal(config.parent / "state.db")
+    assert store.pending_intents() == ["retry"]
+    assert [e.data["intent"] for e in store.events("intent")] == ["retry"]
+    store.close()
+
+
+def test_status_watch_refreshes_until_interrupted(config: Path) -> None:
+    store = saved(config, Phase.STREAMING, reason="waiting for lag under the limits")
+    # As on a terminal (FORCE_COLOR): rich redraws the live table in place; off one it would
+    # print only the last.
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "status", "--watch", "--config",
+                             str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "FORCE_COLOR": "1"})
+    try:
+        time.sleep(2.5)
+        store.save_state(State(phase=Phase.SWITCHING, reason="lag under the limits").as_dict())
+        time.sleep(2.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=10)[0].decode(errors="replace")
+        store.close()
+    assert proc.returncode == 0, output
+    assert "streaming" in output
+    assert "switching" in output, "the live table did not pick up the new state"
