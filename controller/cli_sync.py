@@ -19,10 +19,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from config.durations import parse_duration
+from config.replication import SyncMode
 from config.settings import Settings
 from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
 from controller.metrics import SyncMetrics
-from sync import logical
+from sync import diff, logical
 from sync.catalog import list_tables
 from sync.connections import connect, databases
 from sync.copy import CopyProgress
@@ -78,14 +80,35 @@ def sync(
                                             "blue -> green.")] = False,
     drop: Annotated[bool, typer.Option("--drop", help="Remove the subscription, slot, "
                                        "publication and heartbeat (also after a crash).")] = False,
+    mode: Annotated[SyncMode | None, typer.Option(
+        "--mode", help="logical or diff (default: sync.mode).")] = None,
+    interval: Annotated[str | None, typer.Option(
+        "--interval", help="diff --follow: time between cycles, e.g. 30s (default: sync.interval).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="diff: show per table what would change; write nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Sync blue -> green with logical replication: preflight, consistent parallel copy, then
-    streaming. Safe to re-run at any point."""
+    """Sync blue -> green with logical replication (preflight, consistent parallel copy, then
+    streaming) or with the checksum diff (SELECT on blue only; --once or --follow). Safe to
+    re-run at any point."""
     if sum([follow, once, sequences, drop]) > 1:
         err.print("choose one of --follow, --once, --sequences, --drop")
         raise typer.Exit(Exit.USAGE)
     settings = settings_or_exit(config)
+    if (mode or settings.sync.mode) is SyncMode.DIFF and not (sequences or drop):
+        try:
+            every = parse_duration(interval) if interval is not None else settings.sync.interval
+        except ValueError as exc:
+            err.print(f"--interval: {exc}")
+            raise typer.Exit(Exit.USAGE) from None
+        try:
+            _diff(settings, follow, every, dry_run, as_json)
+        except SyncError as exc:
+            raise _fail(exc) from None
+        return
+    if dry_run or interval is not None:
+        err.print("--dry-run and --interval are for --mode diff")
+        raise typer.Exit(Exit.USAGE)
     try:
         if drop:
             logical.drop(settings, say=lambda m: out.print(f"  {m}"))
@@ -109,6 +132,35 @@ def sync(
             _show_status(settings, as_json)
     except SyncError as exc:
         raise _fail(exc) from None
+
+
+def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json: bool) -> None:
+    """One diff cycle, or (--follow) one every `every` seconds until SIGTERM, with metrics."""
+    console = err if as_json else out
+    metrics = SyncMetrics()
+    stop = threading.Event()
+    if follow:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        if settings.metrics.enabled:
+            metrics.serve(settings.metrics)
+            console.print(f"  metrics on http://{settings.metrics.listen}/metrics")
+    next_cycle = time.monotonic()
+    while True:
+        report = diff.cycle(settings, dry_run=dry_run, say=lambda m: console.print(f"  {m}", markup=False))
+        metrics.diff_cycle(report)
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            verb = "would change" if dry_run else "changed"
+            console.print(f"diff cycle in {report.seconds:.2f}s: {report.total('blue_rows'):,} rows "
+                          f"compared, {verb} +{report.total('inserted'):,} ~{report.total('updated'):,} "
+                          f"-{report.total('deleted'):,}", markup=False)
+        if not follow:
+            return
+        next_cycle += every
+        if stop.wait(max(0.0, next_cycle - time.monotonic())):
+            return
 
 
 def _sequences(settings: Settings, as_json: bool) -> None:

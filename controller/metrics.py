@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
 
 from config.operations import MetricsSettings
+from sync.diff import CycleReport
 
 
 class SyncMetrics:
@@ -29,6 +30,25 @@ class SyncMetrics:
                                    "Rows copied by the initial copy", registry=r)
         self.heartbeat = Gauge("cutover_loop_heartbeat_timestamp_seconds",
                                "Unix time of the sync loop's last iteration", registry=r)
+        self.diff_rows_compared = Counter("cutover_diff_rows_compared",
+                                          "Blue rows compared by diff cycles", registry=r)
+        self.diff_buckets_differing = Gauge("cutover_diff_buckets_differing",
+                                            "Buckets that differed in the last diff cycle", registry=r)
+        self.diff_rows_applied = Counter("cutover_diff_rows_applied",
+                                         "Rows written to green by diff cycles", ["op"], registry=r)
+        self.diff_cycle_seconds = Gauge("cutover_diff_cycle_seconds",
+                                        "Duration of the last diff cycle", registry=r)
+        self.diff_cycles = Counter("cutover_diff_cycles", "Diff cycles completed", registry=r)
+
+    def diff_cycle(self, report: CycleReport) -> None:
+        self.diff_rows_compared.inc(report.total("blue_rows"))
+        self.diff_buckets_differing.set(report.total("buckets_differing"))
+        if not report.dry_run:
+            for op in ("inserted", "updated", "deleted"):
+                self.diff_rows_applied.labels(op).inc(report.total(op))
+        self.diff_cycle_seconds.set(report.seconds)
+        self.diff_cycles.inc()
+        self.heartbeat.set_to_current_time()
 
     def serve(self, settings: MetricsSettings) -> None:
         host, _, port = settings.listen.rpartition(":")

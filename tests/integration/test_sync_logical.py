@@ -320,7 +320,8 @@ def test_verify_hashes_values_and_falls_back_to_text_for_types_without_hash(pair
                                                                            tmp_path: Path) -> None:
     with pair.blue() as b:
         b.execute("CREATE TABLE w (id int PRIMARY KEY, j json, p point, n numeric, f float8);"
-                  "INSERT INTO w SELECT i, json_build_object('i', i), point(i, -i), i / 3.0, i "
+                  "INSERT INTO w SELECT i, json_build_object('i', i), point(i, -i), i / 3.0, "
+                  "CASE WHEN i = 700 THEN 0 ELSE i END "
                   "FROM generate_series(1, 2000) i")
     config = pair.config_file(tmp_path, "chunk_rows = 500\n")
     assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
@@ -328,17 +329,18 @@ def test_verify_hashes_values_and_falls_back_to_text_for_types_without_hash(pair
         table = table_by_name(b, "public", "w")
         assert table is not None
         expr = row_hash(b, g, table, table, table.columns).as_string(b)
-    assert expr == 'hash_record_extended(ROW("id", "j"::text, "p"::text, "n", "f"), 0)'
+    assert expr == 'hash_record_extended(ROW("id", "j"::text, "p"::text, "n", float8send("f")), 0)'
     assert json.loads(runner.invoke(app, ["verify", "--config", str(config), "--json"]).stdout)["ok"]
     with pair.green() as g:
         g.execute("ALTER SUBSCRIPTION cutover DISABLE")
         g.execute("""UPDATE w SET j = '{"i": 5}' WHERE id = 5""")  # same value, other text
         g.execute("UPDATE w SET p = point(0, 0) WHERE id = 1500")
+        g.execute("UPDATE w SET f = NULL WHERE id = 700")  # hashfloat8(0) is what NULL adds
     result = runner.invoke(app, ["verify", "--config", str(config), "--json"])
     assert result.exit_code == 1
     report = json.loads(result.stdout)["tables"][0]
     assert report["status"] == "Differs"
-    assert len(report["differing_ranges"]) == 2
+    assert len(report["differing_ranges"]) == 3
 
 
 def test_status_shows_heartbeat_lag_and_schema_drift(pair: DbPair, tmp_path: Path) -> None:

@@ -1,0 +1,406 @@
+"""The diff sync: green made equal to blue with only SELECT on blue, by comparing checksums
+instead of reading a replication stream. For databases where logical replication is not
+possible, and for green tables computed from blue by a query (transforms).
+
+One cycle, per table (or transform):
+1. buckets: each side groups its rows into small buckets by key and returns each bucket's
+   count and sum of row hashes (sync.checksums: the expression verify uses), in one scan.
+   A single integer key is bucketed by ranges (so step 2 reads ranges through the index),
+   any other key (text, UUID, composite) by a hash of the key;
+2. rows: for the buckets that differ, each side returns (key, row hash) pairs; their
+   comparison names every row to insert, update or delete. (A bisection halving ranges
+   level by level costs a round trip per level; buckets of ~bucket_rows rows are the last
+   level of it in one pass);
+3. apply: blue's rows for those keys go to green as COPY text (no value passes through
+   Python), in batches of one transaction each: upsert on the key (green-only columns keep
+   their values), delete by key.
+Blue is read in one REPEATABLE READ snapshot per cycle, so a cycle copies one consistent
+state. A cycle killed midway leaves whole batches; the next one finds what is left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from config.replication import TransformSettings
+from config.settings import Settings
+from sync.catalog import Table, column_types, list_tables, resolve, table_by_name
+from sync.checksums import INTEGER_TYPES, row_hash, text_row_hash
+from sync.connections import Conn, connect, databases
+from sync.errors import BadInputError, SyncError
+from sync.sequences import copy_sequences
+
+BUCKET_ROWS = 100
+"""Rows per bucket: small enough that one changed row in a bucket costs ~100 (key, hash)
+pairs of step 2, large enough that step 1 returns few rows (50 k for 5 M rows)."""
+MAX_BUCKETS = 2_000_000
+BATCH_ROWS = 5_000
+"""Rows per apply transaction."""
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+Say = Callable[[str], None]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Side:
+    """What a side's rows come from: a table, or a query over blue (a transform)."""
+
+    source: sql.Composable
+    """FROM-clause text: a table, or (query) AS src."""
+    rowhash: sql.Composable
+
+
+@dataclass(frozen=True)
+class Target:
+    """One green table synced from blue: a table of the same name, or a transform."""
+
+    label: str
+    green: Table
+    blue: Side
+    green_side: Side
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    """Compared and copied: blue's (or the query's) columns green has too."""
+    key_types: tuple[str, ...]
+    int_key: bool
+    est_rows: int
+    """Rows to plan buckets for: the planner's estimate, or a count of a transform's query."""
+
+
+@dataclass
+class TableDiff:
+    table: str
+    blue_rows: int = 0
+    green_rows: int = 0
+    buckets: int = 0
+    buckets_differing: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    @property
+    def changes(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass
+class CycleReport:
+    dry_run: bool
+    tables: list[TableDiff] = field(default_factory=list)
+    seconds: float = 0.0
+    sequences: int = 0
+
+    def total(self, what: str) -> int:
+        return sum(int(getattr(t, what)) for t in self.tables)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "seconds": round(self.seconds, 3),
+                "sequences": self.sequences,
+                "rows_compared": self.total("blue_rows"),
+                "buckets_differing": self.total("buckets_differing"),
+                "inserted": self.total("inserted"), "updated": self.total("updated"),
+                "deleted": self.total("deleted"),
+                "tables": [vars(t) for t in self.tables]}
+
+
+# -- what to sync ---------------------------------------------------------------------------
+
+
+def targets(settings: Settings, blue: Conn, green: Conn) -> list[Target]:
+    """The synced tables (blue's, found on green) and the transforms; BadInputError naming
+    the table for anything that cannot be diffed."""
+    sync = settings.sync
+    transform_targets = {resolve_green(green, t.target) for t in sync.transforms}
+    out: list[Target] = []
+    for table in list_tables(blue, sync):
+        mine = table_by_name(green, table.schema, table.name)
+        if mine is None:
+            raise BadInputError(f"{table.qualified} is on blue but not on green; create it on "
+                                "green, list it in sync.exclude_tables, or give a [[sync.transforms]] "
+                                "that fills green's table from it and exclude it")
+        if mine.oid in transform_targets:
+            continue
+        if not table.key or table.key != mine.key:
+            what = "has no primary key" if not table.key else f"is keyed {mine.key} on green"
+            raise BadInputError(f"{table.qualified} {what}; the diff sync finds rows by their "
+                                "primary key (the same on both sides)")
+        columns = tuple(c for c in table.columns if c in mine.columns)
+        rowhash = row_hash(blue, green, table, mine, columns)
+        out.append(_target(table.qualified, mine, table.key, columns, green, Side(table.ident, rowhash),
+                           Side(mine.ident, rowhash), max(table.est_rows, mine.est_rows)))
+    out += [_transform(t, blue, green) for t in sync.transforms]
+    return out
+
+
+def resolve_green(green: Conn, name: str) -> int:
+    try:
+        return resolve(green, name)
+    except BadInputError as exc:
+        raise BadInputError(str(exc).replace("on blue", "on green").replace(
+            "sync.tables", "sync.transforms.target")) from None
+
+
+def _transform(t: TransformSettings, blue: Conn, green: Conn) -> Target:
+    oid = resolve_green(green, t.target)
+    row = green.execute("SELECT n.nspname::text, c.relname::text FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", [oid]).fetchone()
+    assert row is not None
+    table = table_by_name(green, str(row[0]), str(row[1]))
+    assert table is not None
+    query = sql.SQL("({}) AS src").format(sql.SQL(t.query))  # the operator's own SQL, over blue
+    try:
+        with blue.transaction():
+            cur = blue.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(query))
+    except psycopg.Error as exc:
+        raise BadInputError(f"sync.transforms ({t.target}): the query fails on blue: "
+                            f"{str(exc).strip()}") from None
+    produced = tuple(d.name for d in cur.description or ())
+    missing_key = [k for k in t.key if k not in produced]
+    if missing_key:
+        raise BadInputError(f"sync.transforms ({t.target}): key column(s) {missing_key} are not "
+                            f"among the query's columns {list(produced)}")
+    unknown = [c for c in produced if c not in table.columns]
+    if unknown:
+        raise BadInputError(f"sync.transforms ({t.target}): the query's column(s) {unknown} are "
+                            f"not in {table.qualified}")
+    if set(t.key) != set(table.key):
+        raise BadInputError(f"sync.transforms ({t.target}): key {t.key} is not the primary key "
+                            f"{list(table.key)} of {table.qualified}")
+    # Types may differ between a query and a table: compared by their text.
+    rowhash = text_row_hash(produced)
+    counted = blue.execute(sql.SQL("SELECT count(*) FROM {}").format(query)).fetchone()
+    return _target(f"{table.qualified} (transform)", table, tuple(table.key), produced, green,
+                   Side(query, rowhash), Side(table.ident, rowhash),
+                   max(int(counted[0]) if counted else 0, table.est_rows))
+
+
+def _target(label: str, green_table: Table, key: tuple[str, ...], columns: tuple[str, ...],
+            green: Conn, blue_side: Side, green_side: Side, est_rows: int) -> Target:
+    types = column_types(green, green_table)
+    key_types = tuple(types[k] for k in key)
+    int_key = len(key) == 1 and key_types[0] in INTEGER_TYPES
+    return Target(label, green_table, blue_side, green_side, key, columns, key_types, int_key,
+                  est_rows)
+
+
+# -- step 1: buckets ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """How rows fall into buckets: integer ranges [low + i*width, ...) or key hashes mod n."""
+
+    count: int
+    low: int | None = None
+    width: int | None = None
+
+    def expr(self, key: tuple[str, ...]) -> sql.Composable:
+        if self.low is not None and self.width is not None:
+            return sql.SQL("greatest(0, least({}, ({}::bigint - {}) / {}))").format(
+                sql.Literal(self.count - 1), sql.Identifier(key[0]), sql.Literal(self.low),
+                sql.Literal(self.width))
+        keyrow = sql.SQL(", ").join(sql.Identifier(k) for k in key)
+        return sql.SQL("mod(hash_record_extended(ROW({}), 0) & 9223372036854775807, {})").format(
+            keyrow, sql.Literal(self.count))
+
+    def bounds(self, bucket: int) -> tuple[int, int]:
+        """Inclusive key bounds of an integer bucket (the first and last are open-ended)."""
+        assert self.low is not None
+        assert self.width is not None
+        lo = BIGINT_MIN if bucket == 0 else self.low + bucket * self.width
+        hi = BIGINT_MAX if bucket == self.count - 1 else self.low + (bucket + 1) * self.width - 1
+        return lo, hi
+
+
+def plan_buckets(target: Target, rows: int, bounds: tuple[int, int] | None,
+                 bucket_rows: int = BUCKET_ROWS) -> Buckets:
+    count = min(MAX_BUCKETS, max(1, math.ceil(rows / bucket_rows)))
+    if target.int_key and bounds is not None:
+        low, high = bounds
+        width = max(1, math.ceil((high - low + 1) / count))
+        return Buckets(max(1, math.ceil((high - low + 1) / width)), low, width)
+    return Buckets(count)
+
+
+def _int_bounds(conn: Conn, side: Side, key: str) -> tuple[int, int] | None:
+    k = sql.Identifier(key)
+    row = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {}").format(k, k, side.source)).fetchone()
+    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+
+def bucket_sums(conn: Conn, target: Target, side: Side, buckets: Buckets) -> dict[int, tuple[int, int]]:
+    rows = conn.execute(sql.SQL(
+        "SELECT b, count(*), sum(h) FROM (SELECT {} AS b, {} AS h FROM {}) s GROUP BY b").format(
+            buckets.expr(target.key), side.rowhash, side.source)).fetchall()
+    return {int(b): (int(n), int(h)) for b, n, h in rows}
+
+
+# -- step 2: rows of differing buckets ------------------------------------------------------
+
+
+def row_hashes(conn: Conn, target: Target, side: Side, buckets: Buckets,
+               differing: list[int]) -> dict[Key, int]:
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
+    if buckets.low is not None:  # ranges: index range scans joined to the bucket bounds
+        lo, hi = zip(*(buckets.bounds(b) for b in differing), strict=True)
+        query = sql.SQL("SELECT {}, {} FROM unnest(%s::bigint[], %s::bigint[]) AS d(cutover_lo, "
+                        "cutover_hi) JOIN {} ON {} BETWEEN d.cutover_lo AND d.cutover_hi").format(
+                            keys, side.rowhash, side.source, sql.Identifier(target.key[0]))
+        params: list[Any] = [list(lo), list(hi)]
+    else:
+        query = sql.SQL("SELECT {}, {} FROM {} WHERE {} = ANY(%s)").format(
+            keys, side.rowhash, side.source, buckets.expr(target.key))
+        params = [differing]
+    n = len(target.key)
+    return {tuple(r[:n]): int(r[n]) for r in conn.execute(query, params).fetchall()}
+
+
+# -- step 3: apply --------------------------------------------------------------------------
+
+
+def _key_match(target: Target, keys: Sequence[Key]) -> sql.Composable:
+    """`(k1, k2) IN (SELECT * FROM unnest(ARRAY[..]::t1[], ...))` with the keys as literals
+    (COPY takes no parameters)."""
+    cols = [[k[i] for k in keys] for i in range(len(target.key))]
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::{}[]").format(sql.Literal(values), sql.SQL(typ))
+        for values, typ in zip(cols, target.key_types, strict=True))
+    keyrow = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
+    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(keyrow, arrays)
+
+
+def _batches(keys: Iterable[Key], size: int) -> Iterator[list[Key]]:
+    it = iter(keys)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+class Applier:
+    """Writes one target's differences to green, a batch per transaction."""
+
+    def __init__(self, blue: Conn, green: Conn, target: Target) -> None:
+        self.blue, self.green, self.t = blue, green, target
+        self.cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.columns)
+        self.stage = sql.Identifier(f"cutover_diff_stage_{target.green.oid}")
+        # GENERATED ALWAYS identity columns take a value on INSERT (OVERRIDING SYSTEM VALUE)
+        # but no UPDATE may set them.
+        always = {str(r[0]) for r in green.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a'",
+            [target.green.oid]).fetchall()}
+        self.settable = [c for c in target.columns if c not in target.key and c not in always]
+
+    def apply(self, upserts: list[Key], deletes: list[Key]) -> None:
+        self.green.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} "
+                                   "WITH NO DATA").format(self.stage, self.cols, self.t.green.ident))
+        for batch in _batches(deletes, BATCH_ROWS):
+            with self.green.transaction():
+                self.green.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+                    self.t.green.ident, _key_match(self.t, batch)))
+        for batch in _batches(upserts, BATCH_ROWS):
+            with self.green.transaction():
+                self._upsert(batch)
+        self.green.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.stage))
+
+    def _upsert(self, batch: list[Key]) -> None:
+        t = self.t
+        read = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(
+            self.cols, t.blue.source, _key_match(t, batch))
+        with self.blue.cursor() as src, self.green.cursor() as dst:
+            dst.execute(sql.SQL("TRUNCATE {}").format(self.stage))
+            with src.copy(read) as out, dst.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    self.stage, self.cols)) as inp:
+                for block in out:
+                    inp.write(block)
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in t.key)
+            action = sql.SQL("DO NOTHING") if not self.settable else sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                                   for c in self.settable))
+            dst.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} "
+                                "ON CONFLICT ({}) {}").format(
+                                    t.green.ident, self.cols, self.cols, self.stage, keys, action))
+
+
+# -- one cycle ------------------------------------------------------------------------------
+
+
+def diff_target(blue: Conn, green: Conn, target: Target, dry_run: bool,
+                bucket_rows: int = BUCKET_ROWS) -> TableDiff:
+    report = TableDiff(target.label)
+    bounds = None
+    if target.int_key:
+        found = [b for b in (_int_bounds(blue, target.blue, target.key[0]),
+                             _int_bounds(green, target.green_side, target.key[0])) if b]
+        bounds = (min(b[0] for b in found), max(b[1] for b in found)) if found else None
+    buckets = plan_buckets(target, target.est_rows, bounds, bucket_rows)
+    report.buckets = buckets.count
+    ours = bucket_sums(blue, target, target.blue, buckets)
+    theirs = bucket_sums(green, target, target.green_side, buckets)
+    report.blue_rows = sum(n for n, _ in ours.values())
+    report.green_rows = sum(n for n, _ in theirs.values())
+    differing = sorted(b for b in ours.keys() | theirs.keys() if ours.get(b) != theirs.get(b))
+    report.buckets_differing = len(differing)
+    if not differing:
+        return report
+    have = row_hashes(blue, target, target.blue, buckets, differing)
+    had = row_hashes(green, target, target.green_side, buckets, differing)
+    inserts = [k for k in have if k not in had]
+    updates = [k for k, h in have.items() if k in had and had[k] != h]
+    deletes = [k for k in had if k not in have]
+    report.inserted, report.updated, report.deleted = len(inserts), len(updates), len(deletes)
+    if not dry_run:
+        Applier(blue, green, target).apply(inserts + updates, deletes)
+    return report
+
+
+def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: None,
+          bucket_rows: int = BUCKET_ROWS) -> CycleReport:
+    """One diff cycle over every table and transform: green equals blue's snapshot after it
+    (unless dry_run: nothing is written, the report says what would change)."""
+    started = time.monotonic()
+    report = CycleReport(dry_run)
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "diff", statement_timeout=0) as blue, \
+            connect(green_db, "diff", statement_timeout=0) as green:
+        todo = targets(settings, blue, green)
+        if not todo:
+            raise BadInputError(f"no tables to sync in schemas {settings.sync.schemas}")
+        _replica_role(green)
+        blue.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            for target in todo:
+                try:
+                    done = diff_target(blue, green, target, dry_run, bucket_rows)
+                except psycopg.Error as exc:
+                    raise SyncError(f"diff of {target.label} failed: {str(exc).strip()}; the next "
+                                    "cycle picks up whatever this one did not apply") from None
+                report.tables.append(done)
+                verb = "would change" if dry_run else "changed"
+                say(f"{target.label}: {done.blue_rows:,} rows, {done.buckets_differing:,} of "
+                    f"{done.buckets:,} buckets differ; {verb}: +{done.inserted:,} "
+                    f"~{done.updated:,} -{done.deleted:,}")
+            if not dry_run:
+                report.sequences = copy_sequences(blue, green, settings.sync.schemas).copied
+        finally:
+            blue.execute("COMMIT")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _replica_role(green: Conn) -> None:
+    """Like the apply worker: no user triggers or foreign key checks while green is filled
+    table by table (a child may arrive before its parent). Needs a superuser; without it
+    the checks stay on and tables are applied in the configured order."""
+    try:
+        with green.transaction():
+            green.execute("SET session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:
+        pass
