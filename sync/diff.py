@@ -87,6 +87,8 @@ class TableDiff:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+    incremental: bool = False
+    """Only rows at or past the watermark were compared (no deletes looked for)."""
 
     @property
     def changes(self) -> int:
@@ -367,6 +369,83 @@ def diff_target(blue: Conn, green: Conn, target: Target, dry_run: bool,
     return report
 
 
+def diff_since(blue: Conn, green: Conn, target: Target, column: str, since: str,
+               dry_run: bool) -> TableDiff:
+    """Incremental: blue's rows whose watermark column is at or past `since`, against green's
+    rows of the same keys. Finds inserts and updates; deletes wait for the next full pass."""
+    report = TableDiff(target.label, incremental=True)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
+    n = len(target.key)
+    with blue.cursor(binary=True) as cur:
+        have = {tuple(r[:n]): int(r[n]) for r in cur.execute(sql.SQL(
+            "SELECT {}, {} FROM {} WHERE {} >= %s").format(
+                keys, target.blue.rowhash, target.blue.source, sql.Identifier(column)),
+            [since]).fetchall()}
+    report.blue_rows = len(have)
+    had: dict[Key, int] = {}
+    for batch in _batches(have, BATCH_ROWS):
+        with green.cursor(binary=True) as cur:
+            had.update({tuple(r[:n]): int(r[n]) for r in cur.execute(sql.SQL(
+                "SELECT {}, {} FROM {} WHERE {}").format(
+                    keys, target.green_side.rowhash, target.green_side.source,
+                    _key_match(target, batch))).fetchall()})
+    report.green_rows = len(had)
+    inserts = [k for k in have if k not in had]
+    updates = [k for k, h in have.items() if k in had and had[k] != h]
+    report.inserted, report.updated = len(inserts), len(updates)
+    if not dry_run and (inserts or updates):
+        Applier(blue, green, target).apply(inserts + updates, [])
+    return report
+
+
+class Watermarks:
+    """Per target on green (cutover.diff_watermarks): the watermark column's highest value
+    seen, and cycles since the last full pass. Green only: blue needs nothing but SELECT."""
+
+    def __init__(self, green: Conn) -> None:
+        self.green = green
+        green.execute("CREATE SCHEMA IF NOT EXISTS cutover")
+        green.execute("CREATE TABLE IF NOT EXISTS cutover.diff_watermarks (target text PRIMARY KEY, "
+                      "watermark text, since_full int NOT NULL)")
+
+    def get(self, target: Target) -> tuple[str | None, int]:
+        row = self.green.execute("SELECT watermark, since_full FROM cutover.diff_watermarks "
+                                 "WHERE target = %s", [target.label]).fetchone()
+        return (None, 0) if row is None else (row[0], int(row[1]))
+
+    def put(self, target: Target, watermark: str | None, since_full: int) -> None:
+        self.green.execute("INSERT INTO cutover.diff_watermarks VALUES (%s, %s, %s) ON CONFLICT "
+                           "(target) DO UPDATE SET watermark = excluded.watermark, "
+                           "since_full = excluded.since_full", [target.label, watermark, since_full])
+
+
+def _highest(blue: Conn, target: Target, column: str) -> str | None:
+    row = blue.execute(sql.SQL("SELECT max({})::text FROM {}").format(
+        sql.Identifier(column), target.blue.source)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def _diff_one(blue: Conn, green: Conn, target: Target, settings: Settings, marks: Watermarks | None,
+              dry_run: bool, bucket_rows: int) -> TableDiff:
+    """A full pass, or (a watermark column the target has, a watermark saved, a full pass
+    less than full_pass_every cycles ago) an incremental one."""
+    column = settings.sync.watermark_column
+    if marks is None or column is None or column not in target.columns:
+        return diff_target(blue, green, target, dry_run, bucket_rows)
+    since, since_full = marks.get(target)
+    # Read before comparing, in blue's snapshot: rows written after it wait for the next cycle.
+    highest = _highest(blue, target, column)
+    if since is not None and since_full + 1 < settings.sync.full_pass_every:
+        done = diff_since(blue, green, target, column, since, dry_run)
+        if not dry_run:
+            marks.put(target, highest or since, since_full + 1)
+        return done
+    done = diff_target(blue, green, target, dry_run, bucket_rows)
+    if not dry_run:
+        marks.put(target, highest, 0)
+    return done
+
+
 def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: None,
           bucket_rows: int = BUCKET_ROWS) -> CycleReport:
     """One diff cycle over every table and transform: green equals blue's snapshot after it
@@ -388,18 +467,21 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
             conn.execute("SET work_mem = '64MB'")
             conn.execute("SET enable_sort = off")
             conn.execute("SET max_parallel_workers_per_gather = 0")
+        marks = Watermarks(green) if settings.sync.watermark_column else None
         blue.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             for target in todo:
                 try:
-                    done = diff_target(blue, green, target, dry_run, bucket_rows)
+                    done = _diff_one(blue, green, target, settings, marks, dry_run, bucket_rows)
                 except psycopg.Error as exc:
                     raise SyncError(f"diff of {target.label} failed: {str(exc).strip()}; the next "
                                     "cycle picks up whatever this one did not apply") from None
                 report.tables.append(done)
                 verb = "would change" if dry_run else "changed"
-                say(f"{target.label}: {done.blue_rows:,} rows, {done.buckets_differing:,} of "
-                    f"{done.buckets:,} buckets differ; {verb}: +{done.inserted:,} "
+                compared = (f"{done.blue_rows:,} rows at or past the watermark" if done.incremental
+                            else f"{done.blue_rows:,} rows, {done.buckets_differing:,} of "
+                                 f"{done.buckets:,} buckets differ")
+                say(f"{target.label}: {compared}; {verb}: +{done.inserted:,} "
                     f"~{done.updated:,} -{done.deleted:,}")
             if not dry_run:
                 report.sequences = copy_sequences(blue, green, settings.sync.schemas).copied

@@ -275,3 +275,31 @@ def test_cli_dry_run_json_then_follow_until_sigterm(diff_pair: DbPair, tmp_path:
     assert proc.returncode == 0, output
     assert "diff cycle in" in output
     assert_same_data(diff_pair)
+
+
+def test_a_watermark_narrows_cycles_and_a_full_pass_catches_deletes(pair: DbPair) -> None:
+    both(pair, "CREATE TABLE docs (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL)")
+    with pair.blue() as b:
+        b.execute("INSERT INTO docs SELECT g, 'v1', '2026-01-01'::timestamptz + g * interval '1 s' "
+                  "FROM generate_series(1, 1000) g")
+    settings = pair.settings(mode="diff", watermark_column="updated_at", full_pass_every=3)
+    first = diff.cycle(settings)
+    assert not first.tables[0].incremental
+    assert first.total("inserted") == 1000
+    with pair.blue() as b:
+        b.execute("UPDATE docs SET body = 'v2', updated_at = '2026-06-01' WHERE id <= 5")
+        b.execute("DELETE FROM docs WHERE id = 999")
+        b.execute("INSERT INTO docs VALUES (2000, 'new', '2026-06-02')")
+    second = diff.cycle(settings)
+    assert second.tables[0].incremental
+    # Only rows at or past the watermark are read: the 6 changed, and id 1000, which holds the
+    # watermark itself (inclusive: rows written later with the same value are not missed).
+    assert second.total("blue_rows") == 7
+    assert (second.total("updated"), second.total("inserted"), second.total("deleted")) == (5, 1, 0)
+    third = diff.cycle(settings)
+    assert third.tables[0].incremental
+    assert third.total("updated") + third.total("inserted") == 0
+    fourth = diff.cycle(settings)  # full_pass_every = 3: a full pass, which sees the delete
+    assert not fourth.tables[0].incremental
+    assert fourth.total("deleted") == 1
+    assert_same_data(pair)
