@@ -95,7 +95,7 @@ def sync(
         err.print("choose one of --follow, --once, --sequences, --drop")
         raise typer.Exit(Exit.USAGE)
     settings = settings_or_exit(config)
-    if (mode or settings.sync.mode) is SyncMode.DIFF and not (sequences or drop):
+    if (mode or settings.sync.mode) == SyncMode.DIFF and not (sequences or drop):
         try:
             every = parse_duration(interval) if interval is not None else settings.sync.interval
         except ValueError as exc:
@@ -145,6 +145,8 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
         if settings.metrics.enabled:
             metrics.serve(settings.metrics)
             console.print(f"  metrics on http://{settings.metrics.listen}/metrics")
+    if not dry_run:
+        diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}", markup=False))
     next_cycle = time.monotonic()
     while True:
         report = diff.cycle(settings, dry_run=dry_run, say=lambda m: console.print(f"  {m}", markup=False))

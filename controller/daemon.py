@@ -253,7 +253,8 @@ class Daemon:
             sync_status = self.sync.read()
         breach, passing = self._watch_slo()
         obs = Observations(elapsed=elapsed, intents=intents, running=running, done=done,
-                           sync_ready=self.sync is not None and sync_status is not None and self.sync.ready(),
+                           sync_ready=self.sync is not None and (sync_status is not None or self.sync.by_diff)
+                           and self.sync.ready(),
                            breach=breach, slo_passing=passing)
         decision = decide(self.state, obs, self.plan)
         self._record(decision, obs)

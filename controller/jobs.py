@@ -16,7 +16,7 @@ import psycopg
 
 from config import ConfigError
 from config.operations import HookPoint, NotifyEvent
-from config.replication import SwitchMethod
+from config.replication import SwitchMethod, SyncMode
 from config.settings import Settings, need_traffic
 from controller.hooks import first_failure, run_hooks
 from controller.metrics import DaemonMetrics
@@ -26,7 +26,7 @@ from controller.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, shift
-from sync import logical
+from sync import diff, logical
 from sync.copy import CopyProgress
 from sync.errors import SyncError
 from sync.foreign_keys import validate_pending
@@ -140,6 +140,12 @@ def _preflight(c: _Context) -> JobResult:
 
 
 def _copy(c: _Context) -> JobResult:
+    if c.settings.sync.mode == SyncMode.DIFF:  # a first full diff cycle fills green
+        diff.ensure_schema(c.settings, say=c.say)
+        report = diff.cycle(c.settings, say=c.say)
+        return JobResult(Job.COPY, True, f"diff: {report.total('blue_rows'):,} rows compared, "
+                         f"{report.total('inserted') + report.total('updated'):,} written, "
+                         f"{report.total('deleted'):,} deleted")
     last = CopyProgress()
     next_log = [0.0]
 

@@ -37,6 +37,7 @@ from sync.catalog import Table, column_types, list_tables, resolve, table_by_nam
 from sync.checksums import INTEGER_TYPES, row_hash, text_row_hash
 from sync.connections import Conn, connect, databases
 from sync.errors import BadInputError, SyncError
+from sync.schema import SchemaDump, create_schemas_on_green
 from sync.sequences import copy_sequences
 
 BUCKET_ROWS = 100
@@ -447,14 +448,30 @@ def _diff_one(blue: Conn, green: Conn, target: Target, settings: Settings, marks
 
 
 def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: None,
-          bucket_rows: int = BUCKET_ROWS) -> CycleReport:
+          bucket_rows: int = BUCKET_ROWS, reverse: bool = False, full: bool = False) -> CycleReport:
     """One diff cycle over every table and transform: green equals blue's snapshot after it
-    (unless dry_run: nothing is written, the report says what would change)."""
+    (unless dry_run: nothing is written, the report says what would change).
+    reverse: green -> blue instead (after a switch: the way back), same-named tables only, a
+    transform has no inverse. full: no watermark shortcut (the switch's final pass)."""
     started = time.monotonic()
     report = CycleReport(dry_run)
     blue_db, green_db = databases(settings)
+    if reverse or full:
+        sync = settings.sync.model_copy(update={
+            "transforms": [] if reverse else settings.sync.transforms,
+            "exclude_tables": settings.sync.exclude_tables + (
+                [t.target for t in settings.sync.transforms] if reverse else []),
+            "watermark_column": None})
+        settings = settings.model_copy(update={"sync": sync})
+    if reverse:
+        blue_db, green_db = green_db, blue_db
     with connect(blue_db, "diff", statement_timeout=0) as blue, \
             connect(green_db, "diff", statement_timeout=0) as green:
+        if reverse:  # blue's own excluded tables need not exist on green
+            kept = [n for n in settings.sync.exclude_tables
+                    if blue.execute("SELECT to_regclass(%s)", [n]).fetchone() not in (None, (None,))]
+            settings = settings.model_copy(update={"sync": settings.sync.model_copy(
+                update={"exclude_tables": kept})})
         todo = targets(settings, blue, green)
         if not todo:
             raise BadInputError(f"no tables to sync in schemas {settings.sync.schemas}")
@@ -489,6 +506,22 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
             blue.execute("COMMIT")
     report.seconds = time.monotonic() - started
     return report
+
+
+def ensure_schema(settings: Settings, say: Say = lambda _: None) -> bool:
+    """An empty green gets blue's schema (tables, then indexes and constraints), as for the
+    logical sync; a green that has any of the tables is left as it is. True if copied."""
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "diff-schema") as blue, connect(green_db, "diff-schema") as green:
+        tables = list_tables(blue, settings.sync)
+        if not tables or any(table_by_name(green, t.schema, t.name) for t in tables):
+            return False
+    say(f"green has none of the {len(tables)} table(s): copying blue's schema")
+    create_schemas_on_green(settings, tables)
+    with SchemaDump(settings, tables) as dump:
+        dump.restore("pre-data")
+        dump.restore("post-data")
+    return True
 
 
 def _replica_role(green: Conn) -> None:

@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from config.replication import SyncMode
 from config.settings import Settings
+from sync import diff
 from sync.catalog import Table, extensions, list_sequences, list_tables, table_by_name
 from sync.connections import Conn, connect, databases
-from sync.errors import SyncError
+from sync.errors import BadInputError, SyncError
 
 
 class Status(StrEnum):
@@ -68,6 +70,15 @@ def run_preflight(settings: Settings) -> Report:
         return report
     with blue, green:
         tables = list_tables(blue, settings.sync)
+        if settings.sync.mode == SyncMode.DIFF:  # SELECT on blue, writes on green: no replication
+            diff_checks: list[Callable[[], Check]] = [
+                lambda: _tables_found(tables, settings),
+                lambda: _diff_targets(settings, blue, green),
+                lambda: _large_objects(blue),
+                lambda: _sequences(blue, settings.sync.schemas),
+                lambda: _long_transactions(blue)]
+            report.checks += [check() for check in diff_checks]
+            return report
         checks: list[Callable[[], Check]] = [
             lambda: _wal_level(blue),
             lambda: _replication_privilege(blue),
@@ -86,6 +97,24 @@ def run_preflight(settings: Settings) -> Report:
         ]
         report.checks += [check() for check in checks]
     return report
+
+
+def _diff_targets(settings: Settings, blue: Conn, green: Conn) -> Check:
+    tables = list_tables(blue, settings.sync)
+    if not any(table_by_name(green, t.schema, t.name) for t in tables):
+        keyless = [t.qualified for t in tables if not t.key]
+        if keyless:
+            return Check("diff_tables", Status.FAIL, f"no primary key: {', '.join(keyless)}; the "
+                         "diff sync finds rows by their key", "add a primary key, or exclude the table")
+        return Check("diff_tables", Status.PASS, "green has none of the tables: blue's schema "
+                     "will be copied to it, then the rows by a diff")
+    try:
+        found = diff.targets(settings, blue, green)
+    except BadInputError as exc:
+        return Check("diff_tables", Status.FAIL, str(exc),
+                     "give green the table with the same primary key, exclude it, or add a transform")
+    return Check("diff_tables", Status.PASS, f"{len(found)} table(s) and transform(s), each keyed "
+                 "the same on blue and green")
 
 
 def _setting(conn: Conn, name: str) -> str:

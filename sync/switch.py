@@ -38,12 +38,13 @@ import psycopg
 from psycopg import sql
 
 from config.environments import DatabaseSettings
-from config.replication import SwitchMethod
+from config.replication import SwitchMethod, SyncMode
 from config.settings import Settings, need_switchover
-from sync import objects
+from sync import diff, objects
 from sync.catalog import list_tables
 from sync.checksums import KeyRange, chunk_sum, row_hash
 from sync.connections import Conn, connect, databases
+from sync.diff import CycleReport
 from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, target_of
 from sync.errors import BadInputError, SyncError
 from sync.logical import drop_subscription, ensure_publication
@@ -123,10 +124,15 @@ class _Switch:
                  record: Record, *, compare: bool = True) -> None:
         self.settings, self.d, self.endpoint, self.say, self.record = settings, d, endpoint, say, record
         self.sw = need_switchover(settings, "the switch")
-        self.compare = compare and self.sw.verify != "none"
+        # sync.mode = diff: no replication either way; a final full diff under the fence makes
+        # the new primary equal to the old one (it compares every row: no separate verify),
+        # and the way back is the same diff reversed.
+        self.by_diff = settings.sync.mode == SyncMode.DIFF
+        self.compare = compare and self.sw.verify != "none" and not self.by_diff
         # Comparing after the resume needs the reverse replication to switch back losslessly.
         self.after_resume = (self.compare and self.sw.verify_at == "after_resume"
                              and self.sw.reverse_replication)
+        self.diffed: CycleReport | None = None
         self.report = SwitchReport(d.to)
         self.src: Conn
         self.dst: Conn
@@ -162,6 +168,9 @@ class _Switch:
 
     def precheck(self) -> None:
         d = self.d
+        if self.by_diff:
+            self._precheck_writers()
+            return
         state = self._sub_state(self.dst, d.old)
         if state is None:
             raise SyncError(f"no subscription {d.old!r} on {d.dst_db.describe()}: {d.to} is not "
@@ -176,6 +185,9 @@ class _Switch:
             raise SyncError(f"{d.to} is {'?' if lag is None else f'{lag:,}'} bytes behind (limit "
                             f"sync.max_lag_bytes {self.settings.sync.max_lag_bytes:,}); wait for it "
                             "to catch up")
+        self._precheck_writers()
+
+    def _precheck_writers(self) -> None:
         old = self.src.execute(
             "SELECT pid, now() - xact_start FROM pg_stat_activity WHERE datname = current_database() "
             "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
@@ -204,6 +216,12 @@ class _Switch:
         raise SyncError("client sessions on the old primary would not end")
 
     def drain(self) -> None:
+        if self.by_diff:
+            self.diffed = diff.cycle(self.settings, reverse=self.d.to == "blue", full=True)
+            self.say(f"final diff under the fence: {self.diffed.total('blue_rows'):,} rows compared, "
+                     f"+{self.diffed.total('inserted')} ~{self.diffed.total('updated')} "
+                     f"-{self.diffed.total('deleted')} applied")
+            return
         if not wait_applied(self.src, self.dst, self.sw.timeout):
             raise SyncError(f"{self.d.to} did not apply the last writes in time")
         row = self.src.execute("SELECT pg_current_wal_lsn()::text").fetchone()
@@ -252,7 +270,7 @@ class _Switch:
     def prepare_back(self) -> None:
         """Before the pause (captures nothing yet): the reverse publication on the new primary,
         the heartbeat stamp on the old one."""
-        if not self.sw.reverse_replication:
+        if not self.sw.reverse_replication or self.by_diff:
             return
         ensure_publication(self.dst, self.d.new, list_tables(self.dst, self.settings.sync))
         self.src.execute(objects.HEARTBEAT_DDL)
@@ -264,6 +282,8 @@ class _Switch:
         """Under the fence: old -> new stops, and the reverse slot starts exactly here, before
         the new primary takes its first write."""
         d = self.d
+        if self.by_diff:
+            return
         self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(objects.ident(d.old)))
         if not self.sw.reverse_replication or objects.slot_exists(self.dst, d.new):
             return
@@ -280,7 +300,7 @@ class _Switch:
     def subscribe_back(self) -> None:
         """After the resume: the old primary follows the slot, which kept every change since."""
         d = self.d
-        if self.sw.reverse_replication and self._sub_state(self.src, d.new) is None:
+        if self.sw.reverse_replication and not self.by_diff and self._sub_state(self.src, d.new) is None:
             self.src.execute(sql.SQL(
                 "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
                 "create_slot = false, slot_name = {}, enabled = true)").format(

@@ -21,8 +21,9 @@ from controller.lab.load import HttpLoad, Pgbench, pgbench_init
 from controller.lab.processes import find_binary, free_port
 from controller.phases import Phase, State
 from controller.traffic.haproxy import HAProxyBalancer
+from sync.diff import cycle as diff_cycle
 from sync.status import wait_applied
-from tests.switchfixtures import Routed
+from tests.switchfixtures import AckedWriter, Routed
 from tests.syncfixtures import assert_same_data
 from tests.trafficfixtures import set_fault
 
@@ -206,3 +207,38 @@ def test_operator_pause_holds_the_bake_and_resume_continues(routed: Routed, lab:
     store.close()
     assert "copying" not in kinds
     assert "switching" not in kinds
+
+
+@pytest.mark.timeout(300)
+def test_a_diff_mode_cutover_and_an_abort_that_brings_writes_back(
+        routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_path: Path) -> None:
+    """sync.mode = diff end to end: green empty at first (schema copied, rows by a diff),
+    the switch by a final diff under the fence, the 10 % stage; then `abort` with
+    rollback.database = revert: the reverse diff puts every write made on green back on blue."""
+    pgbench_init(routed.pair.dsn("blue"), 1)
+    with routed.pair.blue() as b:
+        b.execute("ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY")
+    settings = daemon_settings(routed, lab, tmp_path, traffic={
+        "stages": [{"weight": 10, "bake": "120s"}, {"weight": 100, "bake": "1s"}]},
+        sync={**routed.settings.sync.model_dump(mode="json"), "mode": "diff"},
+        rollback={"database": "revert"})
+    with AckedWriter(routed) as writer, HttpLoad(lab.state.frontend_url, rate=400):
+        run = Running(settings, until_done=True)
+        run.wait_for(lambda s: s.phase is Phase.SHIFTING and s.applied, 120, "stage 1 live")
+        assert routed.primary() == "green"
+        time.sleep(1)  # writes land on green
+        add_intent(settings, "abort")
+        run.thread.join(90)
+    assert run.final is not None
+    assert run.final.phase is Phase.ROLLED_BACK
+    assert routed.primary() == "blue"
+    assert hap.read().green_percent == 0
+    with routed.pair.blue() as b:
+        assert not writer.missing_on(b), "a write acknowledged on green is not back on blue"
+    diff_cycle(settings)  # green level with blue again, then compare
+    assert_same_data(routed.pair)
+    store = Journal(settings.state.path)
+    jobs = [e.data["job"] for e in store.events("job") if e.data["ok"]]
+    store.close()
+    assert jobs[:3] == ["preflight", "copy", "switch"]
+    assert "rollback" in jobs

@@ -24,6 +24,7 @@ from controller.slo.watch import watch
 from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.shift import shift
 from sync import logical
+from sync.diff import cycle as diff_cycle
 from sync.errors import SyncError
 from sync.pgtools import pg_bindir
 from sync.status import wait_applied
@@ -319,4 +320,33 @@ path = "{tmp_path / 'state.db'}"
     assert "fence: start" in steps
     assert "repoint: done" in steps
     routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+
+
+def test_diff_mode_switches_by_a_final_diff_there_and_back(routed: Routed) -> None:
+    """sync.mode = diff: no replication at all. Under the fence a full diff makes the new
+    primary equal to the old; the way back is the same diff reversed: nothing lost."""
+    pgbench_init(routed.pair.dsn("blue"), 1)
+    with routed.pair.blue() as b:  # the diff sync finds rows by key
+        b.execute("ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY")
+    logical.start(routed.settings)  # green's schema and rows, the fast way; then no replication
+    logical.drop(routed.settings)
+    settings = routed.settings.model_copy(update={
+        "sync": routed.settings.sync.model_copy(update={"mode": "diff"})})
+    with AckedWriter(routed) as writer:
+        time.sleep(0.5)
+        there = switch(settings, "green")
+        assert routed.primary() == "green"
+        assert read_only(routed.pair, "blue")
+        time.sleep(0.5)
+        back = switch(settings, "blue")
+        assert routed.primary() == "blue"
+        time.sleep(0.3)
+    assert there.pause_ms is not None
+    assert back.pause_ms is not None
+    assert "drain" in there.steps
+    assert there.verified is None, "the final diff compared every row: no separate verify"
+    with routed.pair.blue() as b:
+        assert not writer.missing_on(b), "a write acknowledged on green did not come back"
+    diff_cycle(settings)  # green catches up with what blue took after the way back
     assert_same_data(routed.pair)
