@@ -149,7 +149,7 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
         diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}", markup=False))
     next_cycle = time.monotonic()
     while True:
-        report = diff.cycle(settings, dry_run=dry_run, say=lambda m: console.print(f"  {m}", markup=False))
+        report = _diff_cycle(settings, dry_run, console)
         metrics.diff_cycle(report)
         if as_json:
             print_json(report.as_dict())
@@ -163,6 +163,31 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
         next_cycle += every
         if stop.wait(max(0.0, next_cycle - time.monotonic())):
             return
+
+
+def _diff_cycle(settings: Settings, dry_run: bool, console: Console) -> diff.CycleReport:
+    """One cycle; what it writes shown as a bar per table on a terminal, else a line each 5 s."""
+    def say(message: str) -> None:
+        console.print(f"  {message}", markup=False)
+    if console.is_terminal:
+        with Progress(TextColumn("  {task.description}"), BarColumn(),
+                      TextColumn("{task.completed:,}/{task.total:,} rows"), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def show(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = bar.add_task(table, total=total)
+                bar.update(tasks[table], completed=done)
+            return diff.cycle(settings, dry_run=dry_run, say=lambda m: bar.console.print(f"  {m}"),
+                              progress=show)
+    next_log = [time.monotonic() + 5]
+
+    def log(table: str, done: int, total: int) -> None:
+        if time.monotonic() >= next_log[0]:
+            say(f"{table}: {done:,}/{total:,} rows written")
+            next_log[0] = time.monotonic() + 5
+    return diff.cycle(settings, dry_run=dry_run, say=say, progress=log)
 
 
 def _sequences(settings: Settings, as_json: bool) -> None:

@@ -50,6 +50,8 @@ BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 Say = Callable[[str], None]
 Key = tuple[Any, ...]
+Progress = Callable[[str, int, int], None]
+"""(target, rows written so far, rows to write in all), after each applied batch."""
 
 
 @dataclass(frozen=True)
@@ -292,27 +294,35 @@ def _batches(keys: Iterable[Key], size: int) -> Iterator[list[Key]]:
 class Applier:
     """Writes one target's differences to green, a batch per transaction."""
 
-    def __init__(self, blue: Conn, green: Conn, target: Target) -> None:
-        self.blue, self.green, self.t = blue, green, target
+    def __init__(self, blue: Conn, green: Conn, target: Target,
+                 progress: Progress = lambda _t, _d, _n: None) -> None:
+        self.blue, self.green, self.t, self.progress = blue, green, target, progress
         self.cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.columns)
         self.stage = sql.Identifier(f"cutover_diff_stage_{target.green.oid}")
         # GENERATED ALWAYS identity columns take a value on INSERT (OVERRIDING SYSTEM VALUE)
-        # but no UPDATE may set them.
+        # but no UPDATE may set them: a row whose value changed (re-created on blue) is
+        # deleted and inserted again instead.
         always = {str(r[0]) for r in green.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a'",
             [target.green.oid]).fetchall()}
+        self.always = [c for c in target.columns if c in always]
         self.settable = [c for c in target.columns if c not in target.key and c not in always]
 
     def apply(self, upserts: list[Key], deletes: list[Key]) -> None:
         self.green.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} "
                                    "WITH NO DATA").format(self.stage, self.cols, self.t.green.ident))
+        total, done = len(upserts) + len(deletes), 0
         for batch in _batches(deletes, BATCH_ROWS):
             with self.green.transaction():
                 self.green.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
                     self.t.green.ident, _key_match(self.t, batch)))
+            done += len(batch)
+            self.progress(self.t.label, done, total)
         for batch in _batches(upserts, BATCH_ROWS):
             with self.green.transaction():
                 self._upsert(batch)
+            done += len(batch)
+            self.progress(self.t.label, done, total)
         self.green.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.stage))
 
     def _upsert(self, batch: list[Key]) -> None:
@@ -326,6 +336,13 @@ class Applier:
                 for block in out:
                     inp.write(block)
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in t.key)
+            if self.always:
+                dst.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {} AND ({})").format(
+                    t.green.ident, self.stage,
+                    sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(k), sql.Identifier(k))
+                                          for k in t.key),
+                    sql.SQL(" OR ").join(sql.SQL("t.{} IS DISTINCT FROM s.{}").format(
+                        sql.Identifier(c), sql.Identifier(c)) for c in self.always)))
             action = sql.SQL("DO NOTHING") if not self.settable else sql.SQL("DO UPDATE SET {}").format(
                 sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
                                    for c in self.settable))
@@ -338,7 +355,7 @@ class Applier:
 
 
 def diff_target(blue: Conn, green: Conn, target: Target, dry_run: bool,
-                bucket_rows: int = BUCKET_ROWS) -> TableDiff:
+                bucket_rows: int = BUCKET_ROWS, progress: Progress = lambda _t, _d, _n: None) -> TableDiff:
     report = TableDiff(target.label)
     bounds = None
     if target.int_key:
@@ -366,12 +383,12 @@ def diff_target(blue: Conn, green: Conn, target: Target, dry_run: bool,
     deletes = [k for k in had if k not in have]
     report.inserted, report.updated, report.deleted = len(inserts), len(updates), len(deletes)
     if not dry_run:
-        Applier(blue, green, target).apply(inserts + updates, deletes)
+        Applier(blue, green, target, progress).apply(inserts + updates, deletes)
     return report
 
 
 def diff_since(blue: Conn, green: Conn, target: Target, column: str, since: str,
-               dry_run: bool) -> TableDiff:
+               dry_run: bool, progress: Progress = lambda _t, _d, _n: None) -> TableDiff:
     """Incremental: blue's rows whose watermark column is at or past `since`, against green's
     rows of the same keys. Finds inserts and updates; deletes wait for the next full pass."""
     report = TableDiff(target.label, incremental=True)
@@ -395,7 +412,7 @@ def diff_since(blue: Conn, green: Conn, target: Target, column: str, since: str,
     updates = [k for k, h in have.items() if k in had and had[k] != h]
     report.inserted, report.updated = len(inserts), len(updates)
     if not dry_run and (inserts or updates):
-        Applier(blue, green, target).apply(inserts + updates, [])
+        Applier(blue, green, target, progress).apply(inserts + updates, [])
     return report
 
 
@@ -427,28 +444,29 @@ def _highest(blue: Conn, target: Target, column: str) -> str | None:
 
 
 def _diff_one(blue: Conn, green: Conn, target: Target, settings: Settings, marks: Watermarks | None,
-              dry_run: bool, bucket_rows: int) -> TableDiff:
+              dry_run: bool, bucket_rows: int, progress: Progress) -> TableDiff:
     """A full pass, or (a watermark column the target has, a watermark saved, a full pass
     less than full_pass_every cycles ago) an incremental one."""
     column = settings.sync.watermark_column
     if marks is None or column is None or column not in target.columns:
-        return diff_target(blue, green, target, dry_run, bucket_rows)
+        return diff_target(blue, green, target, dry_run, bucket_rows, progress)
     since, since_full = marks.get(target)
     # Read before comparing, in blue's snapshot: rows written after it wait for the next cycle.
     highest = _highest(blue, target, column)
     if since is not None and since_full + 1 < settings.sync.full_pass_every:
-        done = diff_since(blue, green, target, column, since, dry_run)
+        done = diff_since(blue, green, target, column, since, dry_run, progress)
         if not dry_run:
             marks.put(target, highest or since, since_full + 1)
         return done
-    done = diff_target(blue, green, target, dry_run, bucket_rows)
+    done = diff_target(blue, green, target, dry_run, bucket_rows, progress)
     if not dry_run:
         marks.put(target, highest, 0)
     return done
 
 
 def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: None,
-          bucket_rows: int = BUCKET_ROWS, reverse: bool = False, full: bool = False) -> CycleReport:
+          bucket_rows: int = BUCKET_ROWS, reverse: bool = False, full: bool = False,
+          progress: Progress = lambda _t, _d, _n: None) -> CycleReport:
     """One diff cycle over every table and transform: green equals blue's snapshot after it
     (unless dry_run: nothing is written, the report says what would change).
     reverse: green -> blue instead (after a switch: the way back), same-named tables only, a
@@ -489,7 +507,8 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
         try:
             for target in todo:
                 try:
-                    done = _diff_one(blue, green, target, settings, marks, dry_run, bucket_rows)
+                    done = _diff_one(blue, green, target, settings, marks, dry_run, bucket_rows,
+                                     progress)
                 except psycopg.Error as exc:
                     raise SyncError(f"diff of {target.label} failed: {str(exc).strip()}; the next "
                                     "cycle picks up whatever this one did not apply") from None

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from config.replication import SyncMode
 from controller.lab.load import Pgbench, pgbench_init
 from sync import logical
+from sync.diff import cycle as diff_cycle
 from sync.switch import switch
 from tests.bench.conftest import BENCH_TIMEOUT, median, percentile, wait_quiet
 from tests.switchfixtures import Routed
@@ -32,18 +34,25 @@ STEPS = ("pause", "fence", "drain", "sequences", "verify", "stop and slot", "unf
 
 @pytest.mark.timeout(BENCH_TIMEOUT)
 @pytest.mark.parametrize(("verify", "verify_at"), [("counts", "after_resume"), ("counts", "in_pause"),
-                                                  ("none", "after_resume")])
+                                                  ("none", "after_resume"), ("diff", "")])
 def test_switch_write_pause(routed: Routed, pair: DbPair, verify: str, verify_at: str) -> None:
     """The default compares exact row counts of the two sides at the fence once writes flow
-    again; in_pause counts them under the fence; none relies on the drain alone."""
+    again; in_pause counts them under the fence; none relies on the drain alone; diff is
+    sync.mode = diff (no replication: a full diff under the fence, each way)."""
+    by_diff = verify == "diff"
     pgbench_init(pair.dsn("blue"), 10)
     with pair.blue() as b:
-        b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+        b.execute("ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY" if by_diff
+                  else "ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
     assert routed.settings.switchover is not None
     settings = routed.settings.model_copy(update={"switchover": routed.settings.switchover.model_copy(
-        update={"verify": verify, "verify_at": verify_at})})
+        update={} if by_diff else {"verify": verify, "verify_at": verify_at})})
     logical.start(settings)
     pair.wait_caught_up()
+    if by_diff:  # green filled the fast way; from here on, no replication at all
+        logical.drop(settings)
+        settings = settings.model_copy(update={"sync": settings.sync.model_copy(
+            update={"mode": SyncMode.DIFF})})
     wait_quiet("the switch benchmark")
     logs = Path(tempfile.mkdtemp(prefix="cutover-bench-switch-"))
     bench = Pgbench(routed.dsn, clients=CLIENTS, seconds=6 * SWITCHES + 10, log_prefix=logs / "pgbench")
@@ -64,14 +73,18 @@ def test_switch_write_pause(routed: Routed, pair: DbPair, verify: str, verify_at
     latencies_ms = [int(line.split()[2]) / 1000 for f in logs.glob("pgbench*")
                     for line in f.read_text().splitlines() if line.strip()]
     # Back on blue after an even number of switches; green catches up, then compare.
-    pair.wait_caught_up()
+    if by_diff:
+        diff_cycle(settings)
+    else:
+        pair.wait_caught_up()
     assert_same_data(pair)
     with pair.blue() as b:
         row = b.execute("SELECT count(*) FROM pgbench_history").fetchone()
     lost = result.transactions - (int(row[0]) if row else 0)
     print(f"\nwrite switch under pgbench -c {CLIENTS} through PgBouncer (scale 10: 1 M accounts), "
-          f"{SWITCHES} switches, switchover.verify = {verify}"
-          + (f", verify_at = {verify_at}:" if verify != "none" else ":"))
+          f"{SWITCHES} switches, "
+          + ("sync.mode = diff (a final diff under the fence):" if by_diff else
+             f"switchover.verify = {verify}" + (f", verify_at = {verify_at}:" if verify != "none" else ":")))
     print(f"    pause (PAUSE -> RESUME)     median {median(pauses):6.1f} ms, max {max(pauses):6.1f} ms "
           f"(goals: median <= 100, max <= 500)")
     print(f"    ours / bare fence+drain ({ANCHOR_FENCE_MS:g} ms): {median(pauses) / ANCHOR_FENCE_MS:.2f}; "
@@ -87,6 +100,6 @@ def test_switch_write_pause(routed: Routed, pair: DbPair, verify: str, verify_at
     print(f"    lost rows (pgbench_history vs transactions): {lost}")
     assert result.failed == 0
     assert lost == 0
-    if verify_at == "after_resume":  # counting 1 M rows under the fence costs more than the goal
+    if verify_at == "after_resume":  # scanning 1 M rows under the fence costs more than the goal
         assert median(pauses) <= 100
         assert max(pauses) <= 500

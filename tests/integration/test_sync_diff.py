@@ -257,9 +257,10 @@ def test_cli_dry_run_json_then_follow_until_sigterm(diff_pair: DbPair, tmp_path:
     assert data["inserted"] == 5300
     with diff_pair.green() as g:
         assert g.execute("SELECT count(*) FROM ints").fetchone() == (0,)
+    # As on a terminal (FORCE_COLOR), so the progress bars draw too.
     proc = subprocess.Popen([sys.executable, "-m", "controller", "sync", "--follow", "--interval",
                              "300ms", "--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env={**os.environ, "FORCE_COLOR": "1"})
     try:
         time.sleep(3)
         with diff_pair.blue() as b:
