@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config import ConfigError, Settings, load_settings
 from config.operations import NotifyEvent
-from config.replication import SwitchMethod
+from config.replication import SwitchMethod, SyncMode
 from config.slo import SloSource
 from controller import sdnotify
 from controller.jobs import Jobs
@@ -65,14 +65,15 @@ def last_baselines(store: StateStore) -> dict[str, float]:
 
 def plan_for(settings: Settings) -> Plan:
     traffic = settings.traffic
+    diff_every = settings.sync.interval if settings.sync.mode == SyncMode.DIFF else None
     if traffic is None:
-        return Plan(Mode.SYNC_ONLY)
+        return Plan(Mode.SYNC_ONLY, diff_every=diff_every)
     no_writes = settings.switchover is None or settings.switchover.method is SwitchMethod.NONE
     return Plan(Mode.SHARED if no_writes else Mode.FULL,
                 tuple(Stage(s.weight, s.bake) for s in traffic.stages),
                 auto_switch=settings.switchover.auto if settings.switchover else False,
                 hold=traffic.hold, auto_finalize=traffic.finalize == "auto",
-                on_breach=settings.rollback.on_breach)
+                on_breach=settings.rollback.on_breach, diff_every=diff_every)
 
 
 @dataclass

@@ -161,6 +161,14 @@ def _copy(c: _Context) -> JobResult:
     return JobResult(Job.COPY, True, what)
 
 
+def _sync_cycle(c: _Context) -> JobResult:
+    report = diff.cycle(c.settings, say=lambda _: None)
+    c.metrics.sync.diff_cycle(report)
+    return JobResult(Job.SYNC_CYCLE, True, f"diff cycle in {report.seconds:.1f}s: "
+                     f"+{report.total('inserted'):,} ~{report.total('updated'):,} "
+                     f"-{report.total('deleted'):,}")
+
+
 def _switch(c: _Context) -> JobResult:
     c.hooks(HookPoint.BEFORE_SWITCH)
 
@@ -248,5 +256,6 @@ def _moves_writes(settings: Settings) -> bool:
 
 _JOBS: dict[Job, Callable[[_Context], JobResult]] = {
     Job.PREFLIGHT: _preflight, Job.COPY: _copy, Job.SWITCH: _switch, Job.SHIFT: _shift,
+    Job.SYNC_CYCLE: _sync_cycle,
     Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize, Job.ROLLBACK: _rollback,
 }

@@ -57,6 +57,8 @@ class Job(StrEnum):
     """The after_stage hooks of a baked stage."""
     FINALIZE = "finalize"
     ROLLBACK = "rollback"
+    SYNC_CYCLE = "sync_cycle"
+    """sync.mode = diff, while streaming: one diff cycle (green made equal to blue)."""
 
 
 class Failure(StrEnum):
@@ -97,6 +99,8 @@ class State:
     """SHIFTING: passing time baked so far in this stage (survives a restart)."""
     hold_seconds: float = 0.0
     """PROMOTED: time held at 100 %."""
+    since_sync: float = 0.0
+    """STREAMING with the diff sync: time since the last diff cycle started."""
     paused: bool = False
     switched: bool = False
     """Writes go to green."""
@@ -129,6 +133,8 @@ class Plan:
     hold: float = 600.0
     auto_finalize: bool = True
     on_breach: str = "rollback"
+    diff_every: float | None = None
+    """sync.mode = diff: seconds between diff cycles while streaming (None: logical)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,8 @@ def _job_finished(s: State, r: JobResult, plan: Plan) -> State:
     if r.job is Job.ROLLBACK:
         # Stay rolling back: the next tick runs it again (traffic to blue is the safe side).
         return replace(s, reason=f"rollback failed, retrying: {r.detail}")
+    if r.job is Job.SYNC_CYCLE:  # the continuous sync keeps going: the next cycle retries
+        return replace(s, reason=f"diff cycle failed, retrying in the next: {r.detail}")
     if r.job is Job.SWITCH:
         # The switch undoes itself on failure: writes are on blue, green still streams.
         return replace(s, phase=Phase.STREAMING, paused=True, reason=f"switch failed: {r.detail}")
@@ -258,6 +266,7 @@ def _rollback_ok(s: State, r: JobResult, plan: Plan) -> State:
 _JOB_OK: dict[Job, Callable[[State, JobResult, Plan], State]] = {
     Job.PREFLIGHT: _preflight_ok, Job.COPY: _copy_ok, Job.SWITCH: _switch_ok,
     Job.SHIFT: _shift_ok, Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize_ok,
+    Job.SYNC_CYCLE: lambda s, r, plan: replace(s, reason=r.detail),
     Job.ROLLBACK: _rollback_ok,
 }
 
@@ -294,9 +303,14 @@ def _run(job: Job) -> Callable[[State, Observations, Plan], Decision]:
 
 
 def _streaming(s: State, o: Observations, plan: Plan) -> Decision:
+    switching = plan.mode is Mode.FULL and plan.auto_switch and o.sync_ready
+    if plan.diff_every is not None and not switching:  # the diff sync's own cadence
+        s = replace(s, since_sync=s.since_sync + o.elapsed)
+        if s.since_sync >= plan.diff_every:
+            return Decision(replace(s, since_sync=0.0), Effect(Job.SYNC_CYCLE), "diff cycle due")
     if plan.mode is not Mode.FULL:
         return Decision(s, None, "streaming (continuous sync)")
-    if plan.auto_switch and o.sync_ready:
+    if switching:
         return Decision(replace(s, phase=Phase.SWITCHING, reason="lag under the limits"),
                         Effect(Job.SWITCH), "green caught up: switching writes")
     return Decision(s, None, "streaming; waiting for `cutover promote`" if not plan.auto_switch

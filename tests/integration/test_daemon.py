@@ -242,3 +242,33 @@ def test_a_diff_mode_cutover_and_an_abort_that_brings_writes_back(
     store.close()
     assert jobs[:3] == ["preflight", "copy", "switch"]
     assert "rollback" in jobs
+
+
+def test_sync_only_diff_mode_keeps_green_current(routed: Routed, tmp_path: Path) -> None:
+    """No [traffic]: the continuous sync service, by diff cycles every sync.interval."""
+    with routed.pair.blue() as b:
+        b.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        b.execute("INSERT INTO notes SELECT g, 'n' || g FROM generate_series(1, 500) g")
+    settings = Settings.model_validate({
+        "blue": {"database": {"dsn": routed.pair.dsn("blue")}},
+        "green": {"database": {"dsn": routed.pair.dsn("green")}},
+        "sync": {"mode": "diff", "interval": "1s"},
+        "state": {"path": str(tmp_path / "state.db")}, "metrics": {"enabled": False}})
+    run = Running(settings)
+    try:
+        run.wait_for(lambda s: s.phase is Phase.STREAMING, 60, "streaming")
+        with routed.pair.blue() as b:
+            b.execute("INSERT INTO notes VALUES (501, 'late')")
+            b.execute("DELETE FROM notes WHERE id = 1")
+        deadline = time.monotonic() + 20
+        with routed.pair.green() as g:
+            while g.execute("SELECT count(*) FROM notes WHERE id = 501").fetchone() != (1,):
+                assert time.monotonic() < deadline, f"no diff cycle brought the row: {run.lines[-5:]}"
+                time.sleep(0.2)
+    finally:
+        run.stop()
+    assert_same_data(routed.pair)
+    store = Journal(settings.state.path)
+    cycles = [e for e in store.events("job") if e.data["job"] == "sync_cycle" and e.data["ok"]]
+    store.close()
+    assert cycles

@@ -89,6 +89,35 @@ def test_sync_only_streams_forever() -> None:
         assert d.effect is None
 
 
+def test_the_diff_sync_runs_a_cycle_each_interval_while_streaming() -> None:
+    plan = replace(SYNC_ONLY, diff_every=30.0)
+    s = State(phase=Phase.STREAMING)
+    d = decide(s, Observations(elapsed=20.0), plan)
+    assert d.effect is None
+    d = decide(d.state, Observations(elapsed=10.0), plan)
+    assert d.effect == Effect(Job.SYNC_CYCLE)
+    assert d.state.since_sync == 0.0
+    running = decide(d.state, Observations(elapsed=40.0, running=Job.SYNC_CYCLE), plan)
+    assert running.effect is None, "one job at a time"
+    after = decide(running.state, done(Job.SYNC_CYCLE, detail="+3 ~0 -1"), plan)
+    assert after.state.phase is Phase.STREAMING
+    assert after.state.reason == "+3 ~0 -1"
+
+
+def test_a_failed_diff_cycle_is_retried_not_held() -> None:
+    plan = replace(SYNC_ONLY, diff_every=1.0)
+    d = decide(State(phase=Phase.STREAMING), done(Job.SYNC_CYCLE, ok=False, detail="blue down"), plan)
+    assert not d.state.paused
+    assert "retrying" in d.state.reason
+    assert decide(d.state, Observations(elapsed=1.0), plan).effect == Effect(Job.SYNC_CYCLE)
+
+
+def test_full_diff_mode_switches_without_waiting_for_a_cycle() -> None:
+    plan = replace(FULL, diff_every=30.0)
+    d = decide(State(phase=Phase.STREAMING), Observations(elapsed=40.0, sync_ready=True), plan)
+    assert d.effect == Effect(Job.SWITCH)
+
+
 def test_switch_success_marks_writes_on_green_and_enters_stage_one() -> None:
     d = decide(State(phase=Phase.SWITCHING), done(Job.SWITCH), FULL)
     assert d.state.switched
