@@ -36,7 +36,8 @@ class SyncSettings(Section):
     exclude_tables: list[str] = Field(default_factory=list)
     """Tables never synced."""
     copy_jobs: int = Field(default=4, ge=1, le=64)
-    """Parallel COPY workers for the initial copy."""
+    """Parallel COPY workers for the initial copy: about the database servers' cores (on 2
+    cores, 2 workers copied pgbench -s 50 faster than 4)."""
     split_rows: int = Field(default=1_000_000, ge=1_000)
     """Tables with more rows than this are copied in copy_jobs page ranges, in parallel."""
     chunk_rows: int = Field(default=100_000, ge=100)
