@@ -25,6 +25,7 @@ from sync.connections import Conn
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
 MAX_BUCKETS = 10_000
 """Caps the buckets of one table, whatever its key range or row estimate."""
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -152,18 +153,31 @@ class IntBuckets:
         return KeyRange(None if bucket == 0 else (start,),
                         None if bucket == self.count - 1 else (start + self.width,))
 
+    def bounds(self, bucket: int) -> tuple[int, int]:
+        """Inclusive bigint bounds of a bucket (the open ends as bigint's own limits)."""
+        lo = BIGINT_MIN if bucket == 0 else self.low + bucket * self.width
+        hi = BIGINT_MAX if bucket == self.count - 1 else self.low + (bucket + 1) * self.width - 1
+        return lo, hi
+
+    def expr(self, column: str) -> sql.Composable:
+        """The bucket of a row, as SQL (its values inline, so it goes anywhere)."""
+        return sql.SQL("greatest(0, least({}, ({}::bigint - {}) / {}))").format(
+            sql.Literal(self.count - 1), sql.Identifier(column), sql.Literal(self.low),
+            sql.Literal(self.width))
+
     @classmethod
-    def plan(cls, low: int, high: int, rows: int, chunk_rows: int) -> IntBuckets:
-        chunks = min(MAX_BUCKETS, max(1, math.ceil(rows / chunk_rows)))
+    def plan(cls, low: int, high: int, rows: int, chunk_rows: int,
+             cap: int = MAX_BUCKETS) -> IntBuckets:
+        chunks = min(cap, max(1, math.ceil(rows / chunk_rows)))
         width = max(1, math.ceil((high - low + 1) / chunks))
         return cls(low, width, max(1, math.ceil((high - low + 1) / width)))
 
 
-def int_bounds(conn: Conn, table: Table) -> tuple[int, int] | None:
-    """(min, max) of an integer key (two index probes), or None for an empty table."""
-    k = sql.Identifier(table.key[0])
+def int_bounds(conn: Conn, source: sql.Composable, column: str) -> tuple[int, int] | None:
+    """(min, max) of an integer key (two index probes on a table), or None when empty."""
+    k = sql.Identifier(column)
     row = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {}").format(
-        k, k, table.ident)).fetchone()
+        k, k, source)).fetchone()
     if row is None or row[0] is None:
         return None
     return int(row[0]), int(row[1])
@@ -171,11 +185,8 @@ def int_bounds(conn: Conn, table: Table) -> tuple[int, int] | None:
 
 def bucket_sums(conn: Conn, table: Table, rowhash: sql.Composable,
                 buckets: IntBuckets) -> dict[int, ChunkSum]:
-    k = sql.Identifier(table.key[0])
-    rows = conn.execute(sql.SQL(
-        "SELECT greatest(0, least(%s, ({} - %s) / %s)) AS b, count(*), sum({}) "
-        "FROM {} GROUP BY 1").format(k, rowhash, table.ident),
-        [buckets.count - 1, buckets.low, buckets.width]).fetchall()
+    rows = conn.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM {} GROUP BY 1").format(
+        buckets.expr(table.key[0]), rowhash, table.ident)).fetchall()
     return {int(b): ChunkSum(int(n), int(h)) for b, n, h in rows}
 
 

@@ -34,7 +34,7 @@ from psycopg import sql
 from config.replication import TransformSettings
 from config.settings import Settings
 from sync.catalog import Table, column_types, list_tables, resolve, table_by_name
-from sync.checksums import INTEGER_TYPES, row_hash, text_row_hash
+from sync.checksums import INTEGER_TYPES, IntBuckets, int_bounds, row_hash, text_row_hash
 from sync.connections import Conn, connect, databases
 from sync.errors import BadInputError, SyncError
 from sync.schema import SchemaDump, create_schemas_on_green
@@ -46,7 +46,6 @@ pairs of step 2, large enough that step 1 returns few rows (50 k for 5 M rows)."
 MAX_BUCKETS = 2_000_000
 BATCH_ROWS = 5_000
 """Rows per apply transaction."""
-BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 Say = Callable[[str], None]
 Key = tuple[Any, ...]
@@ -92,10 +91,6 @@ class TableDiff:
     deleted: int = 0
     incremental: bool = False
     """Only rows at or past the watermark were compared (no deletes looked for)."""
-
-    @property
-    def changes(self) -> int:
-        return self.inserted + self.updated + self.deleted
 
 
 @dataclass
@@ -183,10 +178,11 @@ def _transform(t: TransformSettings, blue: Conn, green: Conn) -> Target:
                             f"{list(table.key)} of {table.qualified}")
     # Types may differ between a query and a table: compared by their text.
     rowhash = text_row_hash(produced)
-    counted = blue.execute(sql.SQL("SELECT count(*) FROM {}").format(query)).fetchone()
+    # The planner's estimate sizes the buckets: counting would run the query once more.
+    plan = blue.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {}").format(query)).fetchone()
+    planned = int(plan[0][0]["Plan"]["Plan Rows"]) if plan else 0
     return _target(f"{table.qualified} (transform)", table, tuple(table.key), produced, green,
-                   Side(query, rowhash), Side(table.ident, rowhash),
-                   max(int(counted[0]) if counted else 0, table.est_rows))
+                   Side(query, rowhash), Side(table.ident, rowhash), max(planned, table.est_rows))
 
 
 def _target(label: str, green_table: Table, key: tuple[str, ...], columns: tuple[str, ...],
@@ -203,44 +199,26 @@ def _target(label: str, green_table: Table, key: tuple[str, ...], columns: tuple
 
 @dataclass(frozen=True)
 class Buckets:
-    """How rows fall into buckets: integer ranges [low + i*width, ...) or key hashes mod n."""
+    """How rows fall into buckets: verify's integer ranges (checksums.IntBuckets), or key
+    hashes mod count for any other key."""
 
     count: int
-    low: int | None = None
-    width: int | None = None
+    ints: IntBuckets | None = None
 
     def expr(self, key: tuple[str, ...]) -> sql.Composable:
-        if self.low is not None and self.width is not None:
-            return sql.SQL("greatest(0, least({}, ({}::bigint - {}) / {}))").format(
-                sql.Literal(self.count - 1), sql.Identifier(key[0]), sql.Literal(self.low),
-                sql.Literal(self.width))
+        if self.ints is not None:
+            return self.ints.expr(key[0])
         keyrow = sql.SQL(", ").join(sql.Identifier(k) for k in key)
         return sql.SQL("mod(hash_record_extended(ROW({}), 0) & 9223372036854775807, {})").format(
             keyrow, sql.Literal(self.count))
 
-    def bounds(self, bucket: int) -> tuple[int, int]:
-        """Inclusive key bounds of an integer bucket (the first and last are open-ended)."""
-        assert self.low is not None
-        assert self.width is not None
-        lo = BIGINT_MIN if bucket == 0 else self.low + bucket * self.width
-        hi = BIGINT_MAX if bucket == self.count - 1 else self.low + (bucket + 1) * self.width - 1
-        return lo, hi
-
 
 def plan_buckets(target: Target, rows: int, bounds: tuple[int, int] | None,
                  bucket_rows: int = BUCKET_ROWS) -> Buckets:
-    count = min(MAX_BUCKETS, max(1, math.ceil(rows / bucket_rows)))
     if target.int_key and bounds is not None:
-        low, high = bounds
-        width = max(1, math.ceil((high - low + 1) / count))
-        return Buckets(max(1, math.ceil((high - low + 1) / width)), low, width)
-    return Buckets(count)
-
-
-def _int_bounds(conn: Conn, side: Side, key: str) -> tuple[int, int] | None:
-    k = sql.Identifier(key)
-    row = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {}").format(k, k, side.source)).fetchone()
-    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+        ints = IntBuckets.plan(bounds[0], bounds[1], rows, bucket_rows, cap=MAX_BUCKETS)
+        return Buckets(ints.count, ints)
+    return Buckets(min(MAX_BUCKETS, max(1, math.ceil(rows / bucket_rows))))
 
 
 def bucket_sums(conn: Conn, target: Target, side: Side, buckets: Buckets) -> dict[int, tuple[int, int]]:
@@ -256,8 +234,8 @@ def bucket_sums(conn: Conn, target: Target, side: Side, buckets: Buckets) -> dic
 def row_hashes(conn: Conn, target: Target, side: Side, buckets: Buckets,
                differing: list[int]) -> dict[Key, int]:
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
-    if buckets.low is not None:  # ranges: index range scans joined to the bucket bounds
-        lo, hi = zip(*(buckets.bounds(b) for b in differing), strict=True)
+    if buckets.ints is not None:  # ranges: index range scans joined to the bucket bounds
+        lo, hi = zip(*(buckets.ints.bounds(b) for b in differing), strict=True)
         query = sql.SQL("SELECT {}, {} FROM unnest(%s::bigint[], %s::bigint[]) AS d(cutover_lo, "
                         "cutover_hi) JOIN {} ON {} BETWEEN d.cutover_lo AND d.cutover_hi").format(
                             keys, side.rowhash, side.source, sql.Identifier(target.key[0]))
@@ -359,8 +337,8 @@ def diff_target(blue: Conn, green: Conn, target: Target, dry_run: bool,
     report = TableDiff(target.label)
     bounds = None
     if target.int_key:
-        found = [b for b in (_int_bounds(blue, target.blue, target.key[0]),
-                             _int_bounds(green, target.green_side, target.key[0])) if b]
+        found = [b for b in (int_bounds(blue, target.blue.source, target.key[0]),
+                             int_bounds(green, target.green_side.source, target.key[0])) if b]
         bounds = (min(b[0] for b in found), max(b[1] for b in found)) if found else None
     buckets = plan_buckets(target, target.est_rows, bounds, bucket_rows)
     report.buckets = buckets.count

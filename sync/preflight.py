@@ -73,7 +73,7 @@ def run_preflight(settings: Settings) -> Report:
         if settings.sync.mode == SyncMode.DIFF:  # SELECT on blue, writes on green: no replication
             diff_checks: list[Callable[[], Check]] = [
                 lambda: _tables_found(tables, settings),
-                lambda: _diff_targets(settings, blue, green),
+                lambda: _diff_targets(settings, tables, blue, green),
                 lambda: _large_objects(blue),
                 lambda: _sequences(blue, settings.sync.schemas),
                 lambda: _long_transactions(blue)]
@@ -99,8 +99,7 @@ def run_preflight(settings: Settings) -> Report:
     return report
 
 
-def _diff_targets(settings: Settings, blue: Conn, green: Conn) -> Check:
-    tables = list_tables(blue, settings.sync)
+def _diff_targets(settings: Settings, tables: list[Table], blue: Conn, green: Conn) -> Check:
     if not any(table_by_name(green, t.schema, t.name) for t in tables):
         keyless = [t.qualified for t in tables if not t.key]
         if keyless:

@@ -164,7 +164,7 @@ def _first_pass(settings: Settings, blue: Conn, table: Table, rowhash: sql.Compo
         b, g = _both(settings, lambda c: chunk_sum(c, table, rowhash, whole))
         return [_Chunk(whole, b, g)]
     if len(table.key) == 1 and key_type(blue, table) in INTEGER_TYPES:
-        b_bounds, g_bounds = _both(settings, lambda c: int_bounds(c, table))
+        b_bounds, g_bounds = _both(settings, lambda c: int_bounds(c, table.ident, table.key[0]))
         present = [x for x in (b_bounds, g_bounds) if x is not None]
         if not present:
             return [_Chunk(whole, ChunkSum(0, 0), ChunkSum(0, 0))]
