@@ -34,7 +34,11 @@ RERUN = "re-run `cutover sync` to start the copy again (green's partial rows are
 
 
 class ParallelCopy:
-    def __init__(self, settings: Settings, snapshot: str, progress: ProgressFn) -> None:
+    """freeze: green's tables are ours (schema just copied from blue, no foreign keys yet),
+    so a table copied whole may be truncated and loaded with COPY FREEZE in one transaction."""
+
+    def __init__(self, settings: Settings, snapshot: str, progress: ProgressFn,
+                 freeze: bool = False) -> None:
         self.blue_db, self.green_db = databases(settings)
         self.jobs = settings.sync.copy_jobs
         self.snapshot = snapshot
@@ -43,6 +47,8 @@ class ParallelCopy:
         self._lock = threading.Lock()
         self._failed = threading.Event()
         self._binary: dict[int, bool] = {}
+        self._freeze = freeze
+        self._may_truncate: dict[int, bool] = {}
 
     def run(self, chunks: list[Chunk]) -> CopyProgress:
         self.progress.chunks_total = len(chunks)
@@ -64,6 +70,9 @@ class ParallelCopy:
                 theirs = column_types(green, table)
                 ours = column_types(blue, table)
                 self._binary[table.oid] = all(theirs.get(c) == ours[c] for c in table.columns)
+                row = green.execute("SELECT has_table_privilege(%s::regclass, 'TRUNCATE')",
+                                    [table.qualified]).fetchone()
+                self._may_truncate[table.oid] = bool(row and row[0])
 
     def _next(self, pending: list[Chunk]) -> Chunk | None:
         with self._lock:
@@ -102,7 +111,14 @@ class ParallelCopy:
         fmt = sql.SQL("binary" if self._binary[table.oid] else "text")
         read = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
             cols, only, table.ident, where, fmt)
-        write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table.ident, cols, fmt)
+        # A table loaded whole into a relfilenode of this transaction (TRUNCATE) is written
+        # frozen, hint bits set: its index builds and first scans do not rewrite every page,
+        # and green never has to vacuum-freeze the copy. Page ranges share the table with
+        # other workers, and a partitioned table cannot be frozen by COPY.
+        freeze = (self._freeze and chunk.first_page is None and table.kind == "r"
+                  and self._may_truncate[table.oid])
+        options = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE" if freeze else ""))
+        write = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(table.ident, cols, options)
         source = start_tool("psql", [
             "-X", "-q", "-v", "ON_ERROR_STOP=1",
             "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
@@ -115,6 +131,8 @@ class ParallelCopy:
         unreported = 0
         try:
             with green.transaction(), green.cursor() as dst:
+                if freeze:
+                    dst.execute(sql.SQL("TRUNCATE ONLY {}").format(table.ident))
                 with dst.copy(write) as inp:
                     while block := source.stdout.read(BLOCK_BYTES):
                         inp.write(block)

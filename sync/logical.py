@@ -158,7 +158,7 @@ def _copy(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name
         say(f"slot {name!r} created at {lsn}; copying {len(tables)} table(s) with "
             f"{settings.sync.copy_jobs} worker(s)")
         chunks = plan_chunks(tables, settings.sync.copy_jobs, settings.sync.split_rows)
-        done = ParallelCopy(settings, snapshot, progress).run(chunks)
+        done = ParallelCopy(settings, snapshot, progress, freeze=schema_from_blue).run(chunks)
     objects.write_phase(green, name, Phase.INDEXING, schema_from_blue, lsn)
     return done.rows
 
