@@ -167,14 +167,17 @@ def test_tables_copied_whole_arrive_frozen_and_all_visible(pair: DbPair) -> None
             assert row is not None
             return int(row[0]), int(row[1])
         whole = pages('"My Schema"."Table ""Quoted"" Name"')
-        assert whole[0] > 0 and whole[1] == whole[0], whole
+        assert whole[0] > 0
+        assert whole[1] == whole[0], whole
         split = pages("composite")
-        assert split[0] > 1 and split[1] == 0, split
+        assert split[0] > 1
+        assert split[1] == 0, split
         g.execute("SET enable_seqscan = off")
         plan = "\n".join(str(r[0]) for r in g.execute(
             'EXPLAIN (ANALYZE, COSTS OFF) SELECT "Odd Col" FROM "My Schema"."Table ""Quoted"" Name" '
             'WHERE "Odd Col" < 100').fetchall())
-        assert "Index Only Scan" in plan and "Heap Fetches: 0" in plan, plan
+        assert "Index Only Scan" in plan, plan
+        assert "Heap Fetches: 0" in plan, plan
 
 
 def test_sequences_are_copied_so_new_rows_never_collide(pair: DbPair, tmp_path: Path) -> None:
