@@ -170,6 +170,16 @@ def wait_quiet(what: str, limit: float = 0.25, patience: float = 180.0) -> float
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs, /proc/stat)."""
+    return _cpu_times()[0] / _TICK
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """CPU seconds of one live process (0 when it is gone)."""
+    return _proc_seconds(pid, False)
+
+
 def _proc_seconds(pid: int, with_reaped: bool) -> float:
     """CPU seconds of a process (and, with_reaped, of the children it has waited for)."""
     try:
