@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -30,6 +31,7 @@ from sync.connections import connect, databases
 from sync.copy import CopyProgress
 from sync.errors import BadInputError, SyncError
 from sync.foreign_keys import validate_pending
+from sync.livepair import ENVS, LivePair
 from sync.preflight import Report, Status, run_preflight
 from sync.sequences import copy_sequences
 from sync.status import SyncStatus, beat, read_status
@@ -148,21 +150,56 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
     if not dry_run:
         diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}", markup=False))
     next_cycle = time.monotonic()
+    cycles = 0
     while True:
-        report = _diff_cycle(settings, dry_run, console)
+        try:
+            report = _diff_cycle(settings, dry_run, console)
+        except (SyncError, psycopg.Error) as exc:
+            # The service outlives a restart of either server: after a first good cycle, a
+            # failed one (a cycle stopped halfway is finished by the next) waits for the next.
+            if not follow or cycles == 0:
+                raise
+            metrics.diff_cycle_failures.inc()
+            _probe_databases(settings, metrics)
+            console.print(f"diff cycle failed: {str(exc).strip()}; next cycle in {every:g}s",
+                          markup=False)
+            next_cycle += every
+            if stop.wait(max(0.0, next_cycle - time.monotonic())):
+                return
+            continue
+        cycles += 1
+        for env in ENVS:
+            metrics.database_up.labels(env).set(1)
         metrics.diff_cycle(report)
-        if as_json:
-            print_json(report.as_dict())
-        else:
-            verb = "would change" if dry_run else "changed"
-            console.print(f"diff cycle in {report.seconds:.2f}s: {report.total('blue_rows'):,} rows "
-                          f"compared, {verb} +{report.total('inserted'):,} ~{report.total('updated'):,} "
-                          f"-{report.total('deleted'):,}", markup=False)
+        _print_cycle(report, dry_run, as_json, console)
         if not follow:
             return
         next_cycle += every
         if stop.wait(max(0.0, next_cycle - time.monotonic())):
             return
+
+
+def _print_cycle(report: diff.CycleReport, dry_run: bool, as_json: bool, console: Console) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    verb = "would change" if dry_run else "changed"
+    console.print(f"diff cycle in {report.seconds:.2f}s: {report.total('blue_rows'):,} rows "
+                  f"compared, {verb} +{report.total('inserted'):,} ~{report.total('updated'):,} "
+                  f"-{report.total('deleted'):,}", markup=False)
+
+
+def _probe_databases(settings: Settings, metrics: SyncMetrics) -> None:
+    """cutover_sync_database_up for each side, by connecting to it once."""
+    probe = LivePair(settings, "probe")
+    try:
+        probe.open()
+    except SyncError:
+        pass
+    finally:
+        probe.close()
+    for env in ENVS:
+        metrics.database_up.labels(env).set(1 if probe.up(env) else 0)
 
 
 def _diff_cycle(settings: Settings, dry_run: bool, console: Console) -> diff.CycleReport:
@@ -259,32 +296,64 @@ def _show_status(settings: Settings, as_json: bool) -> None:
 
 
 def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
+    """Heartbeat, status and metrics every heartbeat_interval until SIGTERM. A database that
+    restarts or drops the connection is reported once, retried each tick, and welcomed back:
+    the service outlives its servers' restarts (the subscription reconnects by itself)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if settings.metrics.enabled:
         metrics.serve(settings.metrics)
         out.print(f"  metrics on http://{settings.metrics.listen}/metrics")
-    blue_db, green_db = databases(settings)
+    console = err if as_json else out
     period = settings.sync.heartbeat_interval
     report_every = max(period, min(settings.sync.interval, 10.0))
     next_report = 0.0
-    with connect(blue_db, "follow") as blue, connect(green_db, "follow") as green:
+    link = LivePair(settings, "follow")
+    said: set[str] = set()
+    try:
         next_tick = time.monotonic()
         while not stop.is_set():
-            beat(blue)
             now = time.monotonic()
             with_drift = now >= next_report
-            status = read_status(blue, green, settings.sync, with_drift=with_drift)
-            _export(metrics, status)
-            if with_drift:
-                next_report = now + report_every
-                if as_json:
-                    print_json(status.as_dict())
-                else:
-                    out.print(_status_line(status))
+            try:
+                blue, green = link.open()
+                beat(blue)
+                status = read_status(blue, green, settings.sync, with_drift=with_drift)
+            except (SyncError, psycopg.Error) as exc:
+                link.failed(exc)
+                _say_once(console, said, exc, link, period)
+                metrics.streaming.set(0)
+            else:
+                for env, seconds in link.succeeded().items():
+                    console.print(f"{env} reachable again after {seconds:.1f}s", markup=False)
+                said.clear()
+                _export(metrics, status)
+                if with_drift:
+                    next_report = now + report_every
+                    if as_json:
+                        print_json(status.as_dict())
+                    else:
+                        out.print(_status_line(status))
+            for env in ENVS:
+                metrics.database_up.labels(env).set(1 if link.up(env) else 0)
+            metrics.heartbeat.set_to_current_time()
             next_tick += period
             stop.wait(max(0.0, next_tick - time.monotonic()))
+    finally:
+        link.close()
+
+
+def _say_once(console: Console, said: set[str], exc: BaseException, link: LivePair,
+              period: float) -> None:
+    """What went wrong: once per side that is down, or per distinct error while both are up,
+    until the loop works again."""
+    problems = {env: f"{env} unreachable: {why}" for env, why in link.down.items()} \
+        or {str(exc): f"status unavailable: {str(exc).strip()}"}
+    for key, problem in problems.items():
+        if key not in said:
+            said.add(key)
+            console.print(f"{problem}; retrying every {period:g}s", markup=False)
 
 
 def _export(metrics: SyncMetrics, s: SyncStatus) -> None:

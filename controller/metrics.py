@@ -28,6 +28,11 @@ class SyncMetrics:
                            "Tables whose schema differs between blue and green", registry=r)
         self.rows_copied = Counter("cutover_sync_rows_copied",
                                    "Rows copied by the initial copy", registry=r)
+        self.database_up = Gauge("cutover_sync_database_up",
+                                 "1 while the sync loop reaches the database, 0 while it cannot",
+                                 ["env"], registry=r)
+        self.diff_cycle_failures = Counter("cutover_diff_cycle_failures",
+                                           "Diff cycles that failed (retried at the next)", registry=r)
         self.heartbeat = Gauge("cutover_loop_heartbeat_timestamp_seconds",
                                "Unix time of the sync loop's last iteration", registry=r)
         self.diff_rows_compared = Counter("cutover_diff_rows_compared",

@@ -15,7 +15,8 @@ from config.replication import SyncMode
 from config.settings import Settings
 from controller.traffic.balancer import LoadBalancer, Split, TrafficError
 from controller.traffic.factory import balancer_for
-from sync.connections import Conn, connect, databases
+from sync.errors import SyncError
+from sync.livepair import LivePair
 from sync.status import SyncStatus, beat, read_status
 
 log = logging.getLogger("cutover.observe")
@@ -29,24 +30,19 @@ class SyncProbe:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.by_diff = settings.sync.mode == SyncMode.DIFF
-        self.conns: tuple[Conn, Conn] | None = None
+        self.link: LivePair | None = None
         self.next_beat = 0.0
         self.next_drift = 0.0
         self.latest: SyncStatus | None = None
+        self._problem: str | None = None
 
     def read(self) -> SyncStatus | None:
         if self.by_diff:
             return None
         try:
-            if self.conns is None:
-                blue_db, green_db = databases(self.settings)
-                blue = connect(blue_db, "daemon")
-                try:
-                    self.conns = (blue, connect(green_db, "daemon"))
-                except BaseException:
-                    blue.close()
-                    raise
-            blue, green = self.conns
+            if self.link is None:
+                self.link = LivePair(self.settings, "daemon")
+            blue, green = self.link.open()
             now = time.monotonic()
             if now >= self.next_beat:
                 beat(blue)
@@ -55,15 +51,24 @@ class SyncProbe:
             if with_drift:
                 self.next_drift = now + DRIFT_EVERY
             status = read_status(blue, green, self.settings.sync, with_drift=with_drift)
-            if not with_drift and self.latest is not None:
-                status = replace(status, drift=self.latest.drift)
-            self.latest = status
-            return status
-        except psycopg.Error as exc:
-            log.warning("replication status unavailable: %s", str(exc).strip())
-            self.close()
+        except (SyncError, psycopg.Error) as exc:
+            # A server restarting, a dropped connection: unknown this tick, reconnect the next.
+            if self.link is not None:
+                self.link.failed(exc)
+            problem = "; ".join(f"{env} unreachable" for env in self.link.down) if self.link \
+                and self.link.down else str(exc).strip()
+            if problem != self._problem:  # once per problem, not every tick of an outage
+                log.warning("replication status unavailable: %s", str(exc).strip())
+                self._problem = problem
             self.latest = None
             return None
+        self._problem = None
+        for env, seconds in self.link.succeeded().items():
+            log.warning("%s reachable again after %.1fs", env, seconds)
+        if not with_drift and self.latest is not None:
+            status = replace(status, drift=self.latest.drift)
+        self.latest = status
+        return status
 
     def ready(self) -> bool:
         """The auto-switch gate: streaming, with lag in bytes and in time under the limits.
@@ -78,10 +83,8 @@ class SyncProbe:
                 and (s.heartbeat_age_seconds or 0.0) <= max(limits.max_lag, 3 * limits.heartbeat_interval))
 
     def close(self) -> None:
-        if self.conns is not None:
-            for conn in self.conns:
-                conn.close()
-            self.conns = None
+        if self.link is not None:
+            self.link.close()
 
 
 class WeightProbe:

@@ -218,7 +218,10 @@ class Lab:
         as HAProxy's weights goes back to what its config file says."""
         proc = self.state.procs.pop(name, None)
         if proc is not None:
-            stop(proc)
+            if name.endswith("_pg"):
+                postgres.stop_cluster(proc)  # fast shutdown: SIGTERM would wait for every client
+            else:
+                stop(proc)
             self._save()
         self.up()
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from controller.lab.lab import Lab
 from controller.lab.processes import free_port
 from tests.syncfixtures import DbPair, assert_same_data
 
@@ -58,4 +62,80 @@ def test_follow_streams_exports_metrics_and_stops_on_sigterm(pair: DbPair, tmp_p
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, output
+    assert "streaming: lag" in output
+
+
+class MetricsWatcher(threading.Thread):
+    """Reads the service's /metrics every 50 ms and keeps what each sample said."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.samples: list[dict[str, float]] = []
+        self.stop = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            try:
+                text = httpx.get(self.url, timeout=1).text
+            except httpx.HTTPError:
+                continue
+            self.samples.append({m.group(1): float(m.group(2)) for m in re.finditer(
+                r'^(cutover_sync_database_up\{env="\w+"\}|cutover_sync_streaming) (\S+)$', text, re.M)})
+
+    def latest(self) -> dict[str, float]:
+        return self.samples[-1] if self.samples else {}
+
+    def saw(self, name: str, value: float) -> bool:
+        return any(s.get(name) == value for s in self.samples)
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_follow_rides_out_a_restart_of_blue_and_of_green(pair: DbPair, lab: Lab, tmp_path: Path) -> None:
+    """The continuous sync service keeps running while either server restarts: it says which
+    side is unreachable (log and cutover_sync_database_up), retries each tick, and streams on
+    once the server is back; every row written around the restarts arrives."""
+    with pair.blue() as b:
+        b.execute("CREATE TABLE t (id int PRIMARY KEY, v text);"
+                  "INSERT INTO t SELECT i, 'v' FROM generate_series(1, 1000) i")
+    port = free_port()
+    config = tmp_path / "cutover.toml"
+    config.write_text(f'[blue.database]\ndsn = "{pair.dsn("blue")}"\n'
+                      f'[green.database]\ndsn = "{pair.dsn("green")}"\n'
+                      '[sync]\nheartbeat_interval = "200ms"\ninterval = "1s"\n'
+                      f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "sync", "--follow", "--config",
+                             str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    watcher = MetricsWatcher(port)
+    healthy = {'cutover_sync_database_up{env="blue"}': 1.0,
+               'cutover_sync_database_up{env="green"}': 1.0, "cutover_sync_streaming": 1.0}
+    try:
+        _wait_for(lambda: watcher.latest() == healthy, "streaming")
+        for n, env in enumerate(("blue", "green")):
+            lab.restart(f"{env}_pg")
+            with pair.blue() as b:
+                b.execute("INSERT INTO t SELECT i, %s FROM generate_series(%s::int, %s::int) i",
+                          [f"after {env} restart", 2000 + n * 1000, 2999 + n * 1000])
+            pair.wait_caught_up(timeout=60)
+            _wait_for(lambda: watcher.latest() == healthy, f"streaming after {env}'s restart")
+            assert watcher.saw(f'cutover_sync_database_up{{env="{env}"}}', 0.0), \
+                f"the service never reported {env} down"
+            assert proc.poll() is None, f"the service died when {env} restarted"
+        assert_same_data(pair)
+    finally:
+        watcher.stop.set()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    for env in ("blue", "green"):
+        assert f"{env} unreachable" in output, output
+        assert f"{env} reachable again after" in output, output
     assert "streaming: lag" in output
