@@ -155,9 +155,10 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
         try:
             report = _diff_cycle(settings, dry_run, console)
         except (SyncError, psycopg.Error) as exc:
-            # The service outlives a restart of either server: after a first good cycle, a
-            # failed one (a cycle stopped halfway is finished by the next) waits for the next.
-            if not follow or cycles == 0:
+            # The service outlives a restart of either server: a failed cycle (one stopped
+            # halfway is finished by the next) waits for the next. Bad input at the start
+            # (exit 2, nothing changed) is not a passing condition.
+            if not follow or (cycles == 0 and isinstance(exc, BadInputError)):
                 raise
             metrics.diff_cycle_failures.inc()
             _probe_databases(settings, metrics)

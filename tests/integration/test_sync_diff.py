@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from controller.cli import app
+from controller.lab.lab import Lab
 from sync import diff
 from sync.errors import BadInputError
 from tests.syncfixtures import DbPair, assert_same_data
@@ -280,6 +281,43 @@ def test_cli_dry_run_json_then_follow_until_sigterm(diff_pair: DbPair, tmp_path:
     assert proc.returncode == 0, output
     assert "diff cycle in" in output
     assert_same_data(diff_pair)
+
+
+def test_follow_outlives_a_restart_of_green_and_catches_up(diff_pair: DbPair, lab: Lab,
+                                                           tmp_path: Path) -> None:
+    """A diff cycle that fails because green restarts is reported and retried at the next
+    interval; the service keeps running and green ends equal to blue."""
+    config = diff_pair.config_file(tmp_path, 'mode = "diff"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "sync", "--follow", "--interval",
+                             "300ms", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        _wait_green(diff_pair, "SELECT count(*) FROM ints", 5000)
+        lab.restart("green_pg")
+        with diff_pair.blue() as b:
+            b.execute("INSERT INTO ints (id) VALUES (99999)")
+        _wait_green(diff_pair, "SELECT count(*) FROM ints WHERE id = 99999", 1)
+        assert proc.poll() is None, "the service died when green restarted"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode(errors="replace")
+    assert proc.returncode == 0, output
+    assert "diff cycle failed: " in output, output
+    assert_same_data(diff_pair)
+
+
+def _wait_green(pair: DbPair, query: str, expected: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with pair.green() as g:
+                row = g.execute(query).fetchone()
+            if row == (expected,):
+                return
+        except psycopg.OperationalError:
+            pass  # green restarting
+        assert time.monotonic() < deadline, f"green never showed {expected} for {query}"
+        time.sleep(0.1)
 
 
 def test_a_watermark_narrows_cycles_and_a_full_pass_catches_deletes(pair: DbPair) -> None:
