@@ -197,3 +197,44 @@ def test_killed_then_restarted_ends_correct(routed: Routed, lab: Lab, hap: HAPro
         assert not writer.missing_on(p), "an acknowledged write is missing on the primary"
         assert wait_applied(p, f, 60), f"{follower} does not follow {primary}"
     assert_same_data(routed.pair)
+
+
+@pytest.mark.timeout(300)
+def test_database_restarts_while_streaming_leave_the_daemon_running(
+        routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_path: Path, healthy_green: None) -> None:
+    """Blue, then green, restart while the daemon waits in streaming: it keeps running (the
+    sync probe reports them unreachable, then reconnects), and the cutover then completes on a
+    green that missed nothing."""
+    pgbench_init(routed.pair.dsn("blue"), 1)
+    with routed.pair.blue() as b:
+        b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+    data = daemon_settings(routed, lab, tmp_path, traffic={
+        "finalize": "manual", "stages": [{"weight": 10, "bake": "2s"}, {"weight": 100, "bake": "2s"}]}
+                           ).model_dump(mode="json")
+    data["switchover"] = {**data["switchover"], "auto": False}
+    settings = Settings.model_validate(data)
+    config = tmp_path / "cutover.toml"
+    config.write_text(config_toml(data))
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        with HttpLoad(lab.state.frontend_url, rate=400):  # samples for the stages' SLO checks
+            daemon.start(settings.metrics.listen)
+            daemon.wait_for(phase_is("streaming"), 120, "streaming")
+            for n, env in enumerate(("blue", "green")):
+                lab.restart(f"{env}_pg")
+                with routed.pair.blue() as b:
+                    b.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= %s",
+                              [1000 * (n + 1)])
+                daemon.wait_for(phase_is("streaming"), 30, f"the daemon alive after {env}'s restart")
+            log = daemon.log.read_text(errors="replace")
+            for env in ("blue", "green"):
+                assert f"{env} reachable again after" in log, log
+            Journal(settings.state.path).add_intent("promote")
+            daemon.wait_for(phase_is("promoted"), 180, "the end of the cutover")
+    finally:
+        daemon.terminate()
+    assert routed.primary() == "green"
+    assert hap.read().green_percent == 100
+    with routed.pair.connect("green") as g, routed.pair.connect("blue") as b:
+        assert wait_applied(g, b, 60), "blue does not follow green"
+    assert_same_data(routed.pair)
