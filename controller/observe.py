@@ -55,8 +55,8 @@ class SyncProbe:
             # A server restarting, a dropped connection: unknown this tick, reconnect the next.
             if self.link is not None:
                 self.link.failed(exc)
-            problem = "; ".join(f"{env} unreachable" for env in self.link.down) if self.link \
-                and self.link.down else str(exc).strip()
+            problem = ", ".join(sorted(self.link.down)) if self.link else ""
+            problem = problem or str(exc).strip()
             if problem != self._problem:  # once per problem, not every tick of an outage
                 log.warning("replication status unavailable: %s", str(exc).strip())
                 self._problem = problem

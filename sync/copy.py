@@ -48,7 +48,8 @@ class ParallelCopy:
         self._failed = threading.Event()
         self._binary: dict[int, bool] = {}
         self._freeze = freeze
-        self._may_truncate: dict[int, bool] = {}
+        self._freezable: set[int] = set()
+        """Tables loaded with COPY FREEZE: see _decide_formats."""
 
     def run(self, chunks: list[Chunk]) -> CopyProgress:
         self.progress.chunks_total = len(chunks)
@@ -70,9 +71,18 @@ class ParallelCopy:
                 theirs = column_types(green, table)
                 ours = column_types(blue, table)
                 self._binary[table.oid] = all(theirs.get(c) == ours[c] for c in table.columns)
-                row = green.execute("SELECT has_table_privilege(%s::regclass, 'TRUNCATE')",
-                                    [table.qualified]).fetchone()
-                self._may_truncate[table.oid] = bool(row and row[0])
+            if not self._freeze:
+                return
+            # A table loaded whole into a relfilenode of its own transaction (TRUNCATE) is
+            # written frozen, hint bits set: its index builds and first scans do not rewrite
+            # every page, and green never has to vacuum-freeze the copy. Page ranges share the
+            # table with other workers, and a partitioned table cannot be frozen by COPY.
+            for chunk in chunks:
+                if chunk.first_page is None and chunk.table.kind == "r":
+                    row = green.execute("SELECT has_table_privilege(%s::regclass, 'TRUNCATE')",
+                                        [chunk.table.qualified]).fetchone()
+                    if row and row[0]:
+                        self._freezable.add(chunk.table.oid)
 
     def _next(self, pending: list[Chunk]) -> Chunk | None:
         with self._lock:
@@ -111,12 +121,7 @@ class ParallelCopy:
         fmt = sql.SQL("binary" if self._binary[table.oid] else "text")
         read = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
             cols, only, table.ident, where, fmt)
-        # A table loaded whole into a relfilenode of this transaction (TRUNCATE) is written
-        # frozen, hint bits set: its index builds and first scans do not rewrite every page,
-        # and green never has to vacuum-freeze the copy. Page ranges share the table with
-        # other workers, and a partitioned table cannot be frozen by COPY.
-        freeze = (self._freeze and chunk.first_page is None and table.kind == "r"
-                  and self._may_truncate[table.oid])
+        freeze = table.oid in self._freezable
         options = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE" if freeze else ""))
         write = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(table.ident, cols, options)
         source = start_tool("psql", [

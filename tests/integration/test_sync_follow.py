@@ -19,7 +19,9 @@ from controller.lab.processes import free_port
 from tests.syncfixtures import DbPair, assert_same_data
 
 
-def test_follow_streams_exports_metrics_and_stops_on_sigterm(pair: DbPair, tmp_path: Path) -> None:
+def _start_follow(pair: DbPair, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """A table of 1,000 rows on blue, then `cutover sync --follow` (heartbeat every 200 ms,
+    metrics on a free port) as a real process; returns it and the metrics port."""
     with pair.blue() as b:
         b.execute("CREATE TABLE t (id int PRIMARY KEY, v text);"
                   "INSERT INTO t SELECT i, 'v' FROM generate_series(1, 1000) i")
@@ -32,6 +34,11 @@ def test_follow_streams_exports_metrics_and_stops_on_sigterm(pair: DbPair, tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "controller", "sync", "--follow", "--config",
                              str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    return proc, port
+
+
+def test_follow_streams_exports_metrics_and_stops_on_sigterm(pair: DbPair, tmp_path: Path) -> None:
+    proc, port = _start_follow(pair, tmp_path)
     try:
         text = ""
         deadline = time.monotonic() + 60
@@ -102,18 +109,7 @@ def test_follow_rides_out_a_restart_of_blue_and_of_green(pair: DbPair, lab: Lab,
     """The continuous sync service keeps running while either server restarts: it says which
     side is unreachable (log and cutover_sync_database_up), retries each tick, and streams on
     once the server is back; every row written around the restarts arrives."""
-    with pair.blue() as b:
-        b.execute("CREATE TABLE t (id int PRIMARY KEY, v text);"
-                  "INSERT INTO t SELECT i, 'v' FROM generate_series(1, 1000) i")
-    port = free_port()
-    config = tmp_path / "cutover.toml"
-    config.write_text(f'[blue.database]\ndsn = "{pair.dsn("blue")}"\n'
-                      f'[green.database]\ndsn = "{pair.dsn("green")}"\n'
-                      '[sync]\nheartbeat_interval = "200ms"\ninterval = "1s"\n'
-                      f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "controller", "sync", "--follow", "--config",
-                             str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc, port = _start_follow(pair, tmp_path)
     watcher = MetricsWatcher(port)
     healthy = {'cutover_sync_database_up{env="blue"}': 1.0,
                'cutover_sync_database_up{env="green"}': 1.0, "cutover_sync_streaming": 1.0}
