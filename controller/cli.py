@@ -19,6 +19,7 @@ app = typer.Typer(
     "breach.\n\nExit codes: 0 ok, 1 failed (breach, difference found), 2 bad usage or config.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from config import ConfigError, Settings, load_settings
 
@@ -22,8 +23,19 @@ class Exit(IntEnum):
     """Bad usage or configuration; nothing was changed."""
 
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No console markup: what we print holds names from the user's databases and configs, and
+# rich would eat `[traffic]` or fail on a table named `[/x]`. Styles go through styled().
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line from plain strings and (text, style) pairs, printed as they are."""
+    return Text.assemble(*parts)
+
+
+def error_line(message: object) -> Text:
+    return styled(("error:", "bold red"), f" {message}")
 
 ConfigOption = Annotated[
     Path | None,
@@ -34,7 +46,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def fail(message: str, code: Exit = Exit.FAILED) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err.print(error_line(message))
     raise typer.Exit(code)
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from config.durations import parse_duration
-from controller.cli_common import Exit, JsonOption, fail, out, print_json
+from controller.cli_common import Exit, JsonOption, fail, out, print_json, styled
 from controller.lab.lab import DEFAULT_BASE_PORT, DEFAULT_ROOT, Lab
 from controller.lab.load import HttpLoad
 from controller.lab.processes import LabError
@@ -79,7 +79,7 @@ def status(root: DirOption = DEFAULT_ROOT, as_json: JsonOption = False) -> None:
         table = Table("part", "port", "pid", "state", title=f"lab in {lab.root}")
         for c in parts:
             table.add_row(c.name, str(c.port), str(c.pid or "-"),
-                          "[green]running[/]" if c.running else "[red]stopped[/]")
+                          styled(("running", "green")) if c.running else styled(("stopped", "red")))
         out.print(table)
     if not all(c.running for c in parts):
         raise typer.Exit(Exit.FAILED)

@@ -17,7 +17,16 @@ from rich.live import Live
 from rich.table import Table
 
 from config import Settings
-from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.cli_common import (
+    ConfigOption,
+    Exit,
+    JsonOption,
+    err,
+    out,
+    print_json,
+    settings_or_exit,
+    styled,
+)
 from controller.journal import Event
 from controller.pgstore import StoreError
 from controller.phases import TERMINAL, Intent, Phase, State
@@ -104,7 +113,7 @@ def _status_table(d: dict[str, Any]) -> Table:
             value += f" (blue {v['baseline']:.4g})"
         if v.get("threshold") is not None:
             value += f" limit {v['threshold']:.4g}"
-        table.add_row(name, value, f"[{colour.get(v['outcome'], 'white')}]{v['outcome']}[/]")
+        table.add_row(name, value, styled((v['outcome'], colour.get(v['outcome'], 'white'))))
     if d["pending_intents"]:
         table.add_row("intents pending", ", ".join(d["pending_intents"]), "")
     return table

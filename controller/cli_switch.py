@@ -7,7 +7,16 @@ from typing import Annotated, Any
 import typer
 
 from config import ConfigError
-from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.cli_common import (
+    ConfigOption,
+    Exit,
+    JsonOption,
+    err,
+    error_line,
+    out,
+    print_json,
+    settings_or_exit,
+)
 from controller.store import open_store
 from sync.errors import BadInputError, SyncError
 from sync.switch import switch
@@ -35,7 +44,7 @@ def switch_cmd(
         err.print(str(exc), markup=False)
         raise typer.Exit(Exit.USAGE) from None
     except SyncError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(error_line(exc))
         raise typer.Exit(Exit.USAGE if isinstance(exc, BadInputError) else Exit.FAILED) from None
     finally:
         journal.close()

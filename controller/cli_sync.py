@@ -23,7 +23,17 @@ from rich.table import Table
 from config.durations import parse_duration
 from config.replication import SyncMode
 from config.settings import Settings
-from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.cli_common import (
+    ConfigOption,
+    Exit,
+    JsonOption,
+    err,
+    error_line,
+    out,
+    print_json,
+    settings_or_exit,
+    styled,
+)
 from controller.metrics import SyncMetrics
 from sync import diff, logical
 from sync.catalog import list_tables
@@ -41,7 +51,7 @@ STARTUP_WAIT = 15.0
 
 
 def _fail(exc: SyncError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(error_line(exc))
     return typer.Exit(Exit.USAGE if isinstance(exc, BadInputError) else Exit.FAILED)
 
 
@@ -49,7 +59,7 @@ def _print_preflight(report: Report) -> None:
     table = Table("check", "result", "found")
     colour = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for c in report.checks:
-        table.add_row(c.name, f"[{colour[c.status]}]{c.status.value}[/]", c.detail)
+        table.add_row(c.name, styled((c.status.value, colour[c.status])), c.detail)
     out.print(table)
     # Fixes unwrapped, one per line, so they can be copied as they are.
     for c in report.checks:
@@ -384,7 +394,7 @@ def verify_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> None
         table = Table("table", "status", "blue rows", "green rows", "differing key ranges")
         colour = {Verdict.COMPLETE: "green", Verdict.CHANGING: "yellow"}
         for t in report.tables:
-            table.add_row(t.table, f"[{colour.get(t.verdict, 'red')}]{t.verdict.value}[/]",
+            table.add_row(t.table, styled((t.verdict.value, colour.get(t.verdict, 'red'))),
                           f"{t.blue_rows:,}", f"{t.green_rows:,}", "; ".join(t.differing[:5]))
         out.print(table)
         out.print(f"verified {len(report.tables)} table(s) in {report.seconds:.2f}s")

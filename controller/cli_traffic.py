@@ -13,7 +13,16 @@ import typer
 from config import ConfigError
 from config.settings import need_traffic
 from config.traffic import TrafficSettings
-from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.cli_common import (
+    ConfigOption,
+    Exit,
+    JsonOption,
+    err,
+    error_line,
+    out,
+    print_json,
+    settings_or_exit,
+)
 from controller.traffic.balancer import BadTrafficInput, LoadBalancer, TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, ShiftResult, shift
@@ -42,7 +51,7 @@ def _balancer(traffic: TrafficSettings) -> Iterator[LoadBalancer]:
         finally:
             lb.close()
     except TrafficError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(error_line(exc))
         raise typer.Exit(Exit.USAGE if isinstance(exc, BadTrafficInput) else Exit.FAILED) from None
 
 

@@ -11,7 +11,17 @@ import typer
 
 from config import ConfigError
 from config.settings import Settings
-from controller.cli_common import ConfigOption, Exit, JsonOption, err, out, print_json, settings_or_exit
+from controller.cli_common import (
+    ConfigOption,
+    Exit,
+    JsonOption,
+    err,
+    error_line,
+    out,
+    print_json,
+    settings_or_exit,
+    styled,
+)
 from controller.slo.judge import Outcome, Verdict
 from controller.slo.watch import WatchResult, outcome_colour, watch
 from controller.traffic.balancer import BadTrafficInput, TrafficError
@@ -41,21 +51,21 @@ def watch_cmd(
         value = "-" if v.green is None else f"{v.green:.4g}"
         base = "" if v.baseline is None else f", blue {v.baseline:.4g}"
         limit = "" if v.threshold is None else f", limit {v.threshold:.4g}"
-        out.print(f"  {v.check}: [{outcome_colour(v.outcome)}]{v.outcome.value}[/] green {value}"
-                  f"{base}{limit} ({v.reason})")
+        out.print(styled(f"  {v.check}: ", (v.outcome.value, outcome_colour(v.outcome)),
+                         f" green {value}{base}{limit} ({v.reason})"))
 
     try:
         if not as_json:
             _show_split(settings)
         result = watch(settings, duration=duration or None, act=not dry_run, stop=stop, on_verdict=show)
     except ConfigError as exc:
-        err.print(str(exc), markup=False)
+        err.print(str(exc))
         raise typer.Exit(Exit.USAGE) from None
     except BadTrafficInput as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(error_line(exc))
         raise typer.Exit(Exit.USAGE) from None
     except TrafficError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(error_line(exc))
         raise typer.Exit(Exit.FAILED) from None
     if as_json:
         print_json(result.as_dict())
@@ -83,12 +93,12 @@ def _print_result(result: WatchResult, dry_run: bool) -> None:
         out.print("no breach")
         return
     b = result.breach
-    out.print(f"[bold red]breach[/]: {b.check}: {b.reason}")
+    out.print(styled(("breach", "bold red"), f": {b.check}: {b.reason}"))
     if result.rollback is not None:
-        out.print(f"[bold]rolled back[/]: traffic 100 % blue, read back, "
-                  f"{(result.detect_to_rollback_seconds or 0) * 1000:.0f} ms after the breach")
+        out.print(styled(("rolled back", "bold"), ": traffic 100 % blue, read back, "
+                         f"{(result.detect_to_rollback_seconds or 0) * 1000:.0f} ms after the breach"))
     elif result.rollback_error:
-        out.print(f"[bold red]rollback failed[/]: {result.rollback_error}")
+        out.print(styled(("rollback failed", "bold red"), f": {result.rollback_error}"))
     elif dry_run:
         out.print("dry run: nothing changed")
     else:

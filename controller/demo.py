@@ -20,7 +20,7 @@ import psycopg
 from rich.table import Table
 
 from config import Settings, load_settings
-from controller.cli_common import out
+from controller.cli_common import out, styled
 from controller.daemon import Daemon
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
@@ -36,24 +36,24 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
     """True when every request succeeded but green's injected faults, every acknowledged
     write is on the new primary, and blue and green hold the same rows."""
     lab = Lab(root, with_prometheus=True, base_port=DEFAULT_BASE_PORT)
-    out.rule("[bold]1. the lab[/]")
+    out.rule(styled(("1. the lab", "bold")))
     try:
         lab.up(progress=lambda msg: out.print(f"  {msg}"))
         settings = demo_settings(lab)
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             before = _count(conn)
         with HttpLoad(lab.state.frontend_url, rate, write_ratio=0.2) as load:
-            out.rule(f"[bold]2. run 1 under load ({rate:g} req/s): sync, switch, 10 %, and green "
-                     "breaks[/]")
+            out.rule(styled((f"2. run 1 under load ({rate:g} req/s): sync, switch, 10 %, and green "
+                             "breaks", "bold")))
             time.sleep(seconds)
             first = _run(settings, director=_Breaker(lab))
-            out.rule("[bold]3. run 2: the fault fixed, `cutover retry`: the whole cutover[/]")
+            out.rule(styled(("3. run 2: the fault fixed, `cutover retry`: the whole cutover", "bold")))
             store = open_store(settings)
             store.add_intent("retry")
             store.close()
             second = _run(settings, director=_StopLoadAtPromoted(load))
         http = load.report()
-        out.rule("[bold]4. no data lost, and the summary[/]")
+        out.rule(styled(("4. no data lost, and the summary", "bold")))
         with psycopg.connect(lab.state.db_dsn("green")) as conn:
             written = _count(conn) - before
             green_sum = _checksum(conn)
@@ -77,11 +77,11 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
               and second.phase is Phase.FINALIZED and second.switched and http.total > 0
               and http.failed == faulted and written == writes_ok and blue_sum == green_sum)
         out.print(f"  report: {report}")
-        out.print("[bold green]demo ok[/]" if ok else "[bold red]demo found a problem[/]")
+        out.print(styled(("demo ok", "bold green")) if ok else styled(("demo found a problem", "bold red")))
         return ok
     finally:
         if not keep:
-            out.rule("[bold]5. the lab down[/]")
+            out.rule(styled(("5. the lab down", "bold")))
             lab.down(purge=True, progress=lambda msg: out.print(f"  {msg}"))
 
 
@@ -136,7 +136,7 @@ class _Breaker(_Director):
 
     def act(self) -> None:
         self.fault({"error_ratio": 0.5})
-        out.print("  [bold red]fault on[/]: green answers 500 to half its requests")
+        out.print(styled("  ", ("fault on", "bold red"), ": green answers 500 to half its requests"))
 
     def fault(self, body: dict[str, float]) -> None:
         for server in self.lab.state.servers_of("green"):
@@ -160,7 +160,7 @@ class _StopLoadAtPromoted(_Director):
 
 def _run(settings: Settings, director: _Director) -> State:
     daemon = Daemon(settings, until_done=True, period=0.1,
-                    say=lambda m: out.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+                    say=lambda m: out.print(styled("  ", (time.strftime('%H:%M:%S'), "dim"), f" {m}")))
     director.daemon_ = daemon
     director.start()
     try:

@@ -40,6 +40,8 @@ def databases(settings: Settings) -> tuple[DatabaseSettings, DatabaseSettings]:
     """Blue's and green's database settings; both are needed to sync."""
     blue, green = settings.blue.database, settings.green.database
     if blue is None or green is None:
-        missing = " and ".join(e for e, d in (("blue", blue), ("green", green)) if d is None)
-        raise BadInputError(f"{missing}.database: needed to sync (set its dsn)")
+        missing = [env for env, db in (("blue", blue), ("green", green)) if db is None]
+        fields = " and ".join(f"{env}.database.dsn" for env in missing)
+        sections = ", ".join(f'[{env}.database] dsn = "postgresql://..."' for env in missing)
+        raise BadInputError(f"{fields}: not set; this needs both databases (add {sections})")
     return blue, green
