@@ -56,12 +56,12 @@ def test_lab_fault_on_an_unknown_server_is_a_usage_error(lab: Lab) -> None:
 
 
 def test_lab_load_reports_requests_and_no_failures(lab: Lab) -> None:
-    result = runner.invoke(app, ["lab", "load", "--rate", "100", "--duration", "1s",
+    result = runner.invoke(app, ["lab", "load", "--rate", "100", "--duration", "2s",
                                  "--dir", str(lab.root), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["failed"] == 0
-    assert data["requests"] >= 80
+    assert data["requests"] >= 150  # 200 due; slack for the start on a busy machine
     assert data["by_env"] == {"blue": data["requests"]}
 
 

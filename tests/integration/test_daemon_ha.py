@@ -90,13 +90,15 @@ def test_killing_the_leader_lets_the_standby_continue(routed: Routed, lab: Lab, 
     try:
         with AckedWriter(routed) as writer, HttpLoad(lab.state.frontend_url, rate=400):
             a.start(listen_a)
-            a.wait_for(lambda s: s["phase"] == "shifting" and s["applied"] and s["bake_seconds"] > 1,
-                       120, "stage 1 baking")
+            a.wait_for(lambda s: True, 60, "a leading")
+            # b waits as the standby from early on, so its start-up does not race a's bake.
             b.start(listen_b)
             deadline = time.monotonic() + 30
             while "standby" not in b.log.read_text(errors="replace"):
                 assert time.monotonic() < deadline, f"b never waited as the standby:\n{b.tail()}"
                 time.sleep(0.05)
+            a.wait_for(lambda s: s["phase"] == "shifting" and s["applied"] and s["bake_seconds"] > 1,
+                       120, "stage 1 baking")
             assert b.status() is None, "the standby must not act (nor serve status) while a leads"
             before = a.status()
             a.kill()

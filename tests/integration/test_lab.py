@@ -165,7 +165,7 @@ def test_http_load_generator_counts_every_request(lab: Lab) -> None:
     assert 300 <= report.total <= 440
     assert report.failed == 0
     assert report.by_env() == {"blue": report.total}
-    assert report.latency_ms(99) < 500
+    assert report.latency_ms(99) < 1000  # counted from the due time: a stall of ours counts too
 
 
 def test_pgbench_through_pgbouncer_has_no_failures(lab: Lab) -> None:

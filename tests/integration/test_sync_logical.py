@@ -171,7 +171,10 @@ def test_tables_copied_whole_arrive_frozen_and_all_visible(pair: DbPair) -> None
         assert whole[1] == whole[0], whole
         split = pages("composite")
         assert split[0] > 1
-        assert split[1] == 0, split
+        vacuumed = g.execute("SELECT coalesce(last_autovacuum, last_vacuum) IS NOT NULL "
+                             "FROM pg_stat_user_tables WHERE relid = 'composite'::regclass").fetchone()
+        if vacuumed == (False,):  # autovacuum may have set it all-visible since, legitimately
+            assert split[1] == 0, split
         g.execute("SET enable_seqscan = off")
         plan = "\n".join(str(r[0]) for r in g.execute(
             'EXPLAIN (ANALYZE, COSTS OFF) SELECT "Odd Col" FROM "My Schema"."Table ""Quoted"" Name" '

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,14 +110,29 @@ def test_status_watch_refreshes_until_interrupted(config: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "controller", "status", "--watch", "--config",
                              str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "FORCE_COLOR": "1"})
+    seen = bytearray()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            seen.extend(chunk)
+
+    def shows(word: str) -> bool:
+        # Waits on what is drawn, not on a guess of how long a busy machine takes to start.
+        deadline = time.monotonic() + 30
+        while word.encode() not in seen and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return word.encode() in seen
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(2.5)
+        assert shows("streaming"), seen.decode(errors="replace")
         store.save_state(State(phase=Phase.SWITCHING, reason="lag under the limits").as_dict())
-        time.sleep(2.0)
+        assert shows("switching"), "the live table did not pick up the new state"
     finally:
         proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=10)[0].decode(errors="replace")
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
         store.close()
-    assert proc.returncode == 0, output
-    assert "streaming" in output
-    assert "switching" in output, "the live table did not pick up the new state"
+    assert proc.returncode == 0, seen.decode(errors="replace")
