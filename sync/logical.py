@@ -190,10 +190,10 @@ def drop(settings: Settings, say: Say = lambda _: None) -> None:
     the reverse one a switch creates), the heartbeat and the marker; safe to repeat, and works
     after a crash in any phase."""
     blue_db, green_db = databases(settings)
-    name = objects.pg_name(settings.sync)
+    name, reverse = objects.pg_name(settings.sync), objects.reverse_name(settings.sync)
     with connect(blue_db, "drop") as blue, connect(green_db, "drop") as green:
         for sub_side, slot_side, sub_name, where in ((green, blue, name, "green"),
-                                                     (blue, green, f"{name}_reverse", "blue")):
+                                                     (blue, green, reverse, "blue")):
             if objects.subscription_exists(sub_side, sub_name):
                 drop_subscription(sub_side, sub_name)
                 say(f"dropped subscription {sub_name!r} on {where}")

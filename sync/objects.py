@@ -47,6 +47,11 @@ def pg_name(settings: SyncSettings) -> str:
     return re.sub(r"[^a-z0-9_]", "_", settings.name.lower())
 
 
+def reverse_name(settings: SyncSettings) -> str:
+    """Green -> blue's slot, publication and subscription, which a switch to green creates."""
+    return f"{pg_name(settings)}_reverse"
+
+
 def ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 

@@ -106,8 +106,7 @@ class Direction:
 
 def direction(settings: Settings, to: str) -> Direction:
     blue, green = databases(settings)
-    name = objects.pg_name(settings.sync)
-    reverse = f"{name}_reverse"
+    name, reverse = objects.pg_name(settings.sync), objects.reverse_name(settings.sync)
     if to == "green":
         return Direction("green", blue, green, name, reverse)
     if to == "blue":

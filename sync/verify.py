@@ -2,9 +2,10 @@
 guide's words: Complete, Extra data, Data loss, Differs.
 
 Under concurrent writes blue and green are never read at the same instant, so a first-pass
-difference is only a suspicion: the differing ranges are read again once green has confirmed
-blue's current WAL position, up to `rechecks` times. A range still differing whose blue side
-stayed the same is a real difference; one that kept changing on blue in every pass is
+difference is only a suspicion: the differing ranges are read again once the follower (green,
+or blue after the switch) has applied the primary's latest heartbeat, up to `rechecks`
+times. A range still differing whose primary side stayed the same is a real difference; one
+that kept changing on the primary in every pass is
 reported as Changing (not verifiable under this write load; the switch verifies under the
 fence, where nothing changes).
 """
@@ -118,8 +119,9 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
     chunks = _first_pass(settings, blue, table, rowhash, max(table.est_rows, theirs.est_rows))
     suspects = [c for c in chunks if c.blue != c.green]
     changing: list[_Chunk] = []
+    primary = _primary(settings, blue, green) if suspects else None
     for _ in range(rechecks):
-        if not suspects or not _caught_up(settings, blue, green, catch_up_timeout):
+        if not suspects or primary is None or not _caught_up(primary, blue, green, catch_up_timeout):
             break
         still: list[_Chunk] = []
         changing = []
@@ -129,7 +131,8 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
             if again.blue == again.green:
                 _replace(chunks, again)
                 continue
-            (changing if again.blue != c.blue else still).append(again)
+            moved = again.blue != c.blue if primary == "blue" else again.green != c.green
+            (changing if moved else still).append(again)
             _replace(chunks, again)
         suspects = still + changing
     blue_rows = sum(c.blue.rows for c in chunks)
@@ -183,11 +186,21 @@ def _first_pass(settings: Settings, blue: Conn, table: Table, rowhash: sql.Compo
     return [_Chunk(r, b, g) for r, b, g in zip(ranges, b_list, g_list, strict=True)]
 
 
-def _caught_up(settings: Settings, blue: Conn, green: Conn, timeout: float) -> bool:
-    """Wait until green has applied everything blue committed before now. False when there is
-    no enabled subscription (rechecking cannot help) or it does not catch up in time."""
-    enabled = green.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s",
-                            [objects.pg_name(settings.sync)]).fetchone()
-    if enabled is None or not enabled[0]:
-        return False
-    return wait_applied(blue, green, timeout)
+def _primary(settings: Settings, blue: Conn, green: Conn) -> str | None:
+    """The side the other follows: blue while green subscribes to it, green after the switch
+    while blue follows it through the reverse replication; None when neither follows (then
+    rechecking cannot help)."""
+    for primary, follower, subscription in (("blue", green, objects.pg_name(settings.sync)),
+                                            ("green", blue, objects.reverse_name(settings.sync))):
+        enabled = follower.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s",
+                                   [subscription]).fetchone()
+        if enabled is not None and enabled[0]:
+            return primary
+    return None
+
+
+def _caught_up(primary: str, blue: Conn, green: Conn, timeout: float) -> bool:
+    """Wait until the follower has applied everything the primary committed before now."""
+    if primary == "blue":
+        return wait_applied(blue, green, timeout)
+    return wait_applied(green, blue, timeout)

@@ -29,6 +29,7 @@ from sync.errors import SyncError
 from sync.pgtools import pg_bindir
 from sync.status import wait_applied
 from sync.switch import switch
+from sync.verify import Verdict, verify
 from tests.switchfixtures import AckedWriter, Routed
 from tests.syncfixtures import DbPair, assert_same_data
 from tests.trafficfixtures import set_fault
@@ -349,4 +350,27 @@ def test_diff_mode_switches_by_a_final_diff_there_and_back(routed: Routed) -> No
     with routed.pair.blue() as b:
         assert not writer.missing_on(b), "a write acknowledged on green did not come back"
     diff_cycle(settings)  # green catches up with what blue took after the way back
+    assert_same_data(routed.pair)
+
+
+def test_verify_after_the_switch_rechecks_against_the_reverse_replication(routed: Routed) -> None:
+    """Once green is the primary, blue follows it: a verify under green's writes must wait for
+    blue to catch up with green before it calls a range different, as it does the other way."""
+    start_sync(routed)
+    switch(routed.settings, "green")
+    settings = routed.settings.model_copy(update={"sync": routed.settings.sync.model_copy(
+        update={"chunk_rows": 20000})})
+    bench = Pgbench(routed.dsn, clients=4, seconds=8)  # through PgBouncer: onto green
+    bench.start()
+    try:
+        time.sleep(1)
+        report = verify(settings)
+    finally:
+        result = bench.wait(timeout=60)
+    assert result.transactions > 100
+    assert {t.verdict for t in report.tables} <= {Verdict.COMPLETE, Verdict.CHANGING}, report.as_dict()
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert wait_applied(g, b, 30)
+    after = verify(settings)
+    assert {t.verdict for t in after.tables} == {Verdict.COMPLETE}, after.as_dict()
     assert_same_data(routed.pair)
