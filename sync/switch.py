@@ -23,7 +23,9 @@ runs before step 5 and a difference aborts.
 Any failure or the hard timeout before step 6 completes undoes what was done (reverse objects
 dropped, blue -> green re-enabled, blue unfenced) and resumes writes on blue. A switch killed
 midway is reconciled by the next run: completed if the endpoint already points at the
-target (writes may have landed there: only forward), undone otherwise, then run again.
+target (writes may have landed there: only forward), undone otherwise, then run again. One
+killed before its comparison after the resume is compared live by the next, once the old
+primary has caught up (the fence snapshot died with the killed run).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from sync.errors import BadInputError, SyncError
 from sync.logical import drop_subscription, ensure_publication
 from sync.sequences import copy_sequences
 from sync.status import wait_applied
+from sync.verify import Verdict
+from sync.verify import verify as verify_live
 
 Say = Callable[[str], None]
 Record = Callable[[str, dict[str, Any]], None]
@@ -338,12 +342,19 @@ class _Switch:
         Once the endpoint points at the target, writes may have landed there: only forward."""
         d = self.d
         if self._points_at(d.dst_db):
-            self.say(f"writes already go to {d.to}: finishing what an earlier run left (if it "
-                     "stopped before comparing the two sides, run `cutover verify` once done)")
+            self.say(f"writes already go to {d.to}: finishing what an earlier run left")
+            # The old primary follows only once the comparison after the resume is done: an
+            # earlier run stopped before that may not have compared the two sides.
+            uncompared = self.after_resume and self._sub_state(self.src, d.new) is None
             self.unfence(self.dst)
             self.endpoint.resume()
             self.finish()
             self.report.already = True
+            if uncompared:
+                # Its fence snapshot died with it: compare live instead, once the old primary
+                # has caught up, with verify's rechecks under the new primary's writes.
+                self.report.verified = "after resume, live"
+                self._compare_or_switch_back(lambda: self.step("verify live", self.verify_caught_up))
             return True
         leftovers = (objects.slot_exists(self.dst, d.new) or self._fenced(self.src)
                      or self._sub_state(self.dst, d.old) is False)
@@ -408,16 +419,33 @@ class _Switch:
         if self.compare:
             self.report.verified = "after resume" if self.after_resume else "in pause"
         if self.after_resume:
-            self._verify_after_resume()
+            try:
+                self._compare_or_switch_back(lambda: self.step("verify", self.verify))
+            finally:
+                self._close_slot_conn()
         self.finish()
         return self.report
 
-    def _verify_after_resume(self) -> None:
-        """Compare the fenced old primary with the new one's fence snapshot while writes flow;
-        on a difference, switch writes straight back (nothing compared there: the sides are
-        known to differ), losing nothing, and fail."""
+    def verify_caught_up(self) -> None:
+        """Both sides compared live, once the old primary has applied the new one's writes so
+        far: what verify calls different after its rechecks raises VerifyDifference."""
+        if not wait_applied(self.dst, self.src, self.sw.timeout):
+            raise SyncError(f"{self.d.src_db.describe()} did not catch up with {self.d.to} "
+                            f"within switchover.timeout ({self.sw.timeout:g}s) to be compared")
+        report = verify_live(self.settings)
+        self.report.tables_verified = len(report.tables)
+        if not report.ok:
+            bad = "; ".join(f"{t.table}: {t.verdict.value} ({t.blue_rows} rows on blue, "
+                            f"{t.green_rows} on green)" for t in report.tables
+                            if t.verdict not in (Verdict.COMPLETE, Verdict.CHANGING))
+            raise VerifyDifference(bad)
+
+    def _compare_or_switch_back(self, compare: Callable[[], None]) -> None:
+        """Compare while writes flow on the new primary; on a difference, switch writes
+        straight back (nothing compared there: the sides are known to differ), losing
+        nothing, and fail."""
         try:
-            self.step("verify", self.verify)
+            compare()
         except VerifyDifference as diff:
             back_to = "blue" if self.d.to == "green" else "green"
             self.say(f"{diff}; switching writes back to {back_to}")
@@ -434,8 +462,6 @@ class _Switch:
                                 f"{back_to} follows it; run `cutover switch --to {back_to}`") from None
             raise VerifyDifference(f"switch to {self.d.to} reverted: {diff}; writes are back on "
                                    f"{back_to}, with every row written meanwhile") from None
-        finally:
-            self._close_slot_conn()
 
 
 def _drop_slot(conn: Conn, name: str) -> None:
