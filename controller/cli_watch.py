@@ -23,7 +23,7 @@ from controller.cli_common import (
     styled,
 )
 from controller.slo.judge import Outcome, Verdict
-from controller.slo.watch import WatchResult, outcome_colour, watch
+from controller.slo.watch import WatchResult, outcome_colour, require_checks, watch
 from controller.traffic.balancer import BadTrafficInput, TrafficError
 from controller.traffic.factory import balancer_for
 
@@ -55,6 +55,7 @@ def watch_cmd(
                          f" green {value}{base}{limit} ({v.reason})"))
 
     try:
+        require_checks(settings)  # before anything is printed as if it would watch
         if not as_json:
             _show_split(settings)
         result = watch(settings, duration=duration or None, act=not dry_run, stop=stop, on_verdict=show)

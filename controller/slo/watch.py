@@ -109,6 +109,11 @@ class WatchResult:
                 "checks": {name: v.as_dict() for name, v in self.verdicts.items()}}
 
 
+def require_checks(settings: Settings) -> None:
+    if not settings.slo:
+        raise ConfigError([Problem("slo", "no checks configured; add [[slo]] entries")])
+
+
 def watch(settings: Settings, *, duration: float | None = None, act: bool = True,
           stop: threading.Event | None = None, on_verdict: Callable[[Verdict], None] = lambda _: None,
           sources: Mapping[SloSource, MetricSource] | None = None,
@@ -116,8 +121,7 @@ def watch(settings: Settings, *, duration: float | None = None, act: bool = True
     """Watch until a breach, `duration` seconds, or `stop`. On a breach with act=True: traffic
     100 % blue at once (rollback.on_breach = "rollback") or hold (= "pause"), journaled and
     notified either way."""
-    if not settings.slo:
-        raise ConfigError([Problem("slo", "no checks configured; add [[slo]] entries")])
+    require_checks(settings)
     stop = stop or threading.Event()
     owned = sources is None
     sources = sources if sources is not None else build_sources(settings)

@@ -244,6 +244,7 @@ def test_watch_without_checks_or_with_a_missing_source_is_a_usage_error(
     result = runner.invoke(app, ["watch", "--config", str(config)])
     assert result.exit_code == 2
     assert "slo" in result.output
+    assert "watching" not in result.output  # refused before it says what it would watch
     settings = Settings.model_validate({"slo": [{"name": "x", "source": "haproxy",
                                                   "metric": "error_ratio", "max": 0.1}]})
     with pytest.raises(Exception, match="traffic"):
