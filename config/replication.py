@@ -108,7 +108,9 @@ class SwitchoverSettings(Section):
     while writes flow, and any difference switches writes back, losing nothing (the reverse
     replication carries back what was written meanwhile). in_pause: compared before writes
     move, a difference aborts; the pause grows by the scan (~0.1 s per million rows counted
-    here). Without reverse_replication the comparison always runs in the pause."""
+    here). Without reverse_replication the comparison always runs in the pause. A switch
+    killed before its after-resume comparison is compared by the next run, live (verify's
+    checksums with rechecks) once the old primary follows."""
     reverse_replication: bool = True
     """Keep blue current from green after the switch, so a rollback loses nothing."""
     auto: bool = True

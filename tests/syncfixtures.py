@@ -3,6 +3,7 @@ pointing at them, and an independent checksum to prove blue and green hold the s
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ from psycopg import sql
 
 from config.settings import Settings
 from controller.lab.lab import Lab
+from controller.lab.load import Pgbench
 from sync import logical
 from sync.status import wait_applied
+from sync.verify import Verdict, VerifyReport, verify
 
 
 @dataclass
@@ -98,3 +101,18 @@ def pair(lab: Lab) -> Iterator[DbPair]:
         for env in ("blue", "green"):
             with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def verify_while_writing(settings: Settings, dsn: str) -> VerifyReport:
+    """Verify while pgbench writes through dsn: no difference may be reported that is only
+    writes in flight (every table Complete or Changing)."""
+    bench = Pgbench(dsn, clients=4, seconds=8)
+    bench.start()
+    try:
+        time.sleep(1)
+        report = verify(settings)
+    finally:
+        result = bench.wait(timeout=60)
+    assert result.transactions > 100
+    assert {t.verdict for t in report.tables} <= {Verdict.COMPLETE, Verdict.CHANGING}, report.as_dict()
+    return report

@@ -23,7 +23,7 @@ from sync.errors import SyncError
 from sync.foreign_keys import validate_pending
 from sync.preflight import Status, run_preflight
 from sync.verify import Verdict, verify
-from tests.syncfixtures import DbPair, assert_same_data
+from tests.syncfixtures import DbPair, assert_same_data, verify_while_writing
 
 runner = CliRunner()
 
@@ -462,16 +462,7 @@ def test_verify_under_concurrent_writes_reports_no_false_difference(pair: DbPair
         b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
     settings = pair.settings(chunk_rows=20000)
     logical.start(settings)
-    bench = Pgbench(pair.dsn("blue"), clients=4, seconds=8)
-    bench.start()
-    try:
-        time.sleep(1)
-        report = verify(settings)
-    finally:
-        result = bench.wait(timeout=60)
-    assert result.transactions > 100
-    verdicts = {t.table: t.verdict for t in report.tables}
-    assert set(verdicts.values()) <= {Verdict.COMPLETE, Verdict.CHANGING}, report.as_dict()
+    report = verify_while_writing(settings, pair.dsn("blue"))
     assert report.ok
     pair.wait_caught_up()
     after = verify(settings)
