@@ -256,6 +256,7 @@ class Daemon:
         obs = Observations(elapsed=elapsed, intents=intents, running=running, done=done,
                            sync_ready=self.sync is not None and (sync_status is not None or self.sync.by_diff)
                            and self.sync.ready(),
+                           sync_held=self.sync.held() if self.sync is not None else "",
                            breach=breach, slo_passing=passing)
         decision = decide(self.state, obs, self.plan)
         self._record(decision, obs)

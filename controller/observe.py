@@ -66,7 +66,8 @@ class SyncProbe:
         for env, seconds in self.link.succeeded().items():
             log.warning("%s reachable again after %.1fs", env, seconds)
         if not with_drift and self.latest is not None:
-            status = replace(status, drift=self.latest.drift)
+            status = replace(status, drift=self.latest.drift,
+                             blocking_drift=self.latest.blocking_drift)
         self.latest = status
         return status
 
@@ -80,7 +81,16 @@ class SyncProbe:
         return (s is not None and s.streaming and s.lag_bytes is not None
                 and s.lag_bytes <= limits.max_lag_bytes and s.heartbeat_lag_seconds is not None
                 and s.heartbeat_lag_seconds <= limits.max_lag
-                and (s.heartbeat_age_seconds or 0.0) <= max(limits.max_lag, 3 * limits.heartbeat_interval))
+                and (s.heartbeat_age_seconds or 0.0) <= max(limits.max_lag, 3 * limits.heartbeat_interval)
+                and not s.blocking_drift)
+
+    def held(self) -> str:
+        """Why the switch must wait beyond lag, when green lacks what blue's writes need."""
+        s = self.latest
+        if self.by_diff or s is None or not s.blocking_drift:
+            return ""
+        return (f"schema drift: {'; '.join(s.blocking_drift[:3])}; re-run `cutover sync` to add "
+                "new tables, add missing columns on green")
 
     def close(self) -> None:
         if self.link is not None:

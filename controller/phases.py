@@ -154,6 +154,8 @@ class Observations:
     """A job that finished since the previous tick (seen exactly once)."""
     sync_ready: bool = False
     """STREAMING: green streams with lag under the limits."""
+    sync_held: str = ""
+    """STREAMING: what else keeps green from taking writes (schema drift), if anything."""
     breach: Breach | None = None
     slo_passing: bool = True
     """Every check's latest verdict passes (or there are no checks)."""
@@ -313,6 +315,8 @@ def _streaming(s: State, o: Observations, plan: Plan) -> Decision:
     if switching:
         return Decision(replace(s, phase=Phase.SWITCHING, reason="lag under the limits"),
                         Effect(Job.SWITCH), "green caught up: switching writes")
+    if plan.auto_switch and o.sync_held:
+        return Decision(s, None, f"streaming; the switch waits: {o.sync_held}")
     return Decision(s, None, "streaming; waiting for `cutover promote`" if not plan.auto_switch
                     else "streaming; waiting for lag under the limits")
 

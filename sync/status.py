@@ -35,6 +35,8 @@ class SyncStatus:
     """How long ago green applied a heartbeat (grows when replication stalls)."""
     drift: list[str] = field(default_factory=list)
     """Schema differences between blue and green for the synced tables."""
+    blocking_drift: list[str] = field(default_factory=list)
+    """The part of drift that keeps green from taking writes (a table or column it lacks)."""
 
     @property
     def streaming(self) -> bool:
@@ -84,6 +86,7 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
             "SELECT seq, extract(epoch FROM applied_at - beat_at)::float8, "
             "extract(epoch FROM clock_timestamp() - applied_at)::float8 "
             "FROM cutover.heartbeat WHERE id = 1").fetchone()
+    drift = schema_drift(blue, green, settings) if with_drift else []
     return SyncStatus(
         phase=marker[0] if marker else "none",
         slot_exists=slot is not None,
@@ -96,35 +99,49 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         heartbeat_seq=int(hb[0]) if hb else None,
         heartbeat_lag_seconds=float(hb[1]) if hb and hb[1] is not None else None,
         heartbeat_age_seconds=float(hb[2]) if hb and hb[2] is not None else None,
-        drift=schema_drift(blue, green, settings) if with_drift else [],
+        drift=[str(d) for d in drift],
+        blocking_drift=[str(d) for d in drift if d.blocks_writes],
     )
 
 
-def schema_drift(blue: Conn, green: Conn, settings: SyncSettings) -> list[str]:
-    """Tables and columns blue has that green lacks: DDL run on blue only breaks the apply
-    worker (a missing column) or silently leaves a new table unsynced."""
-    drift = []
-    name = objects.pg_name(settings)
-    published = {(str(r[0]), str(r[1])) for r in blue.execute(
+@dataclass(frozen=True)
+class Drift:
+    text: str
+    blocks_writes: bool
+    """The follower cannot take writes as it is: a table or a column it lacks (a type that
+    differs may be an expanded schema's widening, so it only warns)."""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: str | None = None,
+                 names: tuple[str, str] = ("blue", "green")) -> list[Drift]:
+    """Tables and columns the source (blue, or green after the switch) has that its follower
+    lacks: DDL run on one side only breaks the apply worker (a missing column) or silently
+    leaves a new table unsynced."""
+    drift: list[Drift] = []
+    ours, theirs = names
+    published = {(str(r[0]), str(r[1])) for r in src.execute(
         "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-        [name]).fetchall()}
-    for t in list_tables(blue, settings):
+        [publication or objects.pg_name(settings)]).fetchall()}
+    for t in list_tables(src, settings):
         if published and (t.schema, t.name) not in published:
-            drift.append(f"{t.qualified} is on blue but not replicated: it was created after "
-                         "the sync started")
+            drift.append(Drift(f"{t.qualified} is on {ours} but not replicated: it was created "
+                               "after the sync started", True))
             continue
-        g = table_by_name(green, t.schema, t.name)
+        g = table_by_name(dst, t.schema, t.name)
         if g is None:
-            drift.append(f"{t.qualified} is missing on green")
+            drift.append(Drift(f"{t.qualified} is missing on {theirs}", True))
             continue
         missing = [c for c in t.columns if c not in g.columns]
         if missing:
-            drift.append(f"{t.qualified}: column(s) {', '.join(missing)} exist on blue only; "
-                         "add them on green or replication stops")
-        blue_types, green_types = column_types(blue, t), column_types(green, g)
+            drift.append(Drift(f"{t.qualified}: column(s) {', '.join(missing)} exist on {ours} "
+                               f"only; add them on {theirs} or replication stops", True))
+        src_types, dst_types = column_types(src, t), column_types(dst, g)
         for col in t.columns:
-            if col in green_types and green_types[col] != blue_types[col]:
-                drift.append(f"{t.qualified}.{col} is {blue_types[col]} on blue but "
-                             f"{green_types[col]} on green; alter it on green the same way, or "
-                             "values may fail to apply")
+            if col in dst_types and dst_types[col] != src_types[col]:
+                drift.append(Drift(f"{t.qualified}.{col} is {src_types[col]} on {ours} but "
+                                   f"{dst_types[col]} on {theirs}; alter it on {theirs} the same "
+                                   "way, or values may fail to apply", False))
     return drift

@@ -51,7 +51,7 @@ from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, tar
 from sync.errors import BadInputError, SyncError
 from sync.logical import drop_subscription, ensure_publication
 from sync.sequences import copy_sequences
-from sync.status import wait_applied
+from sync.status import schema_drift, wait_applied
 from sync.verify import Verdict
 from sync.verify import verify as verify_live
 
@@ -188,7 +188,22 @@ class _Switch:
             raise SyncError(f"{d.to} is {'?' if lag is None else f'{lag:,}'} bytes behind (limit "
                             f"sync.max_lag_bytes {self.settings.sync.max_lag_bytes:,}); wait for it "
                             "to catch up")
+        self._precheck_schema()
         self._precheck_writers()
+
+    def _precheck_schema(self) -> None:
+        """A table or column the new primary lacks, or one it never received, would lose its
+        writes' data with the switch: refused until the sync carries it."""
+        d = self.d
+        old = "blue" if d.to == "green" else "green"
+        blocking = [str(x) for x in schema_drift(self.src, self.dst, self.settings.sync,
+                                                  publication=d.old, names=(old, d.to))
+                    if x.blocks_writes]
+        if blocking:
+            raise SyncError(f"{d.to} cannot take the writes yet: {'; '.join(blocking[:5])}"
+                            f"{f' (and {len(blocking) - 5} more)' if len(blocking) > 5 else ''}; "
+                            f"re-run `cutover sync` to add tables created on {old} since the sync "
+                            f"started, add missing columns on {d.to}, then switch")
 
     def _precheck_writers(self) -> None:
         old = self.src.execute(

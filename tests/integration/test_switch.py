@@ -135,6 +135,22 @@ def test_checksums_after_the_resume_catch_a_changed_value(routed: Routed) -> Non
     assert_same_data(routed.pair)
 
 
+def test_a_table_green_never_received_refuses_the_switch_and_changes_nothing(routed: Routed) -> None:
+    """A table created on blue after the sync started is not replicated: switching would leave
+    its rows behind on blue. The precheck refuses, naming it, before anything pauses."""
+    start_sync(routed, scale=1)
+    with routed.pair.blue() as b:
+        b.execute("CREATE TABLE newer (id int PRIMARY KEY); INSERT INTO newer VALUES (1), (2)")
+    with pytest.raises(SyncError, match=r"green cannot take the writes yet: public\.newer is on "
+                                        r"blue but not replicated.*re-run `cutover sync`"):
+        switch(routed.settings, "green")
+    assert routed.primary() == "blue"
+    assert not read_only(routed.pair, "blue")
+    with routed.pair.green() as g:
+        assert g.execute("SELECT subenabled FROM pg_subscription").fetchall() == [(True,)]
+        assert g.execute("SELECT to_regclass('public.newer')").fetchone() == (None,)
+
+
 def test_a_transaction_holding_the_pause_aborts_the_switch_cleanly(routed: Routed) -> None:
     start_sync(routed, scale=1)
     holder = routed.connect()

@@ -72,6 +72,15 @@ def test_copy_then_streaming_waits_for_the_lag_gate() -> None:
     assert go.effect == Effect(Job.SWITCH)
 
 
+def test_schema_drift_holds_the_auto_switch_and_says_why() -> None:
+    s = State(phase=Phase.STREAMING)
+    held = decide(s, Observations(sync_ready=False, sync_held="schema drift: public.newer is "
+                                  "on blue but not replicated"), FULL)
+    assert held.effect is None
+    assert held.state.phase is Phase.STREAMING
+    assert "public.newer is on blue but not replicated" in held.reason
+
+
 def test_without_auto_switch_streaming_waits_for_promote() -> None:
     manual = replace(FULL, auto_switch=False)
     s = State(phase=Phase.STREAMING)
