@@ -129,13 +129,7 @@ def sync(
             _sequences(settings, as_json)
             return
         metrics = SyncMetrics()
-        if not logical.is_streaming(settings):
-            report = run_preflight(settings)
-            if not report.ok:
-                _print_preflight(report)
-                err.print("sync refuses to start while a preflight check fails (fixes above)")
-                raise typer.Exit(Exit.FAILED)
-            _start(settings, metrics, err if as_json else out)
+        _start_or_join(settings, metrics, err if as_json else out)
         # Off the copy's critical path: green already streams while these scans run.
         validate_pending(settings, say=lambda m: (err if as_json else out).print(f"  {m}"))
         if follow:
@@ -218,7 +212,7 @@ def _diff_cycle(settings: Settings, dry_run: bool, console: Console) -> diff.Cyc
     def say(message: str) -> None:
         console.print(f"  {message}", markup=False)
     if console.is_terminal:
-        with Progress(TextColumn("  {task.description}"), BarColumn(),
+        with Progress(TextColumn("  {task.description}", markup=False), BarColumn(),
                       TextColumn("{task.completed:,}/{task.total:,} rows"), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
             tasks: dict[str, TaskID] = {}
@@ -248,6 +242,20 @@ def _sequences(settings: Settings, as_json: bool) -> None:
         out.print(f"copied {done.copied} sequence position(s) blue -> green"
                   + (f"; missing on green: {', '.join(done.missing_on_green)}"
                      if done.missing_on_green else ""))
+
+
+def _start_or_join(settings: Settings, metrics: SyncMetrics, console: Console) -> None:
+    """A new sync after preflight passes; one that streams already takes in the tables
+    created on blue since it started."""
+    if logical.is_streaming(settings):
+        logical.join_new_tables(settings, say=lambda m: console.print(f"  {m}"))
+        return
+    report = run_preflight(settings)
+    if not report.ok:
+        _print_preflight(report)
+        err.print("sync refuses to start while a preflight check fails (fixes above)")
+        raise typer.Exit(Exit.FAILED)
+    _start(settings, metrics, console)
 
 
 def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> None:

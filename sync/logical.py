@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import psycopg
@@ -46,6 +46,8 @@ class StartResult:
     resumed_from: str | None
     """None for a fresh start, else the phase an earlier run was interrupted in."""
     already_streaming: bool
+    tables_added: list[str] = field(default_factory=list)
+    """Tables created on blue after the sync started, added to a running sync by a re-run."""
 
 
 Say = Callable[[str], None]
@@ -61,8 +63,10 @@ def start(settings: Settings, say: Say = lambda _: None,
         if not tables:
             raise BadInputError(f"no tables to sync in schemas {settings.sync.schemas}")
         if objects.subscription_exists(green, name):
-            say(f"subscription {name!r} exists: green is already streaming from blue")
-            return StartResult(len(tables), 0, None, already_streaming=True)
+            joined = _add_new_tables(settings, blue, green, tables, name, say)
+            if not joined:
+                say(f"subscription {name!r} exists: green is already streaming from blue")
+            return StartResult(len(tables), 0, None, already_streaming=True, tables_added=joined)
         previous = objects.read_phase(green, name)
         objects.ensure_heartbeat(blue, green)
         ensure_publication(blue, name, tables)
@@ -161,6 +165,80 @@ def _copy(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name
         done = ParallelCopy(settings, snapshot, progress, freeze=schema_from_blue).run(chunks)
     objects.write_phase(green, name, Phase.INDEXING, schema_from_blue, lsn)
     return done.rows
+
+
+def join_new_tables(settings: Settings, say: Say = lambda _: None) -> list[str]:
+    """For a sync that streams already: see _add_new_tables."""
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "sync") as blue, connect(green_db, "sync") as green:
+        return _add_new_tables(settings, blue, green, list_tables(blue, settings.sync),
+                               objects.pg_name(settings.sync), say)
+
+
+def _add_new_tables(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name: str,
+                    say: Say) -> list[str]:
+    """Tables created on blue since the sync started join it: their schema on green (when
+    green's came from blue), the publication, and the subscription's own consistent copy of
+    just them (REFRESH PUBLICATION, copy_data = true); returns once green has them all."""
+    published = {(str(r[0]), str(r[1])) for r in blue.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+        [name]).fetchall()}
+    new = [t for t in tables if (t.schema, t.name) not in published]
+    if not new:
+        return []
+    # Publishing a table without a replica identity would make blue refuse its UPDATEs.
+    keyless = [t.qualified for t in new if not t.replicable]
+    unlogged = [t.qualified for t in new if t.persistence == "u"]
+    if keyless or unlogged:
+        fixes = [f"ALTER TABLE {t} REPLICA IDENTITY FULL" for t in keyless]
+        fixes += [f"ALTER TABLE {t} SET LOGGED" for t in unlogged]
+        raise BadInputError(f"new table(s) on blue cannot be replicated: "
+                            f"{', '.join(keyless + unlogged)}; nothing was changed. Fix on blue: "
+                            f"{'; '.join(fixes)} (or add a primary key, or list them in "
+                            "sync.exclude_tables), then re-run `cutover sync`")
+    missing = [t for t in new if table_by_name(green, t.schema, t.name) is None]
+    previous = objects.read_phase(green, name)
+    if missing and not (previous and previous[1]):
+        raise BadInputError(f"new table(s) on blue missing on green, whose schema is its own: "
+                            f"{', '.join(t.qualified for t in missing)}; create them on green, "
+                            "then re-run `cutover sync`; nothing was changed")
+    if missing:
+        say(f"creating {len(missing)} new table(s) on green from blue's schema")
+        create_schemas_on_green(settings, missing)
+        with SchemaDump(settings, missing) as schema:
+            schema.restore("pre-data")
+            schema.restore("post-data")
+    ensure_publication(blue, name, tables)
+    green.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = true)")
+                  .format(objects.ident(name)))
+    say(f"added {len(new)} table(s) created on blue since the sync started: "
+        f"{', '.join(t.qualified for t in new)}; green copies them now")
+    _wait_tables_ready(green, name, say)
+    return [t.qualified for t in new]
+
+
+def _wait_tables_ready(green: Conn, name: str, say: Say) -> None:
+    """Until the subscription's table copies are done (every table 'r'eady); a copy that
+    fails keeps being retried by PostgreSQL, so its errors end the wait with the fix."""
+    def errors() -> int:
+        row = green.execute("SELECT coalesce(sum(sync_error_count), 0) FROM pg_stat_subscription_stats "
+                            "WHERE subname = %s", [name]).fetchone()
+        return int(row[0]) if row else 0
+    before, reported = errors(), time.monotonic()
+    while True:
+        row = green.execute(
+            "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+            "WHERE s.subname = %s AND r.srsubstate <> 'r'", [name]).fetchone()
+        left = int(row[0]) if row else 0
+        if left == 0:
+            return
+        if errors() > before:
+            raise SyncError("green failed to copy a new table (see green's server log); fix it "
+                            "and PostgreSQL retries, or `cutover sync --drop` to start over")
+        if time.monotonic() - reported >= 5:
+            say(f"green is still copying {left} new table(s)")
+            reported = time.monotonic()
+        time.sleep(0.1)
 
 
 def _subscribe(settings: Settings, green: Conn, name: str) -> None:

@@ -125,10 +125,19 @@ def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: s
     published = {(str(r[0]), str(r[1])) for r in src.execute(
         "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
         [publication or objects.pg_name(settings)]).fetchall()}
+    copying = {(str(r[0]), str(r[1])) for r in dst.execute(
+        "SELECT n.nspname, c.relname FROM pg_subscription_rel r "
+        "JOIN pg_subscription s ON s.oid = r.srsubid JOIN pg_class c ON c.oid = r.srrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE s.subname = %s AND r.srsubstate <> 'r'",
+        [publication or objects.pg_name(settings)]).fetchall()}
     for t in list_tables(src, settings):
+        if (t.schema, t.name) in copying:
+            drift.append(Drift(f"{t.qualified} is still being copied to {theirs}", True))
+            continue
         if published and (t.schema, t.name) not in published:
+            fix = " (`cutover sync` adds it)" if ours == "blue" else ""
             drift.append(Drift(f"{t.qualified} is on {ours} but not replicated: it was created "
-                               "after the sync started", True))
+                               f"after the sync started{fix}", True))
             continue
         g = table_by_name(dst, t.schema, t.name)
         if g is None:

@@ -135,7 +135,7 @@ def test_checksums_after_the_resume_catch_a_changed_value(routed: Routed) -> Non
     assert_same_data(routed.pair)
 
 
-def test_a_table_green_never_received_refuses_the_switch_and_changes_nothing(routed: Routed) -> None:
+def test_a_table_green_never_received_refuses_the_switch_until_the_sync_takes_it_in(routed: Routed) -> None:
     """A table created on blue after the sync started is not replicated: switching would leave
     its rows behind on blue. The precheck refuses, naming it, before anything pauses."""
     start_sync(routed, scale=1)
@@ -149,6 +149,14 @@ def test_a_table_green_never_received_refuses_the_switch_and_changes_nothing(rou
     with routed.pair.green() as g:
         assert g.execute("SELECT subenabled FROM pg_subscription").fetchall() == [(True,)]
         assert g.execute("SELECT to_regclass('public.newer')").fetchone() == (None,)
+    # As the refusal says: the sync takes the table in, and then the switch goes ahead.
+    assert logical.join_new_tables(routed.settings) == ["public.newer"]
+    assert switch(routed.settings, "green").pause_ms is not None
+    assert routed.primary() == "green"
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert g.execute("SELECT count(*) FROM newer").fetchone() == (2,)
+        assert wait_applied(g, b, 30)
+    assert_same_data(routed.pair)
 
 
 def test_a_transaction_holding_the_pause_aborts_the_switch_cleanly(routed: Routed) -> None:

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from config import load_settings
 from controller.cli import app
 from controller.lab.load import Pgbench, pgbench_init
 from sync import logical
@@ -22,6 +23,7 @@ from sync.checksums import row_hash
 from sync.errors import SyncError
 from sync.foreign_keys import validate_pending
 from sync.preflight import Status, run_preflight
+from sync.status import read_status
 from sync.verify import Verdict, verify
 from tests.syncfixtures import DbPair, assert_same_data, verify_while_writing
 
@@ -391,14 +393,53 @@ def test_status_shows_heartbeat_lag_and_schema_drift(pair: DbPair, tmp_path: Pat
         b.execute("ALTER TABLE t ADD COLUMN added_on_blue text; CREATE TABLE newer (id int PRIMARY KEY)")
     status = json.loads(runner.invoke(app, ["sync", "--once", "--config", str(config),
                                             "--json"]).stdout)
-    assert any("added_on_blue" in d for d in status["drift"])
-    assert any("newer" in d for d in status["drift"])
+    assert any("added_on_blue" in d for d in status["blocking_drift"])
+    # The new table joined the sync on that run (see the test below); the column cannot.
+    assert not any("newer" in d for d in status["drift"])
     with pair.blue() as b:
         b.execute("ALTER TABLE t ALTER COLUMN id TYPE bigint")
     status = json.loads(runner.invoke(app, ["sync", "--once", "--config", str(config),
                                             "--json"]).stdout)
     assert "public.t.id is bigint on blue but integer on green; alter it on green the same " \
         "way, or values may fail to apply" in status["drift"]
+
+
+def test_a_table_created_on_blue_while_streaming_joins_when_sync_is_run_again(
+        pair: DbPair, tmp_path: Path) -> None:
+    with pair.blue() as b:
+        b.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")
+    config = pair.config_file(tmp_path)
+    assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
+    with pair.blue() as b:  # a migration on blue, while green streams
+        b.execute('CREATE TABLE "New Table" (id int PRIMARY KEY, v text, at timestamptz DEFAULT now());'
+                  "CREATE INDEX ON \"New Table\" (v);"
+                  "INSERT INTO \"New Table\" (id, v) SELECT i, 'v' || i FROM generate_series(1, 5000) i")
+    with pair.blue() as b, pair.green() as g:
+        drift = read_status(b, g, load_settings(config).sync).blocking_drift
+    assert drift == ['public."New Table" is on blue but not replicated: it was created after the '
+                     "sync started (`cutover sync` adds it)"]
+    again = runner.invoke(app, ["sync", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    assert 'added 1 table(s) created on blue since the sync started: public."New Table"' in again.output
+    with pair.green() as g:  # its schema came whole: the index too
+        assert g.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'New Table'").fetchone() == (2,)
+    with pair.blue() as b:  # and it streams from now on
+        b.execute("UPDATE \"New Table\" SET v = 'changed' WHERE id <= 10;"
+                  "DELETE FROM \"New Table\" WHERE id > 4990; INSERT INTO t VALUES (101)")
+    pair.wait_caught_up()
+    assert_same_data(pair)
+    status = json.loads(runner.invoke(app, ["sync", "--once", "--json", "--config", str(config)]).stdout)
+    assert status["drift"] == []
+    # A new table without a key would make blue refuse its UPDATEs once published: refused.
+    with pair.blue() as b:
+        b.execute("CREATE TABLE keyless (a int); INSERT INTO keyless VALUES (1)")
+    refused = runner.invoke(app, ["sync", "--config", str(config)])
+    assert refused.exit_code == 2, refused.output
+    assert "ALTER TABLE public.keyless REPLICA IDENTITY FULL" in refused.output
+    with pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_publication_tables WHERE tablename = 'keyless'"
+                         ).fetchone() == (0,)
+        b.execute("UPDATE keyless SET a = 2")  # blue's writes are unaffected
 
 
 def test_unknown_table_in_config_is_a_usage_error_naming_it(pair: DbPair, tmp_path: Path) -> None:
