@@ -55,7 +55,7 @@ def settings_or_exit(path: Path | None) -> Settings:
         return load_settings(path)
     except ConfigError as exc:
         hint = "" if path else "\n(no config file given: pass --config FILE or set CUTOVER_CONFIG)"
-        err.print(f"{exc}{hint}", markup=False)
+        err.print(f"{exc}{hint}")
         raise typer.Exit(Exit.USAGE) from None
 
 

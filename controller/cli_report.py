@@ -27,22 +27,22 @@ def report_cmd(
     path = settings.state.path
     if settings.state.backend == "sqlite" and not path.is_file():
         err.print(f"error: no journal at {path}: nothing has run with this config yet "
-                  "(set [state] path to the daemon's)", markup=False)
+                  "(set [state] path to the daemon's)")
         raise typer.Exit(Exit.USAGE)
     events = _read(settings)
     try:
         output.write_text(render_report(events, settings.service), encoding="utf-8")
     except OSError as exc:
-        err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)
+        err.print(f"error: cannot write {output}: {exc.strerror or exc}")
         raise typer.Exit(Exit.FAILED) from None
-    out.print(f"wrote {output} ({len(events):,} events)", markup=False)
+    out.print(f"wrote {output} ({len(events):,} events)")
 
 
 def _read(settings: Settings) -> list[Event]:
     try:
         journal = open_store(settings)
     except (sqlite3.Error, RuntimeError, StoreError) as exc:
-        err.print(f"error: cannot read the journal: {exc}", markup=False)
+        err.print(f"error: cannot read the journal: {exc}")
         raise typer.Exit(Exit.FAILED) from None
     try:
         return journal.events()

@@ -51,10 +51,10 @@ def run(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = config or _env_config()
     daemon = Daemon(settings, config_path=path, period=period, until_done=until_done,
-                    say=lambda m: err.print(f"{_now()} {m}", markup=False, highlight=False))
+                    say=lambda m: err.print(f"{_now()} {m}", highlight=False))
     state = daemon.run()
     if daemon.deposed is not None:
-        err.print(f"stopped: {daemon.deposed}", markup=False, highlight=False)
+        err.print(f"stopped: {daemon.deposed}", highlight=False)
         raise typer.Exit(Exit.FAILED)
     if until_done and state.phase is Phase.ROLLED_BACK:
         raise typer.Exit(Exit.FAILED)
@@ -74,12 +74,12 @@ def _now() -> str:
 def _store(settings: Settings) -> StateStore:
     if settings.state.backend == "sqlite" and not settings.state.path.exists():
         err.print(f"no state store at {settings.state.path}: `cutover run` has not started here "
-                  "(set [state] path to the daemon's)", markup=False)
+                  "(set [state] path to the daemon's)")
         raise typer.Exit(Exit.USAGE)
     try:
         return open_store(settings)
     except StoreError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}")
         raise typer.Exit(Exit.FAILED) from None
 
 
@@ -196,11 +196,11 @@ def _intent(kind: Intent, config: Path | None, as_json: bool) -> None:
         saved = store.load_state()
         phase = State.from_dict(saved).phase if saved else Phase.PENDING
         if kind is Intent.RETRY and phase is not Phase.ROLLED_BACK:
-            err.print(f"retry applies after a rollback; the cutover is {phase.value}", markup=False)
+            err.print(f"retry applies after a rollback; the cutover is {phase.value}")
             raise typer.Exit(Exit.USAGE)
         if kind is not Intent.RETRY and phase in TERMINAL:
             err.print(f"the cutover is {phase.value}: nothing to {kind.value} "
-                      "(after a rollback: `cutover retry`)", markup=False)
+                      "(after a rollback: `cutover retry`)")
             raise typer.Exit(Exit.USAGE)
         ident = store.add_intent(kind.value)
         store.record("intent", {"intent": kind.value, "id": ident})

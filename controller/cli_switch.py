@@ -41,7 +41,7 @@ def switch_cmd(
         report = switch(settings, to, dry_run=dry_run, say=lambda m: console.print(f"  {m}"),
                         record=record)
     except ConfigError as exc:
-        err.print(str(exc), markup=False)
+        err.print(str(exc))
         raise typer.Exit(Exit.USAGE) from None
     except SyncError as exc:
         err.print(error_line(exc))

@@ -64,7 +64,7 @@ def _print_preflight(report: Report) -> None:
     # Fixes unwrapped, one per line, so they can be copied as they are.
     for c in report.checks:
         if c.fix and c.status is not Status.PASS:
-            out.print(f"{c.status.value} {c.name}: fix: {c.fix}", markup=False)
+            out.print(f"{c.status.value} {c.name}: fix: {c.fix}")
 
 
 def preflight(config: ConfigOption = None, as_json: JsonOption = False) -> None:
@@ -152,7 +152,7 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
             metrics.serve(settings.metrics)
             console.print(f"  metrics on http://{settings.metrics.listen}/metrics")
     if not dry_run:
-        diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}", markup=False))
+        diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}"))
     next_cycle = time.monotonic()
     cycles = 0
     while True:
@@ -166,8 +166,7 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
                 raise
             metrics.diff_cycle_failures.inc()
             _probe_databases(settings, metrics)
-            console.print(f"diff cycle failed: {str(exc).strip()}; next cycle in {every:g}s",
-                          markup=False)
+            console.print(f"diff cycle failed: {str(exc).strip()}; next cycle in {every:g}s")
             next_cycle += every
             if stop.wait(max(0.0, next_cycle - time.monotonic())):
                 return
@@ -191,7 +190,7 @@ def _print_cycle(report: diff.CycleReport, dry_run: bool, as_json: bool, console
     verb = "would change" if dry_run else "changed"
     console.print(f"diff cycle in {report.seconds:.2f}s: {report.total('blue_rows'):,} rows "
                   f"compared, {verb} +{report.total('inserted'):,} ~{report.total('updated'):,} "
-                  f"-{report.total('deleted'):,}", markup=False)
+                  f"-{report.total('deleted'):,}")
 
 
 def _probe_databases(settings: Settings, metrics: SyncMetrics) -> None:
@@ -210,7 +209,7 @@ def _probe_databases(settings: Settings, metrics: SyncMetrics) -> None:
 def _diff_cycle(settings: Settings, dry_run: bool, console: Console) -> diff.CycleReport:
     """One cycle; what it writes shown as a bar per table on a terminal, else a line each 5 s."""
     def say(message: str) -> None:
-        console.print(f"  {message}", markup=False)
+        console.print(f"  {message}")
     if console.is_terminal:
         with Progress(TextColumn("  {task.description}", markup=False), BarColumn(),
                       TextColumn("{task.completed:,}/{task.total:,} rows"), TimeRemainingColumn(),
@@ -345,7 +344,7 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
                 metrics.streaming.set(0)
             else:
                 for env, seconds in link.succeeded().items():
-                    console.print(f"{env} reachable again after {seconds:.1f}s", markup=False)
+                    console.print(f"{env} reachable again after {seconds:.1f}s")
                 said.clear()
                 _export(metrics, status)
                 if with_drift:
@@ -372,7 +371,7 @@ def _say_once(console: Console, said: set[str], exc: BaseException, link: LivePa
     for key, problem in problems.items():
         if key not in said:
             said.add(key)
-            console.print(f"{problem}; retrying every {period:g}s", markup=False)
+            console.print(f"{problem}; retrying every {period:g}s")
 
 
 def _export(metrics: SyncMetrics, s: SyncStatus) -> None:

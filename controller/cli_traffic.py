@@ -38,7 +38,7 @@ def _traffic(config: Any, what: str) -> TrafficSettings:
     try:
         return need_traffic(settings, what)
     except ConfigError as exc:
-        err.print(str(exc), markup=False)
+        err.print(str(exc))
         raise typer.Exit(Exit.USAGE) from None
 
 

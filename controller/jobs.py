@@ -235,9 +235,12 @@ def _rollback(c: _Context) -> JobResult:
     if (c.settings.rollback.database == "revert" and c.state.switched and _moves_writes(c.settings)):
         def record(step: str, details: dict[str, Any]) -> None:
             c.journal.record("switch", {"to": "blue", "step": step, **details})
-        report = switch(c.settings, "blue", say=c.say, record=record)
+        # Writes never go back to the side that just breached, whatever a comparison finds.
+        report = switch(c.settings, "blue", say=c.say, record=record, back_on_difference=False)
         if report.pause_ms is not None:
             c.metrics.write_pause.set(report.pause_ms / 1000)
+        if report.difference:
+            data["difference"] = report.difference
         reverted = True
     Notifier(c.settings.notify, c.settings.service).send(
         NotifyEvent.ROLLBACK, f"rolled traffic back to blue{' and writes too' if reverted else ''}: "

@@ -72,7 +72,12 @@ class SwitchReport:
     sequences: int = 0
     tables_verified: int = 0
     verified: str | None = None
-    """Where the comparison ran: "in pause", "after resume", or None (not compared)."""
+    """Where the comparison ran: "in pause", "after resume", "after resume, live", or None
+    (not compared)."""
+    not_compared: list[str] = field(default_factory=list)
+    """Tables a live comparison could not settle: they kept changing under writes."""
+    difference: str | None = None
+    """A difference found and left as it is (a rollback does not go back to the side it left)."""
     steps: dict[str, float] = field(default_factory=dict)
     """Seconds per step."""
 
@@ -82,6 +87,7 @@ class SwitchReport:
                 "pause_ms": None if self.pause_ms is None else round(self.pause_ms, 1),
                 "lsn": self.lsn, "sequences": self.sequences,
                 "tables_verified": self.tables_verified, "verified": self.verified,
+                "not_compared": self.not_compared, "difference": self.difference,
                 "steps_ms": {k: round(v * 1000, 1) for k, v in self.steps.items()}}
 
 
@@ -122,9 +128,14 @@ class VerifyDifference(SyncError):
     """The two sides differed at the fence."""
 
 
+LIVE_CATCH_UP_TIMEOUT = 300.0
+"""How long a live comparison waits for the old primary to follow: a rerun may come long
+after the killed run, with much to apply (switchover.timeout is the pause's limit)."""
+
+
 class _Switch:
     def __init__(self, settings: Settings, d: Direction, endpoint: WriteEndpoint, say: Say,
-                 record: Record, *, compare: bool = True) -> None:
+                 record: Record, *, compare: bool = True, back_on_difference: bool = True) -> None:
         self.settings, self.d, self.endpoint, self.say, self.record = settings, d, endpoint, say, record
         self.sw = need_switchover(settings, "the switch")
         # sync.mode = diff: no replication either way; a final full diff under the fence makes
@@ -135,6 +146,7 @@ class _Switch:
         # Comparing after the resume needs the reverse replication to switch back losslessly.
         self.after_resume = (self.compare and self.sw.verify_at == "after_resume"
                              and self.sw.reverse_replication)
+        self.back_on_difference = back_on_difference
         self.diffed: CycleReport | None = None
         self.report = SwitchReport(d.to)
         self.src: Conn
@@ -318,7 +330,8 @@ class _Switch:
     def subscribe_back(self) -> None:
         """After the resume: the old primary follows the slot, which kept every change since."""
         d = self.d
-        if self.sw.reverse_replication and not self.by_diff and self._sub_state(self.src, d.new) is None:
+        if (self.sw.reverse_replication and not self.by_diff and self._sub_state(self.src, d.new) is None
+                and objects.slot_exists(self.dst, d.new)):
             self.src.execute(sql.SQL(
                 "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
                 "create_slot = false, slot_name = {}, enabled = true)").format(
@@ -356,28 +369,46 @@ class _Switch:
         """Finish or undo a switch an earlier run left midway; True when it was complete.
         Once the endpoint points at the target, writes may have landed there: only forward."""
         d = self.d
-        if self._points_at(d.dst_db):
+        left = self._left_midway()
+        if left == "finish":
             self.say(f"writes already go to {d.to}: finishing what an earlier run left")
-            # The old primary follows only once the comparison after the resume is done: an
-            # earlier run stopped before that may not have compared the two sides.
-            uncompared = self.after_resume and self._sub_state(self.src, d.new) is None
+            uncompared = self._uncompared()
             self.unfence(self.dst)
             self.endpoint.resume()
-            self.finish()
             self.report.already = True
-            if uncompared:
-                # Its fence snapshot died with it: compare live instead, once the old primary
-                # has caught up, with verify's rechecks under the new primary's writes.
-                self.report.verified = "after resume, live"
-                self._compare_or_switch_back(lambda: self.step("verify live", self.verify_caught_up))
+            if not uncompared:
+                self.finish()
+                return True
+            # Its fence snapshot died with it: compare live instead, once the old primary has
+            # caught up, with verify's rechecks under the new primary's writes. The old
+            # replication goes only after that, so a run killed meanwhile compares again.
+            self.step("subscribe back", self.subscribe_back)
+            self._compare_or_switch_back("verify live", self.verify_caught_up)
+            self.step("drop old replication", self.drop_old)
             return True
-        leftovers = (objects.slot_exists(self.dst, d.new) or self._fenced(self.src)
-                     or self._sub_state(self.dst, d.old) is False)
-        if leftovers:
+        if left == "undo":
             self.say("undoing an interrupted switch first: writes resume on the current primary")
             self.step("undo interrupted", self.undo)
             self.report.undid_interrupted = True
         return False
+
+    def _left_midway(self) -> str | None:
+        """What an earlier run left: "finish" (the endpoint points at the target already),
+        "undo" (objects or a fence of a switch that did not get that far), or None."""
+        d = self.d
+        if self._points_at(d.dst_db):
+            return "finish"
+        if (objects.slot_exists(self.dst, d.new) or self._fenced(self.src)
+                or self._sub_state(self.dst, d.old) is False):
+            return "undo"
+        return None
+
+    def _uncompared(self) -> bool:
+        """A run that repointed but did not finish: the reverse slot exists and the old
+        replication is still there (it goes only after the comparison after the resume)."""
+        d = self.d
+        return (self.after_resume and objects.slot_exists(self.dst, d.new)
+                and (objects.slot_exists(self.src, d.old) or self._sub_state(self.dst, d.old) is not None))
 
     def finish(self) -> None:
         self.step("subscribe back", self.subscribe_back)
@@ -395,6 +426,14 @@ class _Switch:
             self.slot_conn = None
 
     def _run(self, dry_run: bool) -> SwitchReport:
+        if dry_run and (left := self._left_midway()) is not None:
+            self.report.dry_run = True
+            self.report.already = left == "finish"
+            self.say(f"dry run: writes already go to {self.d.to}; a run would finish what an "
+                     "earlier one left" if left == "finish" else
+                     "dry run: an earlier switch stopped midway; a run would undo it first "
+                     "(writes resume on the current primary), then switch")
+            return self.report
         if self.reconcile():
             return self.report
         self.step("precheck", self.precheck)
@@ -435,7 +474,7 @@ class _Switch:
             self.report.verified = "after resume" if self.after_resume else "in pause"
         if self.after_resume:
             try:
-                self._compare_or_switch_back(lambda: self.step("verify", self.verify))
+                self._compare_or_switch_back("verify", self.verify)
             finally:
                 self._close_slot_conn()
         self.finish()
@@ -444,39 +483,57 @@ class _Switch:
     def verify_caught_up(self) -> None:
         """Both sides compared live, once the old primary has applied the new one's writes so
         far: what verify calls different after its rechecks raises VerifyDifference."""
-        if not wait_applied(self.dst, self.src, self.sw.timeout):
+        if not wait_applied(self.dst, self.src, LIVE_CATCH_UP_TIMEOUT):
             raise SyncError(f"{self.d.src_db.describe()} did not catch up with {self.d.to} "
-                            f"within switchover.timeout ({self.sw.timeout:g}s) to be compared")
+                            f"within {LIVE_CATCH_UP_TIMEOUT:g}s")
         report = verify_live(self.settings)
-        self.report.tables_verified = len(report.tables)
+        self.report.verified = "after resume, live"
+        self.report.tables_verified = sum(t.verdict is Verdict.COMPLETE for t in report.tables)
+        self.report.not_compared = [t.table for t in report.tables if t.verdict is Verdict.CHANGING]
+        if self.report.not_compared:
+            self.say(f"not settled under {self.d.to}'s writes (compare them with `cutover verify` "
+                     f"when quieter): {', '.join(self.report.not_compared)}")
         if not report.ok:
             bad = "; ".join(f"{t.table}: {t.verdict.value} ({t.blue_rows} rows on blue, "
                             f"{t.green_rows} on green)" for t in report.tables
                             if t.verdict not in (Verdict.COMPLETE, Verdict.CHANGING))
             raise VerifyDifference(bad)
 
-    def _compare_or_switch_back(self, compare: Callable[[], None]) -> None:
+    def _compare_or_switch_back(self, name: str, compare: Callable[[], None]) -> None:
         """Compare while writes flow on the new primary; on a difference, switch writes
         straight back (nothing compared there: the sides are known to differ), losing
-        nothing, and fail."""
+        nothing, and fail. A comparison that cannot run fails nothing: the switch is done,
+        only its proof is missing, and the operator is told to verify."""
         try:
-            compare()
-        except VerifyDifference as diff:
-            back_to = "blue" if self.d.to == "green" else "green"
-            self.say(f"{diff}; switching writes back to {back_to}")
-            self._close_slot_conn()
-            self.finish()  # the old primary follows the new one: what it took comes back
-            back = _Switch(self.settings, direction(self.settings, back_to), self.endpoint,
-                           self.say, self.record, compare=False)
-            back.src, back.dst = self.dst, self.src
-            try:
-                back.run(dry_run=False)
-            except (SyncError, psycopg.Error) as exc:
-                raise SyncError(f"{diff}; switching writes back to {back_to} failed too "
-                                f"({str(exc).strip()}): writes are on {self.d.to}, and "
-                                f"{back_to} follows it; run `cutover switch --to {back_to}`") from None
-            raise VerifyDifference(f"switch to {self.d.to} reverted: {diff}; writes are back on "
-                                   f"{back_to}, with every row written meanwhile") from None
+            self.step(name, compare)
+            return
+        except VerifyDifference as exc:
+            diff = exc
+        except (SyncError, psycopg.Error) as exc:
+            self.report.verified = None
+            self.say(f"writes are on {self.d.to}, but the two sides were not compared: "
+                     f"{str(exc).strip()}; run `cutover verify` once they have caught up")
+            return
+        if not self.back_on_difference:
+            self.report.difference = str(diff)
+            self.say(f"{diff}; writes stay on {self.d.to} (a rollback does not go back); "
+                     "compare the two sides with `cutover verify`")
+            return
+        back_to = "blue" if self.d.to == "green" else "green"
+        self.say(f"{diff}; switching writes back to {back_to}")
+        self._close_slot_conn()
+        self.finish()  # the old primary follows the new one: what it took comes back
+        back = _Switch(self.settings, direction(self.settings, back_to), self.endpoint,
+                       self.say, self.record, compare=False)
+        back.src, back.dst = self.dst, self.src
+        try:
+            back.run(dry_run=False)
+        except (SyncError, psycopg.Error) as exc:
+            raise SyncError(f"{diff}; switching writes back to {back_to} failed too "
+                            f"({str(exc).strip()}): writes are on {self.d.to}, and "
+                            f"{back_to} follows it; run `cutover switch --to {back_to}`") from None
+        raise VerifyDifference(f"switch to {self.d.to} reverted: {diff}; writes are back on "
+                               f"{back_to}, with every row written meanwhile")
 
 
 def _drop_slot(conn: Conn, name: str) -> None:
@@ -494,11 +551,13 @@ def _drop_slot(conn: Conn, name: str) -> None:
 
 def switch(settings: Settings, to: str = "green", *, dry_run: bool = False,
            say: Say = lambda _: None, record: Record = lambda _s, _d: None,
-           endpoint: WriteEndpoint | None = None) -> SwitchReport:
+           endpoint: WriteEndpoint | None = None, back_on_difference: bool = True) -> SwitchReport:
+    """back_on_difference=False (a rollback): a difference found after the resume is
+    reported (SwitchReport.difference) and writes stay where they went."""
     d = direction(settings, to)
     ep = endpoint or endpoint_for(settings)
     with connect(d.src_db, "switch", statement_timeout=0) as src, \
             connect(d.dst_db, "switch", statement_timeout=0) as dst:
-        run = _Switch(settings, d, ep, say, record)
+        run = _Switch(settings, d, ep, say, record, back_on_difference=back_on_difference)
         run.src, run.dst = src, dst
         return run.run(dry_run)

@@ -126,8 +126,15 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
         still: list[_Chunk] = []
         changing = []
         for c in suspects:
-            again = _Chunk(c.rng, chunk_sum(blue, table, rowhash, c.rng),
-                           chunk_sum(green, table, rowhash, c.rng))
+            # The follower first: a change the primary makes after its read then shows as
+            # "changing", never as a difference that stayed.
+            if primary == "blue":
+                g_sum = chunk_sum(green, table, rowhash, c.rng)
+                b_sum = chunk_sum(blue, table, rowhash, c.rng)
+            else:
+                b_sum = chunk_sum(blue, table, rowhash, c.rng)
+                g_sum = chunk_sum(green, table, rowhash, c.rng)
+            again = _Chunk(c.rng, b_sum, g_sum)
             if again.blue == again.green:
                 _replace(chunks, again)
                 continue

@@ -224,9 +224,12 @@ def test_killed_between_steps_then_rerun_ends_consistent(routed: Routed, at: str
         time.sleep(0.5)
     assert routed.primary() == "green"
     assert report.already or report.pause_ms is not None
-    if at in ("resume: done", "verify: done"):  # the fence snapshot died with the first run
+    if at in ("repoint: done", "resume: done", "verify: done", "subscribe back: done"):
+        # Repointed, not finished: the fence snapshot died with the first run.
         assert report.verified == "after resume, live"
-        assert report.tables_verified == 4
+        assert report.tables_verified + len(report.not_compared) == 4
+    else:  # undone, then switched afresh
+        assert report.verified == "after resume"
     assert read_only(routed.pair, "blue")
     assert not read_only(routed.pair, "green")
     with routed.pair.green() as g:
@@ -254,6 +257,10 @@ def test_killed_before_the_comparison_the_rerun_compares_live_and_goes_back_on_a
         with pytest.raises(Killed):
             switch(routed.settings, "green", record=die)
         assert routed.primary() == "green"
+        dry = switch(routed.settings, "green", dry_run=True)  # says what it would do, does nothing
+        assert dry.dry_run and dry.already
+        with routed.pair.blue() as b:
+            assert b.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
         with pytest.raises(SyncError, match=r"reverted.*pgbench_tellers: Extra data \(10 rows on "
                                             r"blue, 11 on green\)"):
             switch(routed.settings, "green")
@@ -266,6 +273,27 @@ def test_killed_before_the_comparison_the_rerun_compares_live_and_goes_back_on_a
     with routed.pair.green() as g:
         g.execute("SET default_transaction_read_only = off")
         g.execute("DELETE FROM pgbench_tellers WHERE tid = 9999")
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+
+
+def test_a_switch_back_that_finds_a_difference_stays_when_asked_to(routed: Routed) -> None:
+    """The rollback's way back (back_on_difference=False): a difference after the resume is
+    reported, and writes stay on blue instead of returning to the side that breached."""
+    start_sync(routed, scale=1)
+    switch(routed.settings, "green")
+    with routed.pair.blue() as b:  # a row the fenced blue took that green never had
+        b.execute("SET default_transaction_read_only = off")
+        b.execute("ALTER SUBSCRIPTION cutover_reverse DISABLE")
+        b.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES (9999, 1, 0)")
+        b.execute("ALTER SUBSCRIPTION cutover_reverse ENABLE")
+    report = switch(routed.settings, "blue", back_on_difference=False)
+    assert report.difference is not None
+    assert "pgbench_tellers" in report.difference
+    assert routed.primary() == "blue"
+    assert not read_only(routed.pair, "blue")
+    with routed.pair.blue() as b:
+        b.execute("DELETE FROM pgbench_tellers WHERE tid = 9999")
     routed.pair.wait_caught_up()
     assert_same_data(routed.pair)
 
