@@ -258,7 +258,8 @@ def test_killed_before_the_comparison_the_rerun_compares_live_and_goes_back_on_a
             switch(routed.settings, "green", record=die)
         assert routed.primary() == "green"
         dry = switch(routed.settings, "green", dry_run=True)  # says what it would do, does nothing
-        assert dry.dry_run and dry.already
+        assert dry.dry_run
+        assert dry.already
         with routed.pair.blue() as b:
             assert b.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
         with pytest.raises(SyncError, match=r"reverted.*pgbench_tellers: Extra data \(10 rows on "
