@@ -50,6 +50,11 @@ class SyncSettings(Section):
     """Cadence of the diff sync loop and of sync status refreshes."""
     heartbeat_interval: Duration = 1.0
     """How often a heartbeat row is written on blue to measure lag in time."""
+    join_new_tables: bool = True
+    """`cutover sync --follow`: take in the tables created on blue while it runs (their
+    schema too when green's came from blue; PostgreSQL copies them, the drift shows them as
+    being copied until done). Off: they are only reported as drift, and `cutover sync` run
+    by hand takes them in."""
     name: Name = "cutover"
     """Prefix of the publication, slot and subscription names Cutover creates."""
     watermark_column: str | None = None

@@ -129,7 +129,7 @@ def sync(
             _sequences(settings, as_json)
             return
         metrics = SyncMetrics()
-        _start_or_join(settings, metrics, err if as_json else out)
+        _start_or_join(settings, metrics, err if as_json else out, join=not follow)
         # Off the copy's critical path: green already streams while these scans run.
         validate_pending(settings, say=lambda m: (err if as_json else out).print(f"  {m}"))
         if follow:
@@ -243,11 +243,13 @@ def _sequences(settings: Settings, as_json: bool) -> None:
                      if done.missing_on_green else ""))
 
 
-def _start_or_join(settings: Settings, metrics: SyncMetrics, console: Console) -> None:
+def _start_or_join(settings: Settings, metrics: SyncMetrics, console: Console, join: bool) -> None:
     """A new sync after preflight passes; one that streams already takes in the tables
-    created on blue since it started."""
+    created on blue since it started (--follow leaves that to its loop, which reports what
+    it cannot take and runs on)."""
     if logical.is_streaming(settings):
-        logical.join_new_tables(settings, say=lambda m: console.print(f"  {m}"))
+        if join:
+            logical.join_new_tables(settings, say=lambda m: console.print(f"  {m}"))
         return
     report = run_preflight(settings)
     if not report.ok:
@@ -329,6 +331,7 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
     next_report = 0.0
     link = LivePair(settings, "follow")
     said: set[str] = set()
+    refused: set[str] = set()
     try:
         next_tick = time.monotonic()
         while not stop.is_set():
@@ -347,6 +350,8 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
                     console.print(f"{env} reachable again after {seconds:.1f}s")
                 said.clear()
                 _export(metrics, status)
+                if status.new_tables and settings.sync.join_new_tables:
+                    _join(settings, console, refused)
                 if with_drift:
                     next_report = now + report_every
                     if as_json:
@@ -360,6 +365,17 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
             stop.wait(max(0.0, next_tick - time.monotonic()))
     finally:
         link.close()
+
+
+def _join(settings: Settings, console: Console, refused: set[str]) -> None:
+    """The continuous sync takes in tables created on blue while it runs (without waiting
+    for their copy: the heartbeat goes on); what it cannot take is reported once."""
+    try:
+        logical.join_new_tables(settings, say=console.print, wait=False, partial=True)
+    except (SyncError, psycopg.Error) as exc:
+        if str(exc) not in refused:
+            refused.add(str(exc))
+            console.print(f"cannot take in a new table: {exc}")
 
 
 def _say_once(console: Console, said: set[str], exc: BaseException, link: LivePair,

@@ -67,7 +67,8 @@ class SyncProbe:
             log.warning("%s reachable again after %.1fs", env, seconds)
         if not with_drift and self.latest is not None:
             status = replace(status, drift=self.latest.drift,
-                             blocking_drift=self.latest.blocking_drift)
+                             blocking_drift=self.latest.blocking_drift,
+                             new_tables=self.latest.new_tables)
         self.latest = status
         return status
 

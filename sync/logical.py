@@ -167,41 +167,60 @@ def _copy(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name
     return done.rows
 
 
-def join_new_tables(settings: Settings, say: Say = lambda _: None) -> list[str]:
+def join_new_tables(settings: Settings, say: Say = lambda _: None, *, wait: bool = True,
+                    partial: bool = False) -> list[str]:
     """For a sync that streams already: see _add_new_tables."""
     blue_db, green_db = databases(settings)
     with connect(blue_db, "sync") as blue, connect(green_db, "sync") as green:
         return _add_new_tables(settings, blue, green, list_tables(blue, settings.sync),
-                               objects.pg_name(settings.sync), say)
+                               objects.pg_name(settings.sync), say, wait=wait, partial=partial)
 
 
 def _add_new_tables(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name: str,
-                    say: Say) -> list[str]:
+                    say: Say, *, wait: bool = True, partial: bool = False) -> list[str]:
     """Tables created on blue since the sync started join it: their schema on green (when
     green's came from blue), the publication, and the subscription's own consistent copy of
-    just them (REFRESH PUBLICATION, copy_data = true); returns once green has them all."""
+    just them (REFRESH PUBLICATION, copy_data = true); with wait, returns once green has them
+    all (without, the drift shows them as being copied until then). A table that cannot join
+    refuses them all (BadInputError, nothing changed), or with partial, the others join
+    first."""
     published = {(str(r[0]), str(r[1])) for r in blue.execute(
         "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
         [name]).fetchall()}
     new = [t for t in tables if (t.schema, t.name) not in published]
     if not new:
         return []
+    problems: list[str] = []
     # Publishing a table without a replica identity would make blue refuse its UPDATEs.
-    keyless = [t.qualified for t in new if not t.replicable]
-    unlogged = [t.qualified for t in new if t.persistence == "u"]
+    keyless = [t for t in new if not t.replicable]
+    unlogged = [t for t in new if t.persistence == "u"]
     if keyless or unlogged:
-        fixes = [f"ALTER TABLE {t} REPLICA IDENTITY FULL" for t in keyless]
-        fixes += [f"ALTER TABLE {t} SET LOGGED" for t in unlogged]
-        raise BadInputError(f"new table(s) on blue cannot be replicated: "
-                            f"{', '.join(keyless + unlogged)}; nothing was changed. Fix on blue: "
-                            f"{'; '.join(fixes)} (or add a primary key, or list them in "
-                            "sync.exclude_tables), then re-run `cutover sync`")
-    missing = [t for t in new if table_by_name(green, t.schema, t.name) is None]
+        fixes = [f"ALTER TABLE {t.qualified} REPLICA IDENTITY FULL" for t in keyless]
+        fixes += [f"ALTER TABLE {t.qualified} SET LOGGED" for t in unlogged]
+        problems.append(f"new table(s) on blue cannot be replicated: "
+                        f"{', '.join(t.qualified for t in keyless + unlogged)}. Fix on blue: "
+                        f"{'; '.join(fixes)} (or add a primary key, or list them in "
+                        "sync.exclude_tables)")
     previous = objects.read_phase(green, name)
-    if missing and not (previous and previous[1]):
-        raise BadInputError(f"new table(s) on blue missing on green, whose schema is its own: "
-                            f"{', '.join(t.qualified for t in missing)}; create them on green, "
-                            "then re-run `cutover sync`; nothing was changed")
+    own_schema = not (previous and previous[1])
+    absent = [t for t in new if own_schema and table_by_name(green, t.schema, t.name) is None]
+    if absent:
+        problems.append(f"new table(s) on blue missing on green, whose schema is its own: "
+                        f"{', '.join(t.qualified for t in absent)}; create them on green")
+    if problems and not partial:
+        raise BadInputError("; ".join(problems) + "; nothing was changed. Then re-run `cutover sync`")
+    held = set(keyless + unlogged + absent)
+    new = [t for t in new if t not in held]
+    if new:
+        _join(settings, blue, green, [t for t in tables if t not in held], new, name, say, wait)
+    if problems:
+        raise BadInputError("; ".join(problems))  # the same words each time: said once
+    return [t.qualified for t in new]
+
+
+def _join(settings: Settings, blue: Conn, green: Conn, tables: list[Table], new: list[Table],
+          name: str, say: Say, wait: bool) -> None:
+    missing = [t for t in new if table_by_name(green, t.schema, t.name) is None]
     if missing:
         say(f"creating {len(missing)} new table(s) on green from blue's schema")
         create_schemas_on_green(settings, missing)
@@ -213,8 +232,8 @@ def _add_new_tables(settings: Settings, blue: Conn, green: Conn, tables: list[Ta
                   .format(objects.ident(name)))
     say(f"added {len(new)} table(s) created on blue since the sync started: "
         f"{', '.join(t.qualified for t in new)}; green copies them now")
-    _wait_tables_ready(green, name, say)
-    return [t.qualified for t in new]
+    if wait:
+        _wait_tables_ready(green, name, say)
 
 
 def _wait_tables_ready(green: Conn, name: str, say: Say) -> None:

@@ -37,6 +37,8 @@ class SyncStatus:
     """Schema differences between blue and green for the synced tables."""
     blocking_drift: list[str] = field(default_factory=list)
     """The part of drift that keeps green from taking writes (a table or column it lacks)."""
+    new_tables: list[str] = field(default_factory=list)
+    """Tables on blue the sync does not carry yet: created after it started."""
 
     @property
     def streaming(self) -> bool:
@@ -101,15 +103,19 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         heartbeat_age_seconds=float(hb[2]) if hb and hb[2] is not None else None,
         drift=[str(d) for d in drift],
         blocking_drift=[str(d) for d in drift if d.blocks_writes],
+        new_tables=[d.table for d in drift if d.unreplicated],
     )
 
 
 @dataclass(frozen=True)
 class Drift:
+    table: str
     text: str
     blocks_writes: bool
     """The follower cannot take writes as it is: a table or a column it lacks (a type that
     differs may be an expanded schema's widening, so it only warns)."""
+    unreplicated: bool = False
+    """A table the publication lacks: created after the sync started."""
 
     def __str__(self) -> str:
         return self.text
@@ -132,25 +138,25 @@ def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: s
         [publication or objects.pg_name(settings)]).fetchall()}
     for t in list_tables(src, settings):
         if (t.schema, t.name) in copying:
-            drift.append(Drift(f"{t.qualified} is still being copied to {theirs}", True))
+            drift.append(Drift(t.qualified, f"{t.qualified} is still being copied to {theirs}", True))
             continue
         if published and (t.schema, t.name) not in published:
             fix = " (`cutover sync` adds it)" if ours == "blue" else ""
-            drift.append(Drift(f"{t.qualified} is on {ours} but not replicated: it was created "
-                               f"after the sync started{fix}", True))
+            drift.append(Drift(t.qualified, f"{t.qualified} is on {ours} but not replicated: it "
+                               f"was created after the sync started{fix}", True, unreplicated=True))
             continue
         g = table_by_name(dst, t.schema, t.name)
         if g is None:
-            drift.append(Drift(f"{t.qualified} is missing on {theirs}", True))
+            drift.append(Drift(t.qualified, f"{t.qualified} is missing on {theirs}", True))
             continue
         missing = [c for c in t.columns if c not in g.columns]
         if missing:
-            drift.append(Drift(f"{t.qualified}: column(s) {', '.join(missing)} exist on {ours} "
-                               f"only; add them on {theirs} or replication stops", True))
+            drift.append(Drift(t.qualified, f"{t.qualified}: column(s) {', '.join(missing)} exist "
+                               f"on {ours} only; add them on {theirs} or replication stops", True))
         src_types, dst_types = column_types(src, t), column_types(dst, g)
         for col in t.columns:
             if col in dst_types and dst_types[col] != src_types[col]:
-                drift.append(Drift(f"{t.qualified}.{col} is {src_types[col]} on {ours} but "
+                drift.append(Drift(t.qualified, f"{t.qualified}.{col} is {src_types[col]} on {ours} but "
                                    f"{dst_types[col]} on {theirs}; alter it on {theirs} the same "
                                    "way, or values may fail to apply", False))
     return drift
