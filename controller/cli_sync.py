@@ -337,14 +337,14 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
         while not stop.is_set():
             now = time.monotonic()
             with_drift = now >= next_report
+            was_down = set(link.down)
             try:
                 blue, green = link.open()
                 beat(blue)
                 status = read_status(blue, green, settings.sync, with_drift=with_drift)
             except (SyncError, psycopg.Error) as exc:
-                link.failed(exc)
+                _lost(exc, link, was_down, metrics)
                 _say_once(console, said, exc, link, period)
-                metrics.streaming.set(0)
             else:
                 for env, seconds in link.succeeded().items():
                     console.print(f"{env} reachable again after {seconds:.1f}s")
@@ -365,6 +365,14 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
             stop.wait(max(0.0, next_tick - time.monotonic()))
     finally:
         link.close()
+
+
+def _lost(exc: BaseException, link: LivePair, was_down: set[str], metrics: SyncMetrics) -> None:
+    """A failed tick: the sides it lost are down, and each new outage is counted."""
+    link.failed(exc)
+    for env in set(link.down) - was_down:
+        metrics.database_outages.labels(env).inc()
+    metrics.streaming.set(0)
 
 
 def _join(settings: Settings, console: Console, refused: set[str]) -> None:

@@ -31,6 +31,12 @@ class SyncMetrics:
         self.database_up = Gauge("cutover_sync_database_up",
                                  "1 while the sync loop reaches the database, 0 while it cannot",
                                  ["env"], registry=r)
+        # A counter, not only the gauge: a restart shorter than a scrape interval still counts.
+        self.database_outages = Counter("cutover_sync_database_outages",
+                                        "Times the sync loop lost a database (restart, dropped "
+                                        "connection)", ["env"], registry=r)
+        for env in ("blue", "green"):  # both series from the start, at 0
+            self.database_outages.labels(env)
         self.diff_cycle_failures = Counter("cutover_diff_cycle_failures",
                                            "Diff cycles that failed (retried at the next)", registry=r)
         self.heartbeat = Gauge("cutover_loop_heartbeat_timestamp_seconds",
