@@ -184,9 +184,7 @@ def _add_new_tables(settings: Settings, blue: Conn, green: Conn, tables: list[Ta
     all (without, the drift shows them as being copied until then). A table that cannot join
     refuses them all (BadInputError, nothing changed), or with partial, the others join
     first."""
-    published = {(str(r[0]), str(r[1])) for r in blue.execute(
-        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-        [name]).fetchall()}
+    published = objects.published_tables(blue, name)
     new = [t for t in tables if (t.schema, t.name) not in published]
     if not new:
         return []
@@ -245,10 +243,7 @@ def _wait_tables_ready(green: Conn, name: str, say: Say) -> None:
         return int(row[0]) if row else 0
     before, reported = errors(), time.monotonic()
     while True:
-        row = green.execute(
-            "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
-            "WHERE s.subname = %s AND r.srsubstate <> 'r'", [name]).fetchone()
-        left = int(row[0]) if row else 0
+        left = len(objects.tables_being_copied(green, name))
         if left == 0:
             return
         if errors() > before:

@@ -95,3 +95,19 @@ def slot_exists(blue: Conn, name: str) -> bool:
 def subscription_exists(green: Conn, name: str) -> bool:
     return green.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
                          [name]).fetchone() is not None
+
+
+def published_tables(conn: Conn, publication: str) -> set[tuple[str, str]]:
+    """(schema, table) of every table the publication carries."""
+    return {(str(r[0]), str(r[1])) for r in conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+        [publication]).fetchall()}
+
+
+def tables_being_copied(conn: Conn, subscription: str) -> set[tuple[str, str]]:
+    """(schema, table) the subscription is still copying: not yet 'r'eady."""
+    return {(str(r[0]), str(r[1])) for r in conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_subscription_rel r "
+        "JOIN pg_subscription s ON s.oid = r.srsubid JOIN pg_class c ON c.oid = r.srrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE s.subname = %s AND r.srsubstate <> 'r'",
+        [subscription]).fetchall()}

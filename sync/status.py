@@ -128,14 +128,9 @@ def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: s
     leaves a new table unsynced."""
     drift: list[Drift] = []
     ours, theirs = names
-    published = {(str(r[0]), str(r[1])) for r in src.execute(
-        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-        [publication or objects.pg_name(settings)]).fetchall()}
-    copying = {(str(r[0]), str(r[1])) for r in dst.execute(
-        "SELECT n.nspname, c.relname FROM pg_subscription_rel r "
-        "JOIN pg_subscription s ON s.oid = r.srsubid JOIN pg_class c ON c.oid = r.srrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE s.subname = %s AND r.srsubstate <> 'r'",
-        [publication or objects.pg_name(settings)]).fetchall()}
+    # The publication and the subscription that carries it share one name.
+    name = publication or objects.pg_name(settings)
+    published, copying = objects.published_tables(src, name), objects.tables_being_copied(dst, name)
     for t in list_tables(src, settings):
         if (t.schema, t.name) in copying:
             drift.append(Drift(t.qualified, f"{t.qualified} is still being copied to {theirs}", True))

@@ -475,7 +475,7 @@ class _Switch:
         if self.after_resume:
             try:
                 self._compare_or_switch_back("verify", self.verify)
-            finally:
+            finally:  # the fence snapshot's connection holds the slot the old primary subscribes to
                 self._close_slot_conn()
         self.finish()
         return self.report
