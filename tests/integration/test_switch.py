@@ -41,6 +41,20 @@ def read_only(pair: DbPair, env: str) -> bool:
     return row == ("on",)
 
 
+STRAY = 9999
+"""A teller put on one side only: the difference the comparisons must find."""
+
+
+def equal_without_the_stray_row(routed: Routed, on: str) -> None:
+    """The stray row deleted where it was put (through a fence, if there is one): then the
+    two sides must be equal."""
+    with (routed.pair.green() if on == "green" else routed.pair.blue()) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute(f"DELETE FROM pgbench_tellers WHERE tid = {STRAY}")
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+
+
 def start_sync(routed: Routed, scale: int = 2) -> None:
     pgbench_init(routed.pair.dsn("blue"), scale)
     with routed.pair.blue() as b:
@@ -93,7 +107,7 @@ def test_a_difference_at_the_fence_leaves_writes_on_blue_losing_nothing(
     blue (pgbench's writes on green meanwhile come with it); in the pause it aborts."""
     start_sync(routed)
     with routed.pair.green() as g:
-        g.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES (9999, 1, 0)")
+        g.execute(f"INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES ({STRAY}, 1, 0)")
     settings = with_switchover(routed, verify_at=verify_at)
     bench = Pgbench(routed.dsn, clients=4, seconds=6)
     bench.start()
@@ -108,15 +122,11 @@ def test_a_difference_at_the_fence_leaves_writes_on_blue_losing_nothing(
     assert not read_only(routed.pair, "blue")
     with routed.pair.blue() as b:
         assert b.execute("SELECT count(*) FROM pgbench_history").fetchone() == (result.transactions,)
-        assert b.execute("SELECT count(*) FROM pgbench_tellers WHERE tid = 9999").fetchone() == (0,)
+        assert b.execute(f"SELECT count(*) FROM pgbench_tellers WHERE tid = {STRAY}").fetchone() == (0,)
     # Green streams from blue again (fenced if writes went there and back, as after any
     # switch back); without its stray row it equals blue.
     assert read_only(routed.pair, "green") == (verify_at == "after_resume")
-    with routed.pair.green() as g:
-        g.execute("SET default_transaction_read_only = off")
-        g.execute("DELETE FROM pgbench_tellers WHERE tid = 9999")
-    routed.pair.wait_caught_up()
-    assert_same_data(routed.pair)
+    equal_without_the_stray_row(routed, "green")
 
 
 def test_checksums_after_the_resume_catch_a_changed_value(routed: Routed) -> None:
@@ -246,7 +256,7 @@ def test_killed_before_the_comparison_the_rerun_compares_live_and_goes_back_on_a
     two sides live once blue caught up, finds green's stray row and puts writes back on blue."""
     start_sync(routed, scale=1)
     with routed.pair.green() as g:
-        g.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES (9999, 1, 0)")
+        g.execute(f"INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES ({STRAY}, 1, 0)")
 
     def die(step: str, _details: dict[str, Any]) -> None:
         if step == "resume: done":
@@ -270,12 +280,8 @@ def test_killed_before_the_comparison_the_rerun_compares_live_and_goes_back_on_a
     assert not read_only(routed.pair, "blue")
     with routed.pair.blue() as b:
         assert not writer.missing_on(b), "an acknowledged write is missing on blue"
-        assert b.execute("SELECT count(*) FROM pgbench_tellers WHERE tid = 9999").fetchone() == (0,)
-    with routed.pair.green() as g:
-        g.execute("SET default_transaction_read_only = off")
-        g.execute("DELETE FROM pgbench_tellers WHERE tid = 9999")
-    routed.pair.wait_caught_up()
-    assert_same_data(routed.pair)
+        assert b.execute(f"SELECT count(*) FROM pgbench_tellers WHERE tid = {STRAY}").fetchone() == (0,)
+    equal_without_the_stray_row(routed, "green")
 
 
 def test_a_switch_back_that_finds_a_difference_stays_when_asked_to(routed: Routed) -> None:
@@ -286,17 +292,14 @@ def test_a_switch_back_that_finds_a_difference_stays_when_asked_to(routed: Route
     with routed.pair.blue() as b:  # a row the fenced blue took that green never had
         b.execute("SET default_transaction_read_only = off")
         b.execute("ALTER SUBSCRIPTION cutover_reverse DISABLE")
-        b.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES (9999, 1, 0)")
+        b.execute(f"INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES ({STRAY}, 1, 0)")
         b.execute("ALTER SUBSCRIPTION cutover_reverse ENABLE")
     report = switch(routed.settings, "blue", back_on_difference=False)
     assert report.difference is not None
     assert "pgbench_tellers" in report.difference
     assert routed.primary() == "blue"
     assert not read_only(routed.pair, "blue")
-    with routed.pair.blue() as b:
-        b.execute("DELETE FROM pgbench_tellers WHERE tid = 9999")
-    routed.pair.wait_caught_up()
-    assert_same_data(routed.pair)
+    equal_without_the_stray_row(routed, "blue")
 
 
 def test_a_breach_with_database_revert_puts_writes_back_on_blue(
