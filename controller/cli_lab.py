@@ -43,10 +43,16 @@ def up(
     servers_per_env: Annotated[int, typer.Option(min=1, max=8, help="App servers per environment.")] = 1,
     base_port: Annotated[
         int, typer.Option(help="Preferred first port (busy ones are replaced).")] = DEFAULT_BASE_PORT,
+    blue_version: Annotated[int | None, typer.Option(
+        min=10, help="Blue's PostgreSQL major, e.g. 15 (default: as before, else the newest "
+                     "/usr/lib/postgresql).")] = None,
+    green_version: Annotated[int | None, typer.Option(
+        min=10, help="Green's PostgreSQL major, e.g. 18 (default: as before, else the newest "
+                     "/usr/lib/postgresql).")] = None,
 ) -> None:
     """Start the lab (idempotent: running parts are kept) and write its cutover.toml."""
     lab = open_lab(root, servers_per_env=servers_per_env, with_prometheus=prometheus,
-                   base_port=base_port)
+                   base_port=base_port, blue_version=blue_version, green_version=green_version)
     try:
         lab.up(progress=lambda msg: out.print(f"  {msg}"))
     except LabError as exc:
@@ -76,10 +82,11 @@ def status(root: DirOption = DEFAULT_ROOT, as_json: JsonOption = False) -> None:
         print_json({"dir": str(lab.root), "up": all(c.running for c in parts),
                     "components": [c.__dict__ for c in parts]})
     else:
-        table = Table("part", "port", "pid", "state", title=f"lab in {lab.root}")
+        table = Table("part", "port", "pid", "state", "version", title=f"lab in {lab.root}")
         for c in parts:
             table.add_row(c.name, str(c.port), str(c.pid or "-"),
-                          styled(("running", "green")) if c.running else styled(("stopped", "red")))
+                          styled(("running", "green")) if c.running else styled(("stopped", "red")),
+                          c.version or "")
         out.print(table)
     if not all(c.running for c in parts):
         raise typer.Exit(Exit.FAILED)

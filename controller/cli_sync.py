@@ -35,13 +35,13 @@ from controller.cli_common import (
     styled,
 )
 from controller.metrics import SyncMetrics
-from sync import diff, logical
+from sync import diff, logical, readiness
 from sync.catalog import list_tables
 from sync.connections import connect, databases
 from sync.copy import CopyProgress
 from sync.errors import BadInputError, SyncError
-from sync.foreign_keys import validate_pending
 from sync.livepair import ENVS, LivePair
+from sync.logical import StartResult
 from sync.preflight import Report, Status, run_preflight
 from sync.sequences import copy_sequences
 from sync.status import SyncStatus, beat, read_status
@@ -129,9 +129,9 @@ def sync(
             _sequences(settings, as_json)
             return
         metrics = SyncMetrics()
-        _start_or_join(settings, metrics, err if as_json else out, join=not follow)
+        started = _start_or_join(settings, metrics, err if as_json else out, join=not follow)
         # Off the copy's critical path: green already streams while these scans run.
-        validate_pending(settings, say=lambda m: (err if as_json else out).print(f"  {m}"))
+        logical.settle(settings, started, say=lambda m: (err if as_json else out).print(f"  {m}"))
         if follow:
             _follow(settings, metrics, as_json)
         else:
@@ -151,8 +151,7 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
         if settings.metrics.enabled:
             metrics.serve(settings.metrics)
             console.print(f"  metrics on http://{settings.metrics.listen}/metrics")
-    if not dry_run:
-        diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}"))
+    unready = not dry_run and diff.ensure_schema(settings, say=lambda m: console.print(f"  {m}"))
     next_cycle = time.monotonic()
     cycles = 0
     while True:
@@ -176,6 +175,9 @@ def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json
             metrics.database_up.labels(env).set(1)
         metrics.diff_cycle(report)
         _print_cycle(report, dry_run, as_json, console)
+        if unready:  # green has its first full copy: statistics and materialized views
+            readiness.ready_green(settings, say=lambda m: console.print(f"  {m}"), fresh=True)
+            unready = False
         if not follow:
             return
         next_cycle += every
@@ -243,23 +245,24 @@ def _sequences(settings: Settings, as_json: bool) -> None:
                      if done.missing_on_green else ""))
 
 
-def _start_or_join(settings: Settings, metrics: SyncMetrics, console: Console, join: bool) -> None:
+def _start_or_join(settings: Settings, metrics: SyncMetrics, console: Console,
+                   join: bool) -> StartResult | None:
     """A new sync after preflight passes; one that streams already takes in the tables
     created on blue since it started (--follow leaves that to its loop, which reports what
-    it cannot take and runs on)."""
+    it cannot take and runs on) and returns None."""
     if logical.is_streaming(settings):
         if join:
             logical.join_new_tables(settings, say=lambda m: console.print(f"  {m}"))
-        return
+        return None
     report = run_preflight(settings)
     if not report.ok:
         _print_preflight(report)
         err.print("sync refuses to start while a preflight check fails (fixes above)")
         raise typer.Exit(Exit.FAILED)
-    _start(settings, metrics, console)
+    return _start(settings, metrics, console)
 
 
-def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> None:
+def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> StartResult:
     """Start or resume; progress goes to console (stderr when stdout carries JSON)."""
     blue_db, _ = databases(settings)
     with connect(blue_db, "plan") as blue:
@@ -274,8 +277,7 @@ def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> None:
                 metrics.rows_copied.inc(p.rows - last.rows)
                 last.rows = p.rows
                 bar.update(task, completed=p.rows, rows=f"{p.rows:,}")
-            logical.start(settings, say=lambda m: bar.console.print(f"  {m}"), progress=show)
-        return
+            return logical.start(settings, say=lambda m: bar.console.print(f"  {m}"), progress=show)
     next_log = [time.monotonic()]
 
     def log(p: CopyProgress) -> None:
@@ -285,7 +287,7 @@ def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> None:
             console.print(f"  copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, "
                           f"{p.chunks_done}/{p.chunks_total} chunks")
             next_log[0] = time.monotonic() + 5
-    logical.start(settings, say=lambda m: console.print(f"  {m}"), progress=log)
+    return logical.start(settings, say=lambda m: console.print(f"  {m}"), progress=log)
 
 
 def _status_line(s: SyncStatus) -> str:
@@ -294,7 +296,8 @@ def _status_line(s: SyncStatus) -> str:
     lag_ms = None if s.heartbeat_lag_seconds is None else s.heartbeat_lag_seconds * 1000
     return (f"{'streaming' if s.streaming else s.phase}: lag {num(s.lag_bytes, ' B')} / "
             f"{num(lag_ms, ' ms', ',.1f')}, slot {s.wal_status or '-'}, retained WAL "
-            f"{num(s.retained_wal_bytes, ' B')}" + (f", DRIFT: {'; '.join(s.drift)}" if s.drift else ""))
+            f"{num(s.retained_wal_bytes, ' B')}" + (f", DRIFT: {'; '.join(s.drift)}" if s.drift else "")
+            + (f", green not ready: {'; '.join(s.not_ready)}" if s.not_ready else ""))
 
 
 def _show_status(settings: Settings, as_json: bool) -> None:
@@ -399,16 +402,7 @@ def _say_once(console: Console, said: set[str], exc: BaseException, link: LivePa
 
 
 def _export(metrics: SyncMetrics, s: SyncStatus) -> None:
-    if s.lag_bytes is not None:
-        metrics.lag_bytes.set(s.lag_bytes)
-    if s.heartbeat_lag_seconds is not None:
-        metrics.lag_seconds.set(s.heartbeat_lag_seconds)
-    if s.heartbeat_age_seconds is not None:
-        metrics.heartbeat_age.set(s.heartbeat_age_seconds)
-    if s.retained_wal_bytes is not None:
-        metrics.retained_wal.set(s.retained_wal_bytes)
-    metrics.streaming.set(1 if s.streaming else 0)
-    metrics.drift.set(len(s.drift))
+    metrics.export(s.as_dict())
     metrics.heartbeat.set_to_current_time()
 
 

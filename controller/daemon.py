@@ -339,7 +339,7 @@ class Daemon:
                 for env in ("blue", "green"):
                     m.weight.labels(env).set(weights[env])
             if sync is not None:
-                _export_sync(m, sync)
+                m.sync.export(sync)
             checks = {n: v.as_dict() for n, v in self.watch.latest.items()} if self.watch else {}
             self.store.record("sample", {
                 "phase": self.state.phase.value, "stage": self.state.stage, "weights": weights,
@@ -387,14 +387,7 @@ class Daemon:
         self.store.record("reload", {"plan": {"stages": [s.weight for s in plan.stages]}})
 
 
-def _export_sync(m: DaemonMetrics, s: dict[str, Any]) -> None:
-    for key, gauge in (("lag_bytes", m.sync.lag_bytes), ("heartbeat_lag_seconds", m.sync.lag_seconds),
-                       ("heartbeat_age_seconds", m.sync.heartbeat_age),
-                       ("retained_wal_bytes", m.sync.retained_wal)):
-        if s.get(key) is not None:
-            gauge.set(float(s[key]))
-    m.sync.streaming.set(1 if s.get("streaming") else 0)
-    m.sync.drift.set(len(s.get("drift") or []))
+
 
 
 # -- HTTP: /metrics, /healthz, /status ---------------------------------------------------------

@@ -26,10 +26,9 @@ from controller.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, shift
-from sync import diff, logical
+from sync import diff, logical, readiness
 from sync.copy import CopyProgress
 from sync.errors import SyncError
-from sync.foreign_keys import validate_pending
 from sync.preflight import Status, run_preflight
 from sync.switch import switch
 
@@ -143,6 +142,7 @@ def _copy(c: _Context) -> JobResult:
     if c.settings.sync.mode == SyncMode.DIFF:  # a first full diff cycle fills green
         diff.ensure_schema(c.settings, say=c.say)
         report = diff.cycle(c.settings, say=c.say)
+        readiness.ready_green(c.settings, say=c.say, fresh=True)
         return JobResult(Job.COPY, True, f"diff: {report.total('blue_rows'):,} rows compared, "
                          f"{report.total('inserted') + report.total('updated'):,} written, "
                          f"{report.total('deleted'):,} deleted")
@@ -156,7 +156,7 @@ def _copy(c: _Context) -> JobResult:
             c.say(f"copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, {p.chunks_done}/{p.chunks_total} chunks")
             next_log[0] = time.monotonic() + 5
     started = logical.start(c.settings, say=c.say, progress=progress)
-    validate_pending(c.settings, say=c.say)
+    logical.settle(c.settings, started, say=c.say)
     what = "already streaming" if started.already_streaming else f"{started.rows_copied:,} rows copied"
     return JobResult(Job.COPY, True, what)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
 
 from config.operations import MetricsSettings
@@ -26,6 +28,9 @@ class SyncMetrics:
                                registry=r)
         self.drift = Gauge("cutover_sync_schema_drift_tables",
                            "Tables whose schema differs between blue and green", registry=r)
+        self.not_ready = Gauge("cutover_sync_green_not_ready_objects",
+                               "Green's tables never analyzed and materialized views not populated",
+                               registry=r)
         self.rows_copied = Counter("cutover_sync_rows_copied",
                                    "Rows copied by the initial copy", registry=r)
         self.database_up = Gauge("cutover_sync_database_up",
@@ -50,6 +55,17 @@ class SyncMetrics:
         self.diff_cycle_seconds = Gauge("cutover_diff_cycle_seconds",
                                         "Duration of the last diff cycle", registry=r)
         self.diff_cycles = Counter("cutover_diff_cycles", "Diff cycles completed", registry=r)
+
+    def export(self, status: dict[str, Any]) -> None:
+        """A SyncStatus (as_dict) as gauges: the sync service's and the daemon's alike."""
+        for key, gauge in (("lag_bytes", self.lag_bytes), ("heartbeat_lag_seconds", self.lag_seconds),
+                           ("heartbeat_age_seconds", self.heartbeat_age),
+                           ("retained_wal_bytes", self.retained_wal)):
+            if status.get(key) is not None:
+                gauge.set(float(status[key]))
+        self.streaming.set(1 if status.get("streaming") else 0)
+        self.drift.set(len(status.get("drift") or []))
+        self.not_ready.set(len(status.get("not_ready") or []))
 
     def diff_cycle(self, report: CycleReport) -> None:
         self.diff_rows_compared.inc(report.total("blue_rows"))

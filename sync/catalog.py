@@ -44,7 +44,7 @@ class Table:
     @property
     def qualified(self) -> str:
         """For messages and journals: the name as PostgreSQL would quote it."""
-        return f"{_quote(self.schema)}.{_quote(self.name)}"
+        return f"{quote_name(self.schema)}.{quote_name(self.name)}"
 
     @property
     def replicable(self) -> bool:
@@ -52,19 +52,91 @@ class Table:
         return bool(self.key) if self.replica_identity == "d" else self.replica_identity in "fi"
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
+    """A name as PostgreSQL would quote it in a message or a fix to paste."""
     simple = name.isidentifier() and name == name.lower() and name.isascii()
     return name if simple else '"' + name.replace('"', '""') + '"'
 
 
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    """As format_type spells it (typmod included: numeric(12,2))."""
+    not_null: bool
+    has_default: bool
+    """A default, an identity or a generated expression: an INSERT without it still works."""
+    generated: bool
+    """GENERATED ALWAYS AS (...) STORED: computed on each side, never replicated."""
+
+
+def columns_of(conn: Conn, table: Table) -> dict[str, Column]:
+    """The table's columns (by schema and name, so another database's table of that name)."""
+    rows = conn.execute(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+        "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', a.attgenerated <> '' "
+        "FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum", [table.schema, table.name]).fetchall()
+    return {str(r[0]): Column(str(r[0]), str(r[1]), bool(r[2]), bool(r[3]), bool(r[4])) for r in rows}
+
+
 def column_types(conn: Conn, table: Table) -> dict[str, str]:
     """Column name -> type as format_type spells it (typmod included: numeric(12,2))."""
-    rows = conn.execute(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
-        [table.schema, table.name]).fetchall()
-    return {str(r[0]): str(r[1]) for r in rows}
+    return {name: col.type for name, col in columns_of(conn, table).items()}
+
+
+_TRAITS = """
+WITH RECURSIVE walk(col, typ, depth) AS (
+    SELECT a.attname::text, a.atttypid, 0 FROM pg_attribute a
+      JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL  -- through domains to their base type, through arrays to their element type
+    SELECT w.col, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, w.depth + 1
+      FROM walk w JOIN pg_type t ON t.oid = w.typ
+     WHERE w.depth < 20 AND (t.typtype = 'd'
+           OR (t.typelem <> 0 AND t.typcategory = 'A'))
+), typed AS (
+    SELECT w.col, t.typtype = 'd' OR t.typelem <> 0
+                  AND t.typcategory = 'A' AS wrapper,
+           -- reg* values are OIDs: as text they are names, which the other cluster resolves
+           t.oid < 16384 AND t.typtype IN ('b', 'r', 'm') AND t.typname !~ '^reg' AS builtin,
+           EXISTS (
+               SELECT FROM pg_opclass oc
+                 JOIN pg_am am ON am.oid = oc.opcmethod AND am.amname = 'hash'
+                 JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 2
+                WHERE oc.opcdefault AND (oc.opcintype = t.oid OR EXISTS (
+                      SELECT FROM pg_cast c WHERE c.castsource = t.oid
+                         AND c.casttarget = oc.opcintype AND c.castmethod = 'b'
+                         AND c.castcontext = 'i'))) AS hashes
+      FROM walk w JOIN pg_type t ON t.oid = w.typ
+)
+SELECT col, bool_and(wrapper OR builtin), bool_and(wrapper OR builtin AND hashes)
+  FROM typed GROUP BY col
+"""
+
+
+@dataclass(frozen=True)
+class ColumnTraits:
+    """What a table's column types allow between two clusters, whose user-defined types have
+    different OIDs. Asked of the catalog: probing would leave an error in the server's log."""
+
+    portable_binary: set[str]
+    """Columns of built-in types (through domains and arrays): binary COPY carries them. An
+    array or a composite of a user type embeds that type's OID, which the other side rejects,
+    and a reg* value is an OID of this cluster."""
+    stable_hash: set[str]
+    """Columns whose values hash the same in any cluster: built-in base types with an extended
+    hash function. Enums hash their OID, composites and ranges hash
+    their fields by their types' functions, and an extension's hashing is unknown: those are
+    hashed as text."""
+
+
+def column_traits(conn: Conn, table: Table) -> ColumnTraits:
+    """By schema and name, like columns_of: the table may be the other side's."""
+    rows = conn.execute(_TRAITS, [table.schema, table.name]).fetchall()
+    return ColumnTraits({str(r[0]) for r in rows if r[1]}, {str(r[0]) for r in rows if r[2]})
 
 
 _TABLES = """

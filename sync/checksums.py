@@ -5,21 +5,22 @@ A chunk's checksum is the sum of a 64-bit hash of each row, so it does not depen
 order and costs one scan. Rows are compared through the columns both sides have, in blue's
 order. The hash is hash_record_extended over the values (PostgreSQL >= 14; the same stable
 functions hash partitioning relies on), 2-3x cheaper than hashing the row's text; a column
-whose type differs between the sides or has no hash function goes in as its text (in UTC, the
-sessions' TimeZone), and servers without hash_record_extended hash the whole row's text.
+whose type differs between the sides, has no hash function or hashes differently in another
+cluster (an enum hashes its OID) goes in as its text (in UTC, the sessions' TimeZone), and
+servers without hash_record_extended hash the whole row's text.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
-from sync.catalog import Table, column_types
+from sync.catalog import Table, column_traits, column_types
 from sync.connections import Conn
 
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
@@ -35,10 +36,44 @@ class KeyRange:
     low: tuple[Any, ...] | None
     high: tuple[Any, ...] | None
 
-    def label(self, key: tuple[str, ...]) -> str:
+    def label(self, key: tuple[str, ...], span: KeySpan | None = None) -> str:
+        """The range as the key's values; an open end shows the lowest or highest key the
+        data has (span), so a range over a whole table still names where its rows are."""
         def show(v: tuple[Any, ...] | None) -> str:
             return "…" if v is None else (repr(v[0]) if len(v) == 1 else repr(v))
-        return f"{', '.join(key)} in [{show(self.low)}, {show(self.high)})"
+        low = self.low if self.low is not None or span is None else span[0]
+        high, close = (self.high, ")") if self.high is not None or span is None else (span[1], "]")
+        return f"{', '.join(key)} in [{show(low)}, {show(high)}{close}"
+
+
+KeySpan = tuple[tuple[Any, ...], tuple[Any, ...]]
+"""The lowest and the highest key of a table."""
+
+
+def key_span(conn: Conn, table: Table) -> KeySpan | None:
+    """The table's lowest and highest key (two probes of its primary key index); None when
+    it is empty or has no key."""
+    if not table.key:
+        return None
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+    ends = []
+    for order in ("ASC", "DESC"):
+        by = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(order))
+                                for k in table.key)
+        row = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT 1").format(
+            keys, table.ident, by)).fetchone()
+        if row is None:
+            return None
+        ends.append(tuple(row))
+    return ends[0], ends[1]
+
+
+def widest(spans: Iterable[KeySpan | None]) -> KeySpan | None:
+    """The span covering all of the given ones (blue's and green's)."""
+    known = [s for s in spans if s is not None]
+    if not known:
+        return None
+    return min(s[0] for s in known), max(s[1] for s in known)
 
 
 @dataclass(frozen=True)
@@ -77,30 +112,14 @@ def _record_hash(by_value: dict[str, bool], types: dict[str, str] | None = None)
     return sql.SQL("hash_record_extended(ROW({}), 0)").format(cols)
 
 
-def _hashes(conn: Conn, table: Table, columns: tuple[str, ...]) -> bool:
-    """Whether hash_record_extended takes these columns' values on conn. Its type lookup runs
-    before the NULL check, so one all-NULL row of the table's row type answers it."""
-    probe = sql.SQL("SELECT {} FROM (SELECT) one LEFT JOIN {} t ON false").format(
-        _record_hash(dict.fromkeys(columns, True)), table.ident)
-    try:
-        with conn.transaction():
-            conn.execute(probe)
-        return True
-    except psycopg.errors.UndefinedFunction:
-        return False
-
-
 def row_hash(blue: Conn, green: Conn, blue_table: Table, green_table: Table,
              columns: tuple[str, ...]) -> sql.Composable:
     """The per-row hash expression for this table, the same text for both sides."""
     if min(blue.info.server_version, green.info.server_version) < 140000:
         return text_row_hash(columns)
     blue_types, green_types = column_types(blue, blue_table), column_types(green, green_table)
-    same = tuple(c for c in columns if blue_types[c] == green_types.get(c))
-    if _hashes(blue, blue_table, same) and _hashes(green, green_table, same):
-        raw = set(same)
-    else:  # some type lacks a hash function (json, xml, point, ...): find which, one by one
-        raw = {c for c in same if _hashes(blue, blue_table, (c,)) and _hashes(green, green_table, (c,))}
+    same = {c for c in columns if blue_types[c] == green_types.get(c)}
+    raw = same & column_traits(blue, blue_table).stable_hash & column_traits(green, green_table).stable_hash
     return _record_hash({c: c in raw for c in columns}, blue_types)
 
 
@@ -193,9 +212,12 @@ def bucket_sums(conn: Conn, table: Table, rowhash: sql.Composable,
 def boundaries(conn: Conn, table: Table, chunk_rows: int) -> list[tuple[Any, ...]]:
     """Every chunk_rows-th key in key order (one ordered scan of the primary key index)."""
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+    # Outside the subquery only our aliases are visible: a key column named rn collides with nothing.
+    n = len(table.key)
+    ours = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(n))
     rows = conn.execute(sql.SQL(
-        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS rn FROM {}) s "
-        "WHERE rn %% %s = 0 ORDER BY rn").format(keys, keys, keys, table.ident),
+        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) FROM {}) s({}, rn) "
+        "WHERE rn %% %s = 0 ORDER BY rn").format(ours, keys, keys, table.ident, ours),
         [chunk_rows]).fetchall()
     return [tuple(r) for r in rows]
 

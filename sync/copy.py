@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from config.settings import Settings
-from sync.catalog import column_types
+from sync.catalog import column_traits, column_types
 from sync.chunks import Chunk
 from sync.connections import Conn, connect, databases
 from sync.errors import SyncError
@@ -70,7 +70,9 @@ class ParallelCopy:
             for table in {c.table.oid: c.table for c in chunks}.values():
                 theirs = column_types(green, table)
                 ours = column_types(blue, table)
-                self._binary[table.oid] = all(theirs.get(c) == ours[c] for c in table.columns)
+                portable = column_traits(blue, table).portable_binary
+                self._binary[table.oid] = all(theirs.get(c) == ours[c] and c in portable
+                                              for c in table.columns)
             if not self._freeze:
                 return
             # A table loaded whole into a relfilenode of its own transaction (TRUNCATE) is

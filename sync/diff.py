@@ -33,11 +33,12 @@ from psycopg import sql
 
 from config.replication import TransformSettings
 from config.settings import Settings
+from sync import largeobjects, objects
 from sync.catalog import Table, column_types, list_tables, resolve, table_by_name
 from sync.checksums import INTEGER_TYPES, IntBuckets, int_bounds, row_hash, text_row_hash
 from sync.connections import Conn, connect, databases
 from sync.errors import BadInputError, SyncError
-from sync.schema import SchemaDump, create_schemas_on_green
+from sync.schema import SchemaDump
 from sync.sequences import copy_sequences
 
 BUCKET_ROWS = 100
@@ -236,9 +237,12 @@ def row_hashes(conn: Conn, target: Target, side: Side, buckets: Buckets,
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
     if buckets.ints is not None:  # ranges: index range scans joined to the bucket bounds
         lo, hi = zip(*(buckets.ints.bounds(b) for b in differing), strict=True)
-        query = sql.SQL("SELECT {}, {} FROM unnest(%s::bigint[], %s::bigint[]) AS d(cutover_lo, "
-                        "cutover_hi) JOIN {} ON {} BETWEEN d.cutover_lo AND d.cutover_hi").format(
-                            keys, side.rowhash, side.source, sql.Identifier(target.key[0]))
+        # The user's columns stay inside the subquery and ours are named by aliases outside
+        # it, so no user column name can make a reference ambiguous.
+        query = sql.SQL("SELECT s.* FROM (SELECT {}, {} FROM {}) AS s({}) "
+                        "JOIN unnest(%s::bigint[], %s::bigint[]) AS d(lo, hi) "
+                        "ON s.k0 BETWEEN d.lo AND d.hi").format(
+                            keys, side.rowhash, side.source, _aliases(len(target.key)))
         params: list[Any] = [list(lo), list(hi)]
     else:
         query = sql.SQL("SELECT {}, {} FROM {} WHERE {} = ANY(%s)").format(
@@ -247,6 +251,11 @@ def row_hashes(conn: Conn, target: Target, side: Side, buckets: Buckets,
     n = len(target.key)
     with conn.cursor(binary=True) as cur:  # hundreds of thousands of pairs: no text parsing
         return {tuple(r[:n]): int(r[n]) for r in cur.execute(query, params).fetchall()}
+
+
+def _aliases(keys: int) -> sql.Composable:
+    """k0, k1, ... for the key columns, then h for the row hash."""
+    return sql.SQL(", ").join([*(sql.Identifier(f"k{i}") for i in range(keys)), sql.Identifier("h")])
 
 
 # -- step 3: apply --------------------------------------------------------------------------
@@ -499,6 +508,7 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
                     f"~{done.updated:,} -{done.deleted:,}")
             if not dry_run:
                 report.sequences = copy_sequences(blue, green, settings.sync.schemas).copied
+                largeobjects.copy_missing(blue, green)
         finally:
             blue.execute("COMMIT")
     report.seconds = time.monotonic() - started
@@ -507,17 +517,25 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
 
 def ensure_schema(settings: Settings, say: Say = lambda _: None) -> bool:
     """An empty green gets blue's schema (tables, then indexes and constraints), as for the
-    logical sync; a green that has any of the tables is left as it is. True if copied."""
+    logical sync; a green that has any of the tables is left as it is, unless an earlier
+    run was interrupted while copying the schema (the marker says so): that one is
+    completed. True if copied."""
     blue_db, green_db = databases(settings)
+    name = objects.pg_name(settings.sync)
     with connect(blue_db, "diff-schema") as blue, connect(green_db, "diff-schema") as green:
         tables = list_tables(blue, settings.sync)
-        if not tables or any(table_by_name(green, t.schema, t.name) for t in tables):
+        previous = objects.read_phase(green, name)
+        interrupted = previous is not None and previous[0] == objects.SCHEMA_COPYING
+        if not tables or (not interrupted and any(table_by_name(green, t.schema, t.name) for t in tables)):
             return False
-    say(f"green has none of the {len(tables)} table(s): copying blue's schema")
-    create_schemas_on_green(settings, tables)
+        objects.write_phase(green, name, objects.SCHEMA_COPYING, True)
+    say(f"green has none of the {len(tables)} table(s): copying blue's schema" if not interrupted
+        else "completing blue's schema on green (an earlier run was interrupted copying it)")
     with SchemaDump(settings, tables) as dump:
         dump.restore("pre-data")
         dump.restore("post-data")
+    with connect(green_db, "diff-schema") as green:
+        objects.write_phase(green, name, objects.SCHEMA_COPIED, True)
     return True
 
 

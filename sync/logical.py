@@ -24,16 +24,17 @@ import psycopg
 from psycopg import sql
 
 from config.settings import Settings
-from sync import foreign_keys, objects
+from sync import foreign_keys, largeobjects, objects, readiness
 from sync.catalog import Table, list_tables, table_by_name
 from sync.chunks import plan_chunks
 from sync.connections import Conn, connect, databases
 from sync.copy import CopyProgress, ParallelCopy
 from sync.errors import BadInputError, SyncError
-from sync.schema import SchemaDump, create_schemas_on_green
+from sync.schema import SchemaDump
 
 
 class Phase(StrEnum):
+    SCHEMA = objects.SCHEMA_COPYING
     COPYING = "copying"
     INDEXING = "indexing"
     STREAMING = "streaming"
@@ -83,8 +84,7 @@ def start(settings: Settings, say: Say = lambda _: None,
                 rows = _copy(settings, blue, green, tables, name, schema_from_blue, say, progress)
             if schema_from_blue:
                 say("building indexes and constraints on green")
-                schema.restore("post-data", jobs=settings.sync.copy_jobs,
-                               tolerate_existing=previous is not None, skip_kinds=["FK CONSTRAINT"])
+                schema.restore("post-data", jobs=settings.sync.copy_jobs, skip_kinds=["FK CONSTRAINT"])
                 added = foreign_keys.add_not_valid(green, foreign_keys.on_blue(blue, tables))
                 if added:
                     say(f"{added} foreign key(s) added NOT VALID; validated once green streams")
@@ -94,6 +94,15 @@ def start(settings: Settings, say: Say = lambda _: None,
         return StartResult(len(tables), rows, previous[0] if previous else None, False)
 
 
+def settle(settings: Settings, started: StartResult | None, say: Say = lambda _: None) -> None:
+    """What follows a start (None: the sync streamed already), off the copy's critical path
+    while green streams: foreign keys validated, planner statistics gathered, materialized
+    views populated (all of them after a copy, else what never was)."""
+    foreign_keys.validate_pending(settings, say=say)
+    fresh = started is not None and (started.rows_copied > 0 or bool(started.tables_added))
+    readiness.ready_green(settings, say, fresh=fresh)
+
+
 def is_streaming(settings: Settings) -> bool:
     """Whether the subscription exists already (the copy is behind us)."""
     _, green_db = databases(settings)
@@ -101,8 +110,17 @@ def is_streaming(settings: Settings) -> bool:
         return objects.subscription_exists(green, objects.pg_name(settings.sync))
 
 
-def ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
-    listed = sql.SQL(", ").join([*(t.ident for t in tables), sql.SQL("cutover.heartbeat")])
+def ensure_publication(blue: Conn, name: str, tables: list[Table],
+                       columns: dict[int, tuple[str, ...]] | None = None) -> None:
+    """The publication of these tables (and the heartbeat) on the primary; columns (by table
+    OID) limits a table to the columns its subscriber has: the reverse publication carries
+    only blue's columns, so a column green added cannot stop blue's apply worker."""
+    def entry(t: Table) -> sql.Composable:
+        cols = (columns or {}).get(t.oid)
+        if cols is None:
+            return t.ident
+        return sql.SQL("{} ({})").format(t.ident, sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+    listed = sql.SQL(", ").join([*(entry(t) for t in tables), sql.SQL("cutover.heartbeat")])
     exists = blue.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
     if exists:
         blue.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(objects.ident(name), listed))
@@ -114,19 +132,13 @@ def ensure_publication(blue: Conn, name: str, tables: list[Table]) -> None:
 
 def _prepare_green(blue: Conn, green: Conn, tables: list[Table], name: str,
                    previous: tuple[str, bool] | None, schema: SchemaDump, say: Say) -> bool:
-    """Green ready for the copy: schema created if it had none, leftovers of an interrupted
-    copy removed. Returns whether the schema came from blue (so indexes must follow)."""
+    """Green ready for the copy: blue's schema restored (what green still lacks of it) unless
+    green has a schema of its own, leftovers of an interrupted copy removed. Returns whether
+    the schema came from blue (so indexes must follow)."""
     if objects.slot_exists(blue, name):
         _drop_slot(blue, name)
     present = [t for t in tables if table_by_name(green, t.schema, t.name) is not None]
-    if previous is not None:
-        schema_from_blue = previous[1]
-        if present:
-            green.execute(sql.SQL("TRUNCATE {}").format(
-                sql.SQL(", ").join(t.ident for t in tables if t in present)))
-        if len(present) == len(tables):
-            return schema_from_blue
-    elif present:
+    if previous is None and present:  # green's own schema, made by its owner
         if len(present) != len(tables):
             missing = [t.qualified for t in tables if t not in present]
             raise BadInputError(f"green has some of the tables but not {', '.join(missing)}; "
@@ -138,9 +150,15 @@ def _prepare_green(blue: Conn, green: Conn, tables: list[Table], name: str,
                 "put them there; the initial copy would mix them with blue's. Empty them "
                 "(TRUNCATE) or point green.database at an empty database")
         return False
-    say("copying blue's schema (tables, types, sequences) to green")
-    create_schemas_on_green(schema.settings, tables)
-    schema.restore("pre-data", tolerate_existing=previous is not None)
+    if present:  # an earlier run's partial copy
+        green.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.ident for t in present)))
+    if previous is not None and not previous[1] and len(present) == len(tables):
+        return False
+    # Marked before the first object lands: a run killed from here on is known to own
+    # green's schema, and the next one completes it instead of taking it for green's own.
+    objects.write_phase(green, name, Phase.SCHEMA, True)
+    say("copying blue's schema (types, functions, tables, views, sequences) to green")
+    schema.restore("pre-data")
     return True
 
 
@@ -163,6 +181,8 @@ def _copy(settings: Settings, blue: Conn, green: Conn, tables: list[Table], name
             f"{settings.sync.copy_jobs} worker(s)")
         chunks = plan_chunks(tables, settings.sync.copy_jobs, settings.sync.split_rows)
         done = ParallelCopy(settings, snapshot, progress, freeze=schema_from_blue).run(chunks)
+    if copied := largeobjects.copy_missing(blue, green):
+        say(f"{copied} large object(s) copied (replication does not carry them)")
     objects.write_phase(green, name, Phase.INDEXING, schema_from_blue, lsn)
     return done.rows
 
@@ -221,8 +241,7 @@ def _join(settings: Settings, blue: Conn, green: Conn, tables: list[Table], new:
     missing = [t for t in new if table_by_name(green, t.schema, t.name) is None]
     if missing:
         say(f"creating {len(missing)} new table(s) on green from blue's schema")
-        create_schemas_on_green(settings, missing)
-        with SchemaDump(settings, missing) as schema:
+        with SchemaDump(settings, tables) as schema:  # only what green lacks is restored
             schema.restore("pre-data")
             schema.restore("post-data")
     ensure_publication(blue, name, tables)

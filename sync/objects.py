@@ -42,6 +42,13 @@ CREATE TABLE IF NOT EXISTS cutover.sync_state (
 """
 
 
+SCHEMA_COPYING = "schema"
+"""The marker's phase while blue's schema is being restored into green: set before the first
+object lands, so a run killed midway is known to own green's partial schema."""
+SCHEMA_COPIED = "schema copied"
+"""The diff sync's marker once the schema is complete (the logical sync moves on to copying)."""
+
+
 def pg_name(settings: SyncSettings) -> str:
     """Slot, publication and subscription name: slots allow only [a-z0-9_]."""
     return re.sub(r"[^a-z0-9_]", "_", settings.name.lower())

@@ -13,10 +13,12 @@ from typing import Any
 
 from config.replication import SyncMode
 from config.settings import Settings
-from sync import diff
-from sync.catalog import Table, extensions, list_sequences, list_tables, table_by_name
+from sync import diff, largeobjects, objects
+from sync.catalog import Table, columns_of, extensions, list_sequences, list_tables, table_by_name
+from sync.compat import column_problems
 from sync.connections import Conn, connect, databases
 from sync.errors import BadInputError, SyncError
+from sync.pgtools import version_check
 
 
 class Status(StrEnum):
@@ -72,6 +74,7 @@ def run_preflight(settings: Settings) -> Report:
         tables = list_tables(blue, settings.sync)
         if settings.sync.mode == SyncMode.DIFF:  # SELECT on blue, writes on green: no replication
             diff_checks: list[Callable[[], Check]] = [
+                lambda: _versions(blue, green),
                 lambda: _tables_found(tables, settings),
                 lambda: _diff_targets(settings, tables, blue, green),
                 lambda: _large_objects(blue),
@@ -80,6 +83,7 @@ def run_preflight(settings: Settings) -> Report:
             report.checks += [check() for check in diff_checks]
             return report
         checks: list[Callable[[], Check]] = [
+            lambda: _versions(blue, green),
             lambda: _wal_level(blue),
             lambda: _replication_privilege(blue),
             lambda: _subscription_privilege(green),
@@ -91,7 +95,7 @@ def run_preflight(settings: Settings) -> Report:
             lambda: _sequences(blue, settings.sync.schemas),
             lambda: _extensions(blue, green),
             lambda: _roles(blue, green, tables),
-            lambda: _schema(blue, green, tables),
+            lambda: _schema(blue, green, tables, settings),
             lambda: _long_transactions(blue),
             lambda: _wal_headroom(blue),
         ]
@@ -100,7 +104,8 @@ def run_preflight(settings: Settings) -> Report:
 
 
 def _diff_targets(settings: Settings, tables: list[Table], blue: Conn, green: Conn) -> Check:
-    if not any(table_by_name(green, t.schema, t.name) for t in tables):
+    if not any(table_by_name(green, t.schema, t.name) for t in tables) \
+            or _schema_being_copied(green, settings):
         keyless = [t.qualified for t in tables if not t.key]
         if keyless:
             return Check("diff_tables", Status.FAIL, f"no primary key: {', '.join(keyless)}; the "
@@ -114,6 +119,12 @@ def _diff_targets(settings: Settings, tables: list[Table], blue: Conn, green: Co
                      "give green the table with the same primary key, exclude it, or add a transform")
     return Check("diff_tables", Status.PASS, f"{len(found)} table(s) and transform(s), each keyed "
                  "the same on blue and green")
+
+
+def _versions(blue: Conn, green: Conn) -> Check:
+    """Both servers' versions and the client programs (pg_dump, pg_restore, psql) that fit them."""
+    found = version_check(blue.info.server_version, green.info.server_version)
+    return Check(found.name, Status(found.status), found.detail, found.fix)
 
 
 def _setting(conn: Conn, name: str) -> str:
@@ -209,13 +220,14 @@ def _unlogged(tables: list[Table]) -> Check:
 
 
 def _large_objects(blue: Conn) -> Check:
-    row = blue.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
-    count = int(row[0]) if row else 0
+    count, size = largeobjects.summary(blue)
     if count == 0:
         return Check("large_objects", Status.PASS, "no large objects")
-    return Check("large_objects", Status.FAIL,
-                 f"{count} large object(s): logical replication does not carry them",
-                 "move them into bytea columns, or use sync.mode = \"diff\" after doing so")
+    return Check("large_objects", Status.WARN,
+                 f"{count} large object(s), {size / 1e6:,.1f} MB: the initial copy copies them "
+                 "once (same OIDs); replication does not carry them, so one created or changed "
+                 "on blue later does not reach green",
+                 "move them into bytea columns, or stop writing them before the copy")
 
 
 def _sequences(blue: Conn, schemas: list[str]) -> Check:
@@ -263,29 +275,40 @@ def _extensions(blue: Conn, green: Conn) -> Check:
     return Check("extensions", Status.PASS, f"{len(have)} extension(s) available on green")
 
 
-def _schema(blue: Conn, green: Conn, tables: list[Table]) -> Check:
+def _schema_being_copied(green: Conn, settings: Settings) -> bool:
+    """An earlier run started putting blue's schema on green and was interrupted: a re-run
+    completes it, so whatever part green has is no reason to refuse."""
+    previous = objects.read_phase(green, objects.pg_name(settings.sync))
+    return previous is not None and previous[0] == objects.SCHEMA_COPYING
+
+
+def _schema(blue: Conn, green: Conn, tables: list[Table], settings: Settings) -> Check:
     present = {t.oid: table_by_name(green, t.schema, t.name) for t in tables}
     found = [g for g in present.values() if g is not None]
     if not found:
         return Check("schema", Status.PASS,
                      "green has none of the tables: blue's schema will be copied to it")
-    problems = []
-    for t in tables:
-        g = present[t.oid]
-        if g is None:
-            problems.append(f"{t.qualified} missing on green")
-            continue
-        missing = [c for c in t.columns if c not in g.columns]
-        if missing:
-            problems.append(f"{t.qualified} lacks column(s) {', '.join(missing)} on green")
-    if problems:
-        return Check("schema", Status.FAIL, "green's schema cannot take blue's rows: "
-                     + "; ".join(problems),
-                     "create the missing tables and columns on green (or start from an empty "
-                     "green database and let sync copy the schema)")
+    if _schema_being_copied(green, settings):
+        return Check("schema", Status.PASS, "an earlier run was interrupted copying blue's schema "
+                     "to green: this run completes it")
+    missing = [t.qualified for t in tables if present[t.oid] is None]
+    found_problems = [p for t in tables if (g := present[t.oid]) is not None
+                      for p in column_problems(t.qualified, columns_of(blue, t), columns_of(green, g))]
+    blocking = [p for p in found_problems if p.blocks]
+    if missing or blocking:
+        detail = "; ".join([f"{name} missing on green" for name in missing]
+                           + [p.detail for p in blocking])
+        fixes = [f"create {', '.join(missing)} on green"] if missing else []
+        return Check("schema", Status.FAIL, "green's schema cannot take blue's rows: " + detail,
+                     "; ".join(fixes + [p.fix for p in blocking])
+                     + " (or start from an empty green database and let sync copy the schema)")
     extra = sum(len(set(g.columns) - set(t.columns)) for t in tables
                 if (g := present[t.oid]) is not None)
     note = f" ({extra} green-only column(s) keep their defaults)" if extra else ""
+    warnings = [p.detail for p in found_problems]
+    if warnings:
+        return Check("schema", Status.WARN, f"green has every table with every column{note}; "
+                     + "; ".join(warnings))
     return Check("schema", Status.PASS, f"green has every table with every column{note}")
 
 

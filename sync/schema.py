@@ -1,19 +1,63 @@
-"""Blue's schema onto an empty green: tables before the copy, indexes and constraints after
-(building them once over loaded data is much faster than maintaining them row by row)."""
+"""Blue's schema onto green: every object of the synced schemas and what the synced tables
+depend on elsewhere (types, domains, functions, extensions), tables before the copy, indexes
+and constraints after it (building them once over loaded data is much faster than
+maintaining them row by row).
+
+Every restore is filtered to what green does not have yet, so it can be repeated: a run
+interrupted anywhere in the schema copy finishes it, and tables created on blue later join
+with exactly their new objects. Existence is asked by each object's address
+(pg_identify_object_as_address on blue, pg_get_object_address on green), never by parsing
+error messages.
+"""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg import sql
-
 from config.settings import Settings
-from sync.catalog import Table, list_sequences, partitions
-from sync.connections import connect, databases
+from sync.catalog import Table
+from sync.connections import Conn, connect, databases
 from sync.errors import SyncError
 from sync.pgtools import run_tool
+
+_OWN_SCHEMA = "cutover"
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", _OWN_SCHEMA)
+
+_DEPENDENCY_SCHEMAS = """
+WITH parts AS (  -- the tables and what belongs to them: defaults, constraints, triggers
+    SELECT 'pg_class'::regclass::oid AS classid, t AS objid FROM unnest(%(tables)s::oid[]) t
+    UNION
+    SELECT d.classid, d.objid FROM pg_depend d
+     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(%(tables)s) AND d.deptype IN ('a', 'n')
+), used AS (
+    SELECT d.refclassid, d.refobjid FROM pg_depend d
+      JOIN parts p ON p.classid = d.classid AND p.objid = d.objid
+     WHERE d.deptype = 'n' AND d.refclassid IN ('pg_type'::regclass, 'pg_proc'::regclass)
+       AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = d.refclassid
+                          AND e.objid = d.refobjid AND e.deptype = 'e')
+)
+SELECT DISTINCT n.nspname::text FROM used u
+  LEFT JOIN pg_type ty ON u.refclassid = 'pg_type'::regclass AND ty.oid = u.refobjid
+  LEFT JOIN pg_proc pr ON u.refclassid = 'pg_proc'::regclass AND pr.oid = u.refobjid
+  JOIN pg_namespace n ON n.oid = coalesce(ty.typnamespace, pr.pronamespace)
+UNION
+SELECT DISTINCT n.nspname::text FROM unnest(%(tables)s::oid[]) t
+ CROSS JOIN LATERAL pg_partition_tree(t) p
+  JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+"""
+
+
+def schemas_to_copy(blue: Conn, settings: Settings, tables: Sequence[Table]) -> list[str]:
+    """The synced schemas, and every schema holding a type, function or partition that the
+    synced tables use (a table in public typed by a domain in schema `shared`)."""
+    found = {str(r[0]) for r in blue.execute(_DEPENDENCY_SCHEMAS,
+                                             {"tables": [t.oid for t in tables]}).fetchall()}
+    wanted = found | {t.schema for t in tables} | set(settings.sync.schemas)
+    return sorted(s for s in wanted if s not in _SYSTEM_SCHEMAS)
 
 
 def _pattern(name: str) -> str:
@@ -22,71 +66,155 @@ def _pattern(name: str) -> str:
 
 
 def dump_schema(settings: Settings, tables: Sequence[Table], dest: Path) -> None:
-    """pg_dump -Fc --schema-only of exactly the synced tables (and what they need)."""
-    args = ["--schema-only", "--format=custom", f"--file={dest}", "--no-owner",
-            "--no-publications", "--no-subscriptions"]
-    names = [(t.schema, t.name) for t in tables]
+    """pg_dump -Fc --schema-only of the schemas to copy, with the extensions blue has."""
+    args = ["--schema-only", "--format=custom", f"--file={dest}", "--no-publications",
+            "--no-subscriptions"]
     with connect(databases(settings)[0], "schema") as blue:
-        # pg_dump --table takes a partitioned table without its partitions.
-        for t in tables:
-            if t.kind == "p":
-                names += partitions(blue, t)
-        # Free-standing sequences too: --table takes only the tables' own (owned) ones.
-        schemas = sorted({t.schema for t in tables} | set(settings.sync.schemas))
-        names += [(q.schema, q.name) for q in list_sequences(blue, schemas)]
-    args += [f"--table={_pattern(schema)}.{_pattern(name)}" for schema, name in names]
-    done = run_tool("pg_dump", args, databases(settings)[0], timeout=600)
+        schemas = schemas_to_copy(blue, settings, tables)
+        extensions = [str(r[0]) for r in blue.execute(
+            "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1").fetchall()]
+    args += [f"--schema={_pattern(s)}" for s in schemas]
+    # With --schema, pg_dump leaves extensions out unless named (CREATE EXTENSION IF NOT EXISTS).
+    args += [f"--extension={_pattern(e)}" for e in extensions]
+    done = run_tool("pg_dump", args, databases(settings)[0], timeout=600, pair=databases(settings))
     if done.returncode != 0:
         raise SyncError(f"pg_dump of blue's schema failed: {done.stderr.decode(errors='replace')}")
 
 
+@dataclass(frozen=True)
+class TocEntry:
+    line: str
+    classid: int
+    objid: int
+    kind: str
+    """What follows the OIDs: "<KIND> <schema> <name> <owner>" (names may hold spaces)."""
+
+
+_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+
+
+def parse_toc(listing: str) -> list[TocEntry]:
+    """pg_restore --list output, comments left out."""
+    out = []
+    for line in listing.splitlines():
+        m = _ENTRY.match(line)
+        if m:
+            out.append(TocEntry(line, int(m.group(2)), int(m.group(3)), m.group(4)))
+    return out
+
+
+def _kind_is(entry: TocEntry, kind: str) -> bool:
+    return entry.kind.startswith(kind + " ")
+
+
+_EXISTS_FN = """
+CREATE FUNCTION pg_temp.cutover_object_exists(t text, n text[], a text[]) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_get_object_address(t, n, a);
+    RETURN true;
+EXCEPTION WHEN others THEN
+    RETURN false;
+END $$
+"""
+
+
+def _present_on_green(blue: Conn, green: Conn, entries: Sequence[TocEntry]) -> set[tuple[int, int]]:
+    """(classid, objid) of blue's objects that green has already, found by their address."""
+    keyed = [e for e in entries if e.classid]
+    if not keyed:
+        return set()
+    addresses = blue.execute(
+        "SELECT x.c, x.o, a.type, a.object_names, a.object_args "
+        "FROM unnest(%s::oid[], %s::oid[]) AS x(c, o) "
+        "CROSS JOIN LATERAL pg_identify_object_as_address(x.c, x.o, 0) a WHERE a.type IS NOT NULL",
+        [[e.classid for e in keyed], [e.objid for e in keyed]]).fetchall()
+    # A view that pg_dump splits (for a circular dependency) is a placeholder in pre-data and
+    # its real definition a CREATE OR REPLACE VIEW, as the _RETURN rule, in post-data: the
+    # placeholder's own rule must not pass for it.
+    addresses = [r for r in addresses if not (r[2] == "rule" and r[3] and r[3][-1] == "_RETURN")]
+    if not addresses:
+        return set()
+    green.execute(_EXISTS_FN)
+    try:
+        rows = green.execute(
+            "SELECT x.c, x.o FROM unnest(%s::oid[], %s::oid[], %s::text[], %s::text[], %s::text[]) "
+            "AS x(c, o, t, n, a) WHERE pg_temp.cutover_object_exists(x.t, x.n::text[], x.a::text[])",
+            [[int(r[0]) for r in addresses], [int(r[1]) for r in addresses],
+             [str(r[2]) for r in addresses], [_array_text(r[3]) for r in addresses],
+             [_array_text(r[4]) for r in addresses]]).fetchall()
+    finally:
+        green.execute("DROP FUNCTION pg_temp.cutover_object_exists(text, text[], text[])")
+    return {(int(r[0]), int(r[1])) for r in rows}
+
+
+def _array_text(values: Sequence[str] | None) -> str:
+    """A text[] literal (arrays of different lengths cannot share one 2-D parameter)."""
+    quoted = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values or []]
+    return "{" + ",".join(quoted) + "}"
+
+
+def _attached_on_green(blue: Conn, green: Conn) -> set[str]:
+    """TABLE ATTACH entries (they carry no OID) whose partition green has attached already,
+    as the "<schema> <name> <owner>" text pg_restore lists them with."""
+    partitions = blue.execute(
+        "SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relispartition AND c.relkind IN ('r', 'p')"
+    ).fetchall()
+    attached = {(str(r[0]), str(r[1])) for r in green.execute(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relispartition").fetchall()}
+    return {f"{r[0]} {r[1]} {r[2]}" for r in partitions if (str(r[0]), str(r[1])) in attached}
+
+
+def missing_entries(blue: Conn, green: Conn, entries: Sequence[TocEntry],
+                    skip_kinds: Sequence[str] = ()) -> list[TocEntry]:
+    """The entries still to restore: not of a skipped kind, and not an object green has.
+    Entries without an OID (comments, grants, OWNED BY, index attachments) are idempotent
+    and stay, except a partition's attachment, which cannot be repeated."""
+    present = _present_on_green(blue, green, entries)
+    attached = _attached_on_green(blue, green) if any(_kind_is(e, "TABLE ATTACH") for e in entries) \
+        else set()
+    return [e for e in entries
+            if not any(_kind_is(e, k) for k in skip_kinds)
+            and (e.classid, e.objid) not in present
+            and not (_kind_is(e, "TABLE ATTACH") and e.kind.removeprefix("TABLE ATTACH ") in attached)]
+
+
 def restore_section(settings: Settings, dump: Path, section: str, jobs: int = 1,
-                    tolerate_existing: bool = False, skip_kinds: Sequence[str] = ()) -> None:
-    """pg_restore one section into green. With tolerate_existing (resuming an interrupted
-    run), objects that already exist are fine; any other error fails. skip_kinds leaves out
-    TOC entries of those kinds (e.g. "FK CONSTRAINT")."""
+                    skip_kinds: Sequence[str] = ()) -> int:
+    """pg_restore one section into green, only what green lacks (so a repeat is safe); any
+    error fails. skip_kinds leaves out entries of those kinds (e.g. "FK CONSTRAINT").
+    Returns how many entries were restored."""
     # Owners and grants come along (preflight's "roles" check makes sure the roles exist):
     # the app must be allowed to use its tables on green after the switch.
-    args = [f"--section={section}", f"--jobs={jobs}"]
-    if skip_kinds:
-        args.append(f"--use-list={_toc_without(settings, dump, skip_kinds)}")
-    if not tolerate_existing:
-        args.append("--exit-on-error")
-    done = run_tool("pg_restore", [*args, str(dump)], databases(settings)[1], timeout=None)
-    if done.returncode == 0:
-        return
-    errors = [line for line in done.stderr.decode(errors="replace").splitlines()
-              if "error:" in line and "already exists" not in line
-              and "errors ignored on restore" not in line and "from TOC entry" not in line]
-    if not tolerate_existing or errors:
-        raise SyncError(f"pg_restore --section={section} into green failed: "
-                        + "\n".join(errors or [done.stderr.decode(errors="replace")]))
-
-
-def _toc_without(settings: Settings, dump: Path, kinds: Sequence[str]) -> Path:
-    """The dump's table of contents minus entries of the given kinds, as a pg_restore -L file."""
-    listed = run_tool("pg_restore", ["--list", str(dump)], databases(settings)[1], timeout=60)
+    blue_db, green_db = databases(settings)
+    listed = run_tool("pg_restore", ["--list", f"--section={section}", str(dump)], green_db, timeout=60,
+                      pair=(blue_db, green_db))
     if listed.returncode != 0:
         raise SyncError(f"pg_restore --list failed: {listed.stderr.decode(errors='replace')}")
-    # Entries read "<id>; <oid> <oid> <KIND> <schema> <name> <owner>"; comments start with ';'.
-    keep = [line for line in listed.stdout.decode().splitlines()
-            if not any(f" {kind} " in line.split(";", 1)[-1] for kind in kinds)
-            or line.startswith(";")]
-    path = dump.with_suffix(".list")
-    path.write_text("\n".join(keep) + "\n")
-    return path
-
-
-def create_schemas_on_green(settings: Settings, tables: Sequence[Table]) -> None:
-    """Schemas pg_dump --table leaves out (it dumps tables, not their namespaces)."""
-    with connect(databases(settings)[1], "schema") as green:
-        for schema in sorted({t.schema for t in tables}):
-            green.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    with connect(blue_db, "schema") as blue, connect(green_db, "schema") as green:
+        todo = missing_entries(blue, green, parse_toc(listed.stdout.decode()), skip_kinds)
+    if not todo:
+        return 0
+    toc = dump.with_suffix(f".{section}.list")
+    toc.write_text("".join(e.line + "\n" for e in todo))
+    # The list is the section already; --section again would drop the comments and grants of
+    # objects green has (they belong to no section but their object's, which is not listed).
+    args = [f"--jobs={jobs}", f"--use-list={toc}", "--exit-on-error"]
+    done = run_tool("pg_restore", [*args, str(dump)], green_db, timeout=None, pair=(blue_db, green_db))
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.decode(errors="replace").splitlines()
+                  if "error:" in line or "ERROR:" in line or "Command was" in line]
+        raise SyncError(f"pg_restore --section={section} into green failed: "
+                        + "\n".join(errors or [done.stderr.decode(errors="replace")])
+                        + "\n(re-run `cutover sync`: it restores only what green still lacks)")
+    return len(todo)
 
 
 class SchemaDump:
-    """Blue's schema for the synced tables, dumped once per run (on first use) into a private
-    temp dir, and restored into green a section at a time."""
+    """Blue's schema, dumped once per run (on first use) into a private temp dir, and restored
+    into green a section at a time."""
 
     def __init__(self, settings: Settings, tables: Sequence[Table]) -> None:
         self.settings, self.tables = settings, tables
@@ -99,9 +227,8 @@ class SchemaDump:
     def __exit__(self, *exc: object) -> None:
         self._dir.cleanup()
 
-    def restore(self, section: str, jobs: int = 1, tolerate_existing: bool = False,
-                skip_kinds: Sequence[str] = ()) -> None:
+    def restore(self, section: str, jobs: int = 1, skip_kinds: Sequence[str] = ()) -> int:
         if self._path is None:
             self._path = Path(self._dir.name) / "schema.dump"
             dump_schema(self.settings, self.tables, self._path)
-        restore_section(self.settings, self._path, section, jobs, tolerate_existing, skip_kinds)
+        return restore_section(self.settings, self._path, section, jobs, skip_kinds)

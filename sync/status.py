@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from config.replication import SyncSettings
-from sync import objects
+from sync import objects, readiness
 from sync.catalog import column_types, list_tables, table_by_name
 from sync.connections import Conn
 from sync.errors import SyncError
@@ -39,6 +39,9 @@ class SyncStatus:
     """The part of drift that keeps green from taking writes (a table or column it lacks)."""
     new_tables: list[str] = field(default_factory=list)
     """Tables on blue the sync does not carry yet: created after it started."""
+    not_ready: list[str] = field(default_factory=list)
+    """What keeps green from being ready for traffic: tables never analyzed, materialized
+    views not populated (sync.readiness; `cutover sync` puts them right)."""
 
     @property
     def streaming(self) -> bool:
@@ -89,6 +92,7 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
             "extract(epoch FROM clock_timestamp() - applied_at)::float8 "
             "FROM cutover.heartbeat WHERE id = 1").fetchone()
     drift = schema_drift(blue, green, settings) if with_drift else []
+    unready = readiness.read(green, list_tables(blue, settings)) if with_drift else readiness.Readiness()
     return SyncStatus(
         phase=marker[0] if marker else "none",
         slot_exists=slot is not None,
@@ -104,6 +108,7 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         drift=[str(d) for d in drift],
         blocking_drift=[str(d) for d in drift if d.blocks_writes],
         new_tables=[d.table for d in drift if d.unreplicated],
+        not_ready=unready.items(),
     )
 
 

@@ -42,8 +42,8 @@ from psycopg import sql
 from config.environments import DatabaseSettings
 from config.replication import SwitchMethod, SyncMode
 from config.settings import Settings, need_switchover
-from sync import diff, objects
-from sync.catalog import list_tables
+from sync import diff, objects, readiness
+from sync.catalog import Table, list_tables, table_by_name
 from sync.checksums import KeyRange, chunk_sum, row_hash
 from sync.connections import Conn, connect, databases
 from sync.diff import CycleReport
@@ -203,6 +203,20 @@ class _Switch:
         self._precheck_schema()
         self._precheck_writers()
 
+    def make_ready(self, dry_run: bool) -> None:
+        """Before the pause, never inside it: the new primary's planner statistics, and (going
+        to green) its materialized views refreshed from its own data. A dry run only names
+        what is not ready."""
+        tables = list_tables(self.src, self.settings.sync)
+        if dry_run:
+            state = readiness.read(self.dst, tables)
+            if not state.ready:
+                self.say(f"{self.d.to} is not ready for traffic yet ({state.describe()}); a switch "
+                         "puts that right before its pause")
+            return
+        with connect(self.d.dst_db, "ready", statement_timeout=0) as conn:
+            readiness.make_ready(conn, tables, self.say, refresh_all=self.d.to == "green")
+
     def _precheck_schema(self) -> None:
         """A table or column the new primary lacks, or one it never received, would lose its
         writes' data with the switch: refused until the sync carries it."""
@@ -302,11 +316,24 @@ class _Switch:
         the heartbeat stamp on the old one."""
         if not self.sw.reverse_replication or self.by_diff:
             return
-        ensure_publication(self.dst, self.d.new, list_tables(self.dst, self.settings.sync))
+        tables = list_tables(self.dst, self.settings.sync)
+        ensure_publication(self.dst, self.d.new, tables, self._columns_the_old_side_has(tables))
         self.src.execute(objects.HEARTBEAT_DDL)
         self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
         if self.after_resume:  # connected now, so the pause does not wait for it
             self.slot_conn = connect(self.d.dst_db, "reverse-slot", replication=True)
+
+    def _columns_the_old_side_has(self, tables: list[Table]) -> dict[int, tuple[str, ...]]:
+        """Per table of the new primary with columns the old one lacks (an expanded schema):
+        the columns both have. Column lists need a publisher of PostgreSQL 15 or later."""
+        if self.dst.info.server_version < 150000:
+            return {}
+        out = {}
+        for t in tables:
+            theirs = table_by_name(self.src, t.schema, t.name)
+            if theirs is not None and set(t.columns) - set(theirs.columns):
+                out[t.oid] = tuple(c for c in t.columns if c in theirs.columns)
+        return out
 
     def stop_and_slot(self) -> None:
         """Under the fence: old -> new stops, and the reverse slot starts exactly here, before
@@ -436,6 +463,7 @@ class _Switch:
             return self.report
         if self.reconcile():
             return self.report
+        self.step("make ready", lambda: self.make_ready(dry_run))
         self.step("precheck", self.precheck)
         self.step("prepare back", self.prepare_back)
         if dry_run:

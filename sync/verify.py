@@ -32,9 +32,11 @@ from sync.checksums import (
     bucket_sums,
     chunk_sum,
     int_bounds,
+    key_span,
     key_type,
     ranges_between,
     row_hash,
+    widest,
 )
 from sync.connections import Conn, connect, databases
 from sync.status import wait_applied
@@ -156,8 +158,9 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
     else:
         verdict = Verdict.DIFFERS
     key = table.key or ("(whole table)",)
+    span = widest([key_span(blue, table), key_span(green, theirs)]) if suspects else None
     return TableReport(table.qualified, verdict, blue_rows, green_rows, len(chunks),
-                       [c.rng.label(key) for c in suspects])
+                       [c.rng.label(key, span) for c in suspects])
 
 
 def _replace(chunks: list[_Chunk], new: _Chunk) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from config.settings import Settings
+from controller.lab import postgres
 from controller.lab.lab import Lab
 from controller.lab.load import Pgbench
 from sync import logical
@@ -26,9 +28,16 @@ from sync.verify import Verdict, VerifyReport, verify
 class DbPair:
     lab: Lab
     name: str
+    green_port: int | None = None
+    """Green's server when it is not the lab's green (e.g. a cluster of another major)."""
+
+    def server_dsn(self, env: str, dbname: str) -> str:
+        if env == "green" and self.green_port is not None:
+            return postgres.dsn(self.green_port, dbname)
+        return self.lab.state.db_dsn(env, dbname)
 
     def dsn(self, env: str) -> str:
-        return self.lab.state.db_dsn(env, self.name)
+        return self.server_dsn(env, self.name)
 
     def settings(self, **sync: Any) -> Settings:
         return Settings.model_validate({"blue": {"database": {"dsn": self.dsn("blue")}},
@@ -87,20 +96,28 @@ def assert_same_data(pair: DbPair) -> None:
                 f"{schema}.{table} differs between blue and green"
 
 
-@pytest.fixture
-def pair(lab: Lab) -> Iterator[DbPair]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def new_pair(lab: Lab, green_port: int | None = None) -> Iterator[DbPair]:
+    """A fresh database of one name on blue and green, dropped afterwards with what the sync
+    left on both sides."""
+    the_pair = DbPair(lab, f"t_{uuid.uuid4().hex[:10]}", green_port)
+    ident = sql.Identifier(the_pair.name)
     for env in ("blue", "green"):
-        with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    the_pair = DbPair(lab, name)
+        with psycopg.connect(the_pair.server_dsn(env, "postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
     try:
         yield the_pair
     finally:
         logical.drop(the_pair.settings())
         for env in ("blue", "green"):
-            with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            with psycopg.connect(the_pair.server_dsn(env, "postgres"), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
+
+
+@pytest.fixture
+def pair(lab: Lab) -> Iterator[DbPair]:
+    with new_pair(lab) as the_pair:
+        yield the_pair
 
 
 def verify_while_writing(settings: Settings, dsn: str) -> VerifyReport:

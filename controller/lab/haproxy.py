@@ -43,10 +43,11 @@ backend {BACKEND}
 """)
     if run_as:
         run_as.chown(cfg)
-    run([find_binary("haproxy"), "-c", "-q", "-f", str(cfg)], run_as)
+    run([find_binary("haproxy"), "-c", "-q", "-f", str(cfg)], run_as, cwd=root)
     return cfg
 
 
 def start(root: Path, log: Path, run_as: RunAs | None) -> Proc:
     # -db: stay in the foreground so the PID we record is the one serving.
-    return spawn([find_binary("haproxy"), "-db", "-f", str(root / "haproxy.cfg")], log, run_as)
+    return spawn([find_binary("haproxy"), "-db", "-f", str(root / "haproxy.cfg")], log, run_as,
+                 cwd=root)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.lab import haproxy, nginx, pgbouncer, postgres, prometheus
+from controller.lab import haproxy, nginx, pgbouncer, pginstall, postgres, prometheus
 from controller.lab.labconfig import render_config
 from controller.lab.processes import (
     LabError,
@@ -39,12 +39,17 @@ class Component:
     port: int
     pid: int | None
     running: bool
+    version: str | None = None
+    """PostgreSQL's version, for the clusters."""
 
 
 class Lab:
     def __init__(self, root: Path = DEFAULT_ROOT, *, servers_per_env: int = 1,
                  with_prometheus: bool = False, base_port: int | None = None,
-                 user: str | None = None) -> None:
+                 user: str | None = None, blue_version: int | None = None,
+                 green_version: int | None = None) -> None:
+        """blue_version, green_version: each cluster's PostgreSQL major (None: as the lab
+        was started, else the default installation, the newest /usr/lib/postgresql)."""
         self.root = root.resolve()
         self.run_as = RunAs.for_lab(user)
         self.state_file = self.root / "lab.json"
@@ -54,6 +59,11 @@ class Lab:
             self.state.ports[key] = free_port()
         if with_prometheus and not self.state.with_prometheus:
             self.state.with_prometheus = True
+        # An existing cluster of another major is refused when it starts, with the fix.
+        if blue_version is not None:
+            self.state.blue_version = blue_version
+        if green_version is not None:
+            self.state.green_version = green_version
 
     # -- planning and persistence ------------------------------------------------------
 
@@ -124,8 +134,15 @@ class Lab:
         for name in names:
             proc = self.state.procs.get(name)
             out.append(Component(name, self.state.port(name), proc.pid if proc else None,
-                                 is_running(proc)))
+                                 is_running(proc), self._pg_version(name)))
         return out
+
+    def _pg_version(self, name: str) -> str | None:
+        if not name.endswith("_pg"):
+            return None
+        env = name.removesuffix("_pg")
+        major = postgres.cluster_major(self.root / env)
+        return self.state.pg_versions.get(env) or (str(major) if major else None)
 
     # -- the parts -----------------------------------------------------------------------
 
@@ -162,9 +179,13 @@ class Lab:
         if self._running(key):
             return
         datadir = self.root / env
-        progress(f"starting PostgreSQL {env} on port {self.state.port(key)}")
-        postgres.init_cluster(datadir, self.state.port(key), self.run_as)
-        proc = postgres.start(datadir, self.state.log(key), self.run_as)
+        # Unless asked for, an existing cluster runs on its own major.
+        install = pginstall.lab_install(self.state.version(env) or postgres.cluster_major(datadir),
+                                        self.run_as)
+        progress(f"starting PostgreSQL {install.version} {env} on port {self.state.port(key)}")
+        postgres.init_cluster(datadir, self.state.port(key), self.run_as, install)
+        proc = postgres.start(datadir, self.state.log(key), self.run_as, install)
+        self.state.pg_versions[env] = install.version
         self._started(key, proc)
         postgres.wait_ready(self.state.port(key), proc, self.state.log(key))
 

@@ -73,4 +73,4 @@ http {{
 
 
 def start(root: Path, log: Path) -> Proc:
-    return spawn(base_argv(root), log, None)
+    return spawn(base_argv(root), log, None, cwd=root)

@@ -51,7 +51,7 @@ pidfile =
 
 
 def start(root: Path, log: Path, run_as: RunAs | None) -> Proc:
-    return spawn([find_binary("pgbouncer"), str(root / "pgbouncer.ini")], log, run_as)
+    return spawn([find_binary("pgbouncer"), str(root / "pgbouncer.ini")], log, run_as, cwd=root)
 
 
 def admin_dsn(port: int) -> str:

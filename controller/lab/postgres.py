@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 
+from controller.lab.pginstall import ServerInstall
 from controller.lab.processes import LabError, Proc, RunAs, is_running, run, spawn, stop, tail
-from sync.pgtools import pg_bindir
 
 SUPERUSER = "postgres"
 APP_USER = "app"
@@ -30,18 +30,44 @@ SETTINGS = {
 }
 
 
-def init_cluster(datadir: Path, port: int, run_as: RunAs | None) -> None:
+SETTINGS_FROM: dict[int, dict[str, str]] = {
+    # 18 counts a subscriber's replication origins apart from its slots (default 10).
+    18: {"max_active_replication_origins": "20"},
+}
+"""Settings of a major and the ones after it, on top of SETTINGS."""
+
+
+def settings_for(major: int) -> dict[str, str]:
+    extra = {k: v for since, more in sorted(SETTINGS_FROM.items()) if major >= since
+             for k, v in more.items()}
+    return {**SETTINGS, **extra}
+
+
+def cluster_major(datadir: Path) -> int | None:
+    """The major version a data directory was created by, or None before initdb."""
+    try:
+        return int((datadir / "PG_VERSION").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def init_cluster(datadir: Path, port: int, run_as: RunAs | None, install: ServerInstall) -> None:
     """initdb once (trust on loopback: a lab), then write the lab's settings."""
-    if (datadir / "PG_VERSION").exists():
-        _write_settings(datadir, port, run_as)
-        return
-    run([str(pg_bindir() / "initdb"), "-D", str(datadir), "-U", SUPERUSER, "--auth=trust",
-         "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], run_as)
-    _write_settings(datadir, port, run_as)
+    existing = cluster_major(datadir)
+    if existing is not None and existing != install.major:
+        raise LabError(f"{datadir} holds a PostgreSQL {existing} cluster, not {install.major}; "
+                       f"start it with that version (`cutover lab up --{datadir.name}-version "
+                       f"{existing}`) or remove the lab's data first (`cutover lab down --purge --dir "
+                       f"{datadir.parent}`)")
+    if existing is None:
+        # cwd: the lab's user may not be able to enter the caller's working directory.
+        run([str(install.bindir / "initdb"), "-D", str(datadir), "-U", SUPERUSER, "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], run_as, cwd=datadir.parent)
+    _write_settings(datadir, port, run_as, install.major)
 
 
-def _write_settings(datadir: Path, port: int, run_as: RunAs | None) -> None:
-    lines = [f"{k} = {v}" for k, v in {**SETTINGS, "port": str(port),
+def _write_settings(datadir: Path, port: int, run_as: RunAs | None, major: int) -> None:
+    lines = [f"{k} = {v}" for k, v in {**settings_for(major), "port": str(port),
                                         "unix_socket_directories": f"'{datadir}'"}.items()]
     conf = datadir / "lab.conf"
     conf.write_text("# written by cutover lab\n" + "\n".join(lines) + "\n")
@@ -53,8 +79,8 @@ def _write_settings(datadir: Path, port: int, run_as: RunAs | None) -> None:
         run_as.chown(conf)
 
 
-def start(datadir: Path, log: Path, run_as: RunAs | None) -> Proc:
-    return spawn([str(pg_bindir() / "postgres"), "-D", str(datadir)], log, run_as)
+def start(datadir: Path, log: Path, run_as: RunAs | None, install: ServerInstall) -> Proc:
+    return spawn([str(install.bindir / "postgres"), "-D", str(datadir)], log, run_as, cwd=datadir)
 
 
 def stop_cluster(proc: Proc | None) -> None:

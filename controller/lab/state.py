@@ -45,9 +45,17 @@ class LabState(BaseModel):
     ports: dict[str, int]
     with_prometheus: bool = False
     procs: dict[str, Proc] = Field(default_factory=dict)
+    blue_version: int | None = None
+    green_version: int | None = None
+    """PostgreSQL major of each cluster as asked for; None: the default installation."""
+    pg_versions: dict[str, str] = Field(default_factory=dict)
+    """env -> the PostgreSQL version its cluster was last started with, e.g. "18.6"."""
 
     def port(self, key: str) -> int:
         return self.ports[key]
+
+    def version(self, env: str) -> int | None:
+        return self.blue_version if env == "blue" else self.green_version
 
     def db_dsn(self, env: str, dbname: str = postgres.APP_DB, user: str = postgres.SUPERUSER) -> str:
         return postgres.dsn(self.port(f"{env}_pg"), dbname, user)

@@ -343,8 +343,10 @@ def test_verify_names_data_loss_extra_data_and_differing_ranges(pair: DbPair,
     assert result.exit_code == 1
     by_table = {t["table"]: t for t in json.loads(result.stdout)["tables"]}
     assert by_table["public.a"]["status"] == "Data loss"
-    assert by_table["public.a"]["differing_ranges"] == ["id in [4001, …)"]
+    # An open end is shown as the highest key either side has, so the range names its rows.
+    assert by_table["public.a"]["differing_ranges"] == ["id in [4001, 5000]"]
     assert by_table["public.b"]["status"] == "Extra data"
+    assert by_table["public.b"]["differing_ranges"] == ["id in [1, 1000]"]
     assert by_table["public.c"]["status"] == "Differs"
     assert len(by_table["public.c"]["differing_ranges"]) == 1
 

@@ -1,0 +1,162 @@
+"""Green ready for traffic before it takes any: planner statistics for every table, and every
+materialized view populated from green's own data.
+
+A copy writes rows without statistics (the first queries after the switch would plan blind)
+and a schema-only restore creates materialized views empty. Both are put right while green
+streams, never inside the write pause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from config.settings import Settings
+from sync.catalog import Table, list_tables, quote_name
+from sync.connections import Conn, connect, databases
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    unanalyzed: list[str] = field(default_factory=list)
+    """Tables (partitions included) that have never been analyzed."""
+    unpopulated: list[str] = field(default_factory=list)
+    """Materialized views created WITH NO DATA and never refreshed."""
+
+    @property
+    def ready(self) -> bool:
+        return not self.unanalyzed and not self.unpopulated
+
+    def items(self) -> list[str]:
+        """One line per object, for status."""
+        return ([f"{name}: never analyzed" for name in self.unanalyzed]
+                + [f"{name}: materialized view not populated" for name in self.unpopulated])
+
+    def describe(self) -> str:
+        parts = []
+        if self.unanalyzed:
+            parts.append(f"{len(self.unanalyzed)} table(s) never analyzed ({_some(self.unanalyzed)})")
+        if self.unpopulated:
+            parts.append(f"{len(self.unpopulated)} materialized view(s) not populated "
+                         f"({_some(self.unpopulated)})")
+        return "; ".join(parts) or "every table analyzed, every materialized view populated"
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _schemas(tables: Sequence[Table]) -> list[str]:
+    return sorted({t.schema for t in tables})
+
+
+_UNANALYZED = """
+SELECT n.nspname::text, c.relname::text FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+ WHERE n.nspname = ANY(%s) AND c.relkind = 'r'
+   AND coalesce(s.last_analyze, s.last_autoanalyze) IS NULL
+ ORDER BY 1, 2
+"""
+
+_MATVIEWS = """
+SELECT n.nspname::text, c.relname::text, c.relispopulated FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = ANY(%s) AND c.relkind = 'm'
+ ORDER BY 1, 2
+"""
+
+Name = tuple[str, str]
+
+
+def _ident(name: Name) -> sql.Composable:
+    return sql.SQL(".").join([sql.Identifier(name[0]), sql.Identifier(name[1])])
+
+
+def _label(name: Name) -> str:
+    return f"{quote_name(name[0])}.{quote_name(name[1])}"
+
+
+def _unanalyzed(conn: Conn, schemas: list[str]) -> list[Name]:
+    return [(str(r[0]), str(r[1])) for r in conn.execute(_UNANALYZED, [schemas]).fetchall()]
+
+
+def _matviews(conn: Conn, schemas: list[str]) -> list[tuple[Name, bool]]:
+    return [((str(r[0]), str(r[1])), bool(r[2])) for r in conn.execute(_MATVIEWS, [schemas]).fetchall()]
+
+
+def read(conn: Conn, tables: Sequence[Table]) -> Readiness:
+    """What of the synced tables' schemas is not ready on this side."""
+    schemas = _schemas(tables)
+    return Readiness([_label(n) for n in _unanalyzed(conn, schemas)],
+                     [_label(n) for n, populated in _matviews(conn, schemas) if not populated])
+
+
+def make_ready(conn: Conn, tables: Sequence[Table], say: Say = lambda _: None, *,
+               analyze_all: bool = False, refresh_all: bool = False) -> Readiness:
+    """ANALYZE the tables (all of them with analyze_all, else those never analyzed), then
+    REFRESH the materialized views (all with refresh_all, else the unpopulated ones), those
+    read by others first; returns what is still not ready. conn must allow long statements
+    (statement_timeout 0)."""
+    schemas = _schemas(tables)
+    # What this side has (a table just created on blue may not be here yet); a partitioned
+    # table's ANALYZE covers its partitions.
+    every = [(str(r[0]), str(r[1])) for r in conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1, 2",
+        [schemas]).fetchall()]
+    targets = [_ident(n) for n in (every if analyze_all else _unanalyzed(conn, schemas))]
+    if targets:
+        say(f"analyzing {len(targets)} table(s) on {_side(conn)}")
+        for target in targets:
+            conn.execute(sql.SQL("ANALYZE {}").format(target))
+    stale = [n for n, populated in _matviews(conn, schemas) if refresh_all or not populated]
+    if stale:
+        say(f"refreshing {len(stale)} materialized view(s) from {_side(conn)}'s data")
+        for name in _in_dependency_order(conn, stale):
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(_ident(name)))
+            conn.execute(sql.SQL("ANALYZE {}").format(_ident(name)))
+    return read(conn, tables)
+
+
+def _side(conn: Conn) -> str:
+    return f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
+
+
+def _in_dependency_order(conn: Conn, views: list[Name]) -> list[Name]:
+    """Views that read other views come after them (a view over an unpopulated one fails)."""
+    rows = conn.execute(
+        "SELECT vn.nspname::text, v.relname::text, un.nspname::text, u.relname::text "
+        "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_rewrite'::regclass "
+        "JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace "
+        "JOIN pg_class u ON u.oid = d.refobjid AND d.refclassid = 'pg_class'::regclass "
+        "JOIN pg_namespace un ON un.oid = u.relnamespace "
+        "WHERE v.relkind = 'm' AND u.relkind = 'm' AND v.oid <> u.oid").fetchall()
+    needs: dict[Name, set[Name]] = {v: set() for v in views}
+    for r in rows:
+        view, used = (str(r[0]), str(r[1])), (str(r[2]), str(r[3]))
+        if view in needs and used in needs:
+            needs[view].add(used)
+    ordered: list[Name] = []
+    while needs:
+        # Views cannot depend on each other in a cycle; all at once is only a safeguard.
+        ready = sorted(v for v, deps in needs.items() if not deps - set(ordered)) or sorted(needs)
+        for v in ready:
+            ordered.append(v)
+            del needs[v]
+    return ordered
+
+
+def ready_green(settings: Settings, say: Say = lambda _: None, *, fresh: bool = False) -> Readiness:
+    """Make green ready (see make_ready): after a fresh copy every table is analyzed and every
+    materialized view refreshed; otherwise only what was never analyzed or populated."""
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "ready") as blue:
+        tables = list_tables(blue, settings.sync)
+    with connect(green_db, "ready", statement_timeout=0) as green:
+        return make_ready(green, tables, say, analyze_all=fresh, refresh_all=fresh)
