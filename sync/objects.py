@@ -111,6 +111,16 @@ def published_tables(conn: Conn, publication: str) -> set[tuple[str, str]]:
         [publication]).fetchall()}
 
 
+def published_columns(conn: Conn, publication: str) -> dict[tuple[str, str], set[str]]:
+    """(schema, table) -> the columns the publication sends of it (PostgreSQL 15+ lists them;
+    all of the table's when it has no column list)."""
+    if conn.info.server_version < 150000:
+        return {}
+    return {(str(r[0]), str(r[1])): set(r[2] or []) for r in conn.execute(
+        "SELECT schemaname, tablename, attnames::text[] FROM pg_publication_tables WHERE pubname = %s",
+        [publication]).fetchall()}
+
+
 def tables_being_copied(conn: Conn, subscription: str) -> set[tuple[str, str]]:
     """(schema, table) the subscription is still copying: not yet 'r'eady."""
     return {(str(r[0]), str(r[1])) for r in conn.execute(

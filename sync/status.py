@@ -136,9 +136,16 @@ def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: s
     # The publication and the subscription that carries it share one name.
     name = publication or objects.pg_name(settings)
     published, copying = objects.published_tables(src, name), objects.tables_being_copied(dst, name)
+    sent = objects.published_columns(src, name)
     for t in list_tables(src, settings):
         if (t.schema, t.name) in copying:
             drift.append(Drift(t.qualified, f"{t.qualified} is still being copied to {theirs}", True))
+            continue
+        if ours == "green" and published and (t.schema, t.name) not in published \
+                and table_by_name(dst, t.schema, t.name) is None:
+            # An expanded schema's own table: the way back has no place for its rows.
+            drift.append(Drift(t.qualified, f"{t.qualified} exists on green only: its rows are not "
+                               "replicated back to blue", False))
             continue
         if published and (t.schema, t.name) not in published:
             fix = " (`cutover sync` adds it)" if ours == "blue" else ""
@@ -149,7 +156,9 @@ def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: s
         if g is None:
             drift.append(Drift(t.qualified, f"{t.qualified} is missing on {theirs}", True))
             continue
-        missing = [c for c in t.columns if c not in g.columns]
+        # Columns the publication leaves out (the reverse one sends only blue's) need no place.
+        carried = sent.get((t.schema, t.name), set(t.columns))
+        missing = [c for c in t.columns if c not in g.columns and c in carried]
         if missing:
             drift.append(Drift(t.qualified, f"{t.qualified}: column(s) {', '.join(missing)} exist "
                                f"on {ours} only; add them on {theirs} or replication stops", True))

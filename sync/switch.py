@@ -317,6 +317,12 @@ class _Switch:
         if not self.sw.reverse_replication or self.by_diff:
             return
         tables = list_tables(self.dst, self.settings.sync)
+        # A table only the new primary has (an expanded schema) has nowhere to go back to.
+        own = [t for t in tables if table_by_name(self.src, t.schema, t.name) is None]
+        if own:
+            self.say(f"not replicated back (only {self.d.to} has them): "
+                     f"{', '.join(t.qualified for t in own)}")
+        tables = [t for t in tables if t not in own]
         ensure_publication(self.dst, self.d.new, tables, self._columns_the_old_side_has(tables))
         self.src.execute(objects.HEARTBEAT_DDL)
         self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)

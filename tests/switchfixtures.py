@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -58,17 +58,16 @@ class Routed:
         self.endpoint._run("RELOAD")
 
 
-class AckedWriter:
-    """A client inserting numbered pgbench_history rows through PgBouncer in a thread,
-    reconnecting after errors; `written` holds every number the server acknowledged."""
+class BackgroundWriter:
+    """A client writing through PgBouncer in a thread until stopped, one acknowledged write
+    at a time, reconnecting after errors (a pause, a repoint, a server restart)."""
 
     def __init__(self, routed: Routed) -> None:
         self.routed = routed
-        self.written: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, daemon=True)
 
-    def __enter__(self) -> AckedWriter:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -76,19 +75,33 @@ class AckedWriter:
         self._stop.set()
         self._thread.join(30)
 
+    def write_once(self, conn: psycopg.Connection[Any]) -> None:
+        raise NotImplementedError
+
     def _write(self) -> None:
-        n = 0
         while not self._stop.is_set():
             try:
                 with self.routed.connect() as conn:
                     while not self._stop.is_set():
-                        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
-                                     "VALUES (1, 1, 1, %s, now())", [n])
-                        self.written.append(n)
-                        n += 1
+                        self.write_once(conn)
                         time.sleep(0.005)
             except psycopg.Error:
                 time.sleep(0.05)
+
+
+class AckedWriter(BackgroundWriter):
+    """Inserts numbered pgbench_history rows; `written` holds every number the server
+    acknowledged."""
+
+    def __init__(self, routed: Routed) -> None:
+        super().__init__(routed)
+        self.written: list[int] = []
+
+    def write_once(self, conn: psycopg.Connection[Any]) -> None:
+        n = len(self.written)
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                     "VALUES (1, 1, 1, %s, now())", [n])
+        self.written.append(n)
 
     def missing_on(self, conn: psycopg.Connection[Any]) -> set[int]:
         rows = {int(r[0]) for r in conn.execute("SELECT delta FROM pgbench_history").fetchall()}

@@ -27,6 +27,7 @@ from sync import logical
 from sync.diff import cycle as diff_cycle
 from sync.errors import SyncError
 from sync.pgtools import pg_bindir
+from sync.preflight import Status, run_preflight
 from sync.status import wait_applied
 from sync.switch import switch
 from sync.verify import Verdict, verify
@@ -458,3 +459,59 @@ def test_verify_after_the_switch_rechecks_against_the_reverse_replication(routed
     after = verify(settings)
     assert {t.verdict for t in after.tables} == {Verdict.COMPLETE}, after.as_dict()
     assert_same_data(routed.pair)
+
+
+def test_green_expanded_takes_writes_in_its_new_column_and_the_way_back_loses_none(
+        routed: Routed) -> None:
+    """Expand: green has a column blue lacks (and a table of its own). After the switch the
+    application writes on green, new column included; the reverse publication carries only
+    blue's columns, so blue's apply worker keeps going, and after the way back every row is
+    on blue as green had it."""
+    with routed.pair.blue() as b:
+        b.execute("CREATE TABLE items (id int PRIMARY KEY, v text);"
+                  "INSERT INTO items SELECT i, 'v' || i FROM generate_series(1, 500) i")
+    with routed.pair.green() as g:  # the v7 schema: a nullable column, a defaulted one, a new table
+        g.execute("CREATE TABLE items (id int PRIMARY KEY, v text, note text, "
+                  "flag boolean NOT NULL DEFAULT true);"
+                  "CREATE TABLE green_only (id int PRIMARY KEY)")
+    logical.start(routed.settings)
+    routed.pair.wait_caught_up()
+    assert switch(routed.settings, "green").pause_ms is not None
+    with routed.connect() as conn:  # through PgBouncer: now green
+        conn.execute("INSERT INTO items (id, v, note, flag) SELECT i, 'new' || i, 'n', false "
+                     "FROM generate_series(501, 600) i")
+        conn.execute("UPDATE items SET v = 'changed', note = 'seen' WHERE id <= 50")
+        conn.execute("DELETE FROM items WHERE id BETWEEN 100 AND 109")
+        conn.execute("INSERT INTO green_only VALUES (1)")
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert wait_applied(g, b, 30), "blue stopped following green"
+        sub = b.execute("SELECT count(*) FROM pg_stat_subscription_stats WHERE apply_error_count > 0"
+                        ).fetchone()
+        assert sub == (0,), "blue's apply worker failed on green's columns"
+    switch(routed.settings, "blue")
+    assert routed.primary() == "blue"
+    query = "SELECT md5(string_agg(format('%s|%s', id, v), ',' ORDER BY id)), count(*) FROM items"
+    with routed.pair.blue() as b, routed.pair.green() as g:
+        assert b.execute(query).fetchone() == g.execute(query).fetchone()
+        assert b.execute("SELECT count(*) FROM items").fetchone() == (590,)
+        assert b.execute("SELECT v FROM items WHERE id = 7").fetchone() == ("changed",)
+
+
+def test_preflight_refuses_what_would_stop_either_direction(pair: DbPair, tmp_path: Path) -> None:
+    """A green-only NOT NULL column without a default (blue's rows arrive without it) and a
+    narrowed type (blue's values may not fit): named with the fix; sync refuses, nothing changed."""
+    with pair.blue() as b:
+        b.execute("CREATE TABLE r (id int PRIMARY KEY, code varchar(40))")
+    with pair.green() as g:
+        g.execute("CREATE TABLE r (id int PRIMARY KEY, code varchar(8), owner text NOT NULL)")
+    schema = next(c for c in run_preflight(pair.settings()).checks if c.name == "schema")
+    assert schema.status is Status.FAIL
+    assert "r.owner is NOT NULL without a default" in schema.detail
+    assert "r.code is character varying(8) on green but character varying(40)" in schema.detail
+    assert "ALTER TABLE public.r ALTER COLUMN owner SET DEFAULT" in schema.fix
+    result = runner.invoke(app, ["sync", "--config", str(pair.config_file(tmp_path))])
+    assert result.exit_code == 1
+    assert "owner" in result.output
+    with pair.blue() as b:
+        assert b.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cutover'"
+                         ).fetchone() == (0,)
