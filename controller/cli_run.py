@@ -93,7 +93,7 @@ def status_data(store: StateStore) -> dict[str, Any]:
             "state_age_seconds": None if age is None else round(age, 1),
             "pending_intents": store.pending_intents(), "weights": last.get("weights"),
             "lag_seconds": last.get("lag_seconds"), "lag_bytes": last.get("lag_bytes"),
-            "checks": last.get("checks", {})}
+            "green_not_ready": last.get("not_ready") or [], "checks": last.get("checks", {})}
 
 
 def _status_table(d: dict[str, Any]) -> Table:
@@ -106,6 +106,8 @@ def _status_table(d: dict[str, Any]) -> Table:
     if d.get("lag_seconds") is not None:
         table.add_row("lag", f"{d['lag_seconds'] * 1000:.0f} ms, {d.get('lag_bytes') or 0:,} B", "")
     table.add_row("writes on", "green" if d["switched"] else "blue", "")
+    if d.get("green_not_ready"):  # statistics or materialized views missing: `cutover sync` makes them
+        table.add_row("green not ready", "; ".join(d["green_not_ready"][:5]), "")
     colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
     for name, v in d.get("checks", {}).items():
         value = "-" if v.get("green") is None else f"{v['green']:.4g}"

@@ -352,7 +352,7 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
                 for env, seconds in link.succeeded().items():
                     console.print(f"{env} reachable again after {seconds:.1f}s")
                 said.clear()
-                _export(metrics, status)
+                _export(metrics, status, with_drift)
                 if status.new_tables and settings.sync.join_new_tables:
                     _join(settings, console, refused)
                 if with_drift:
@@ -401,8 +401,8 @@ def _say_once(console: Console, said: set[str], exc: BaseException, link: LivePa
             console.print(f"{problem}; retrying every {period:g}s")
 
 
-def _export(metrics: SyncMetrics, s: SyncStatus) -> None:
-    metrics.export(s.as_dict())
+def _export(metrics: SyncMetrics, s: SyncStatus, with_drift: bool = True) -> None:
+    metrics.export(s.as_dict(), with_drift=with_drift)
     metrics.heartbeat.set_to_current_time()
 
 

@@ -344,7 +344,8 @@ class Daemon:
             self.store.record("sample", {
                 "phase": self.state.phase.value, "stage": self.state.stage, "weights": weights,
                 "lag_seconds": sync.get("heartbeat_lag_seconds") if sync else None,
-                "lag_bytes": sync.get("lag_bytes") if sync else None, "checks": checks})
+                "lag_bytes": sync.get("lag_bytes") if sync else None,
+                "not_ready": sync.get("not_ready") if sync else None, "checks": checks})
             self.store.save_state(self.state.as_dict())  # also the store's liveness mark
         job = self.jobs.current.effect.job.value if self.jobs.current else None
         self.snapshot = Snapshot(self.state, d.reason, job, weights,

@@ -56,16 +56,18 @@ class SyncMetrics:
                                         "Duration of the last diff cycle", registry=r)
         self.diff_cycles = Counter("cutover_diff_cycles", "Diff cycles completed", registry=r)
 
-    def export(self, status: dict[str, Any]) -> None:
-        """A SyncStatus (as_dict) as gauges: the sync service's and the daemon's alike."""
+    def export(self, status: dict[str, Any], *, with_drift: bool = True) -> None:
+        """A SyncStatus (as_dict) as gauges: the sync service's and the daemon's alike. A
+        status read without drift leaves the drift and readiness gauges as they were."""
         for key, gauge in (("lag_bytes", self.lag_bytes), ("heartbeat_lag_seconds", self.lag_seconds),
                            ("heartbeat_age_seconds", self.heartbeat_age),
                            ("retained_wal_bytes", self.retained_wal)):
             if status.get(key) is not None:
                 gauge.set(float(status[key]))
         self.streaming.set(1 if status.get("streaming") else 0)
-        self.drift.set(len(status.get("drift") or []))
-        self.not_ready.set(len(status.get("not_ready") or []))
+        if with_drift:
+            self.drift.set(len(status.get("drift") or []))
+            self.not_ready.set(len(status.get("not_ready") or []))
 
     def diff_cycle(self, report: CycleReport) -> None:
         self.diff_rows_compared.inc(report.total("blue_rows"))

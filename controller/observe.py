@@ -68,7 +68,7 @@ class SyncProbe:
         if not with_drift and self.latest is not None:
             status = replace(status, drift=self.latest.drift,
                              blocking_drift=self.latest.blocking_drift,
-                             new_tables=self.latest.new_tables)
+                             new_tables=self.latest.new_tables, not_ready=self.latest.not_ready)
         self.latest = status
         return status
 

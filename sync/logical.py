@@ -77,7 +77,10 @@ def start(settings: Settings, say: Say = lambda _: None,
                 say("resuming: the copy finished earlier; building indexes, then subscribing")
                 schema_from_blue = previous[1]
             else:
-                if previous:
+                if previous and previous[0] == Phase.SCHEMA:
+                    say("an earlier run stopped while copying blue's schema: completing it, "
+                        "then the copy")
+                elif previous:
                     say(f"an earlier run stopped while {previous[0]}: redoing the copy from a "
                         "new slot")
                 schema_from_blue = _prepare_green(blue, green, tables, name, previous, schema, say)

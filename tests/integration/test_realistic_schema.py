@@ -14,11 +14,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from controller.metrics import SyncMetrics
 from sync import diff, logical, objects, readiness
 from sync.catalog import list_tables
 from sync.pgtools import installations
 from sync.preflight import Status, run_preflight
 from sync.schema import SchemaDump, parse_toc
+from sync.status import read_status
 from sync.verify import Verdict, verify
 from tests.realistic import PG_DUMP_FLAGS, create_schema, normalized_schema, populate, type_oids, write_some
 from tests.syncfixtures import DbPair, assert_same_data
@@ -178,3 +180,22 @@ def test_a_run_killed_during_the_schema_copy_is_completed_by_the_next(pair: DbPa
                             "WHERE n.nspname = 'records' AND c.relkind = 'r' AND NOT EXISTS "
                             "(SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)").fetchall()
     assert keyless == []
+
+
+def test_status_and_metrics_name_what_is_not_ready_and_a_rerun_makes_it_ready(pair: DbPair) -> None:
+    _realistic_blue(pair, rows=300)
+    settings = pair.settings(schemas=["records"])
+    logical.settle(settings, logical.start(settings))
+    with pair.green() as g:
+        g.execute("REFRESH MATERIALIZED VIEW records.record_stats WITH NO DATA")
+        g.execute("CREATE TABLE records.new_on_green (id int PRIMARY KEY)")  # never analyzed
+    with pair.blue() as b, pair.green() as g:
+        status = read_status(b, g, settings.sync)
+    assert set(status.not_ready) == {"records.record_stats: materialized view not populated",
+                                     "records.new_on_green: never analyzed"}
+    metrics = SyncMetrics()
+    metrics.export(status.as_dict())
+    assert metrics.registry.get_sample_value("cutover_sync_green_not_ready_objects") == 2
+    logical.settle(settings, None)  # what a re-run of `cutover sync` does once green streams
+    with pair.blue() as b, pair.green() as g:
+        assert read_status(b, g, settings.sync).not_ready == []

@@ -19,7 +19,7 @@ import pytest
 from config import Settings
 from controller.journal import Journal
 from controller.lab.lab import Lab
-from controller.lab.load import HttpLoad, pgbench_init
+from controller.lab.load import HttpLoad, Pgbench, pgbench_init
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.status import wait_applied
 from tests.integration.test_daemon import daemon_settings
@@ -110,9 +110,11 @@ def _upgrade_killed_twice(routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_pa
     settings, config = _settings(routed, lab, tmp_path)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     listen = settings.metrics.listen
+    pgbench = Pgbench(routed.dsn, clients=2, seconds=30, rate=50)  # through the copy and the switch
     try:
         with AckedWriter(routed) as bench, AppWriter(routed) as app, \
                 HttpLoad(lab.state.frontend_url, rate=400):
+            pgbench.start()
             daemon.start(listen)
             at_phase("copying")(daemon, settings, lab)
             daemon.kill()
@@ -121,6 +123,9 @@ def _upgrade_killed_twice(routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_pa
             daemon.kill()
             daemon.start(listen)
             daemon.wait_for(phase_is("promoted"), 240, "all traffic on green")
+        result = pgbench.wait(timeout=120)
+        assert result.transactions > 100
+        assert result.failed == 0, result.output[-1000:]
         assert routed.primary() == "green"
         assert hap.read().green_percent == 100
         with routed.pair.green() as g, routed.pair.blue() as b:
