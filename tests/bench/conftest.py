@@ -4,6 +4,10 @@ bar"). Run by `make bench`; `make test` leaves tests/bench out (pyproject's test
 Knobs (environment): CUTOVER_BENCH_SCALE (pgbench scale of the copy and verify source, default
 50 = 5 M rows), CUTOVER_BENCH_REPEAT (runs per measurement, medians printed, default 3),
 CUTOVER_BENCH_SECONDS (pgbench -T of the streaming benchmark, default 60).
+
+A benchmark's green may be the lab's green or a standalone cluster of another major
+(tests/versionfixtures.py): each database lives on a `Server`. The copy and verify benchmarks
+add their medians to one summary table, printed at the end of the run.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import pytest
 from psycopg import sql
 
 from config.settings import Settings
+from controller.lab import postgres
 from controller.lab.lab import Lab
 from controller.lab.load import pgbench_init
+from sync.pgtools import server_major
 from tests.labfixtures import new_lab_dir
 from tests.switchfixtures import routed
 from tests.syncfixtures import pair, table_checksum, user_tables
 
-__all__ = ["BenchDb", "lab", "pair", "routed", "source"]
+__all__ = ["BenchDb", "Server", "lab", "pair", "routed", "source"]
 
 
 def env_int(name: str, default: int) -> int:
@@ -58,20 +64,41 @@ def lab() -> Iterator[Lab]:
 
 
 @dataclass(frozen=True)
-class BenchDb:
-    """One database on one of the lab's servers."""
+class Server:
+    """One PostgreSQL server of a benchmark: the lab's blue or green (lab_server), or a
+    standalone cluster of another major started by the benchmark (tests/versionfixtures.py)."""
 
-    lab: Lab
-    env: str
+    label: str
+    port: int
+    pid: int
+    """Its postmaster: what it and its backends use counts as ours in CpuWatch."""
+    major: int
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return postgres.dsn(self.port, dbname)
+
+
+def lab_server(lab: Lab, env: str) -> Server:
+    port = lab.state.port(f"{env}_pg")
+    with psycopg.connect(postgres.dsn(port, "postgres")) as conn:
+        major = server_major(conn.info.server_version)
+    return Server(f"{env} {major}", port, lab.state.procs[f"{env}_pg"].pid, major)
+
+
+@dataclass(frozen=True)
+class BenchDb:
+    """One database on one server."""
+
+    server: Server
     name: str
 
     @property
     def dsn(self) -> str:
-        return self.lab.state.db_dsn(self.env, self.name)
+        return self.server.dsn(self.name)
 
     @property
     def uri(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.lab.state.port(f'{self.env}_pg')}/{self.name}"
+        return f"postgres://postgres@127.0.0.1:{self.server.port}/{self.name}"
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True)
@@ -99,22 +126,24 @@ class BenchDb:
             return {f"{s}.{t}": table_checksum(conn, s, t) for s, t in user_tables(conn)}
 
 
-def create_db(lab: Lab, env: str, prefix: str) -> BenchDb:
-    db = BenchDb(lab, env, f"{prefix}_{uuid.uuid4().hex[:8]}")
-    with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
+def create_db(server: Server, prefix: str) -> BenchDb:
+    db = BenchDb(server, f"{prefix}_{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
     return db
 
 
 def drop_db(db: BenchDb) -> None:
-    with psycopg.connect(db.lab.state.db_dsn(db.env, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(db.server.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
 
 
-def checkpoint(lab: Lab) -> None:
-    """Both servers start a measurement with no dirty buffers and no checkpoint due."""
-    for env in ("blue", "green"):
-        with psycopg.connect(lab.state.db_dsn(env, "postgres"), autocommit=True) as conn:
+def checkpoint(lab: Lab, *others: Server) -> None:
+    """The lab's servers (and others: a green of another major) start a measurement with no
+    dirty buffers and no checkpoint due."""
+    ports = [lab.state.port("blue_pg"), lab.state.port("green_pg"), *(s.port for s in others)]
+    for port in dict.fromkeys(ports):
+        with psycopg.connect(postgres.dsn(port, "postgres"), autocommit=True) as conn:
             conn.execute("CHECKPOINT")
 
 
@@ -127,7 +156,7 @@ def sync_settings(blue: BenchDb, green: BenchDb, **sync: Any) -> Settings:
 @pytest.fixture(scope="session")
 def source(lab: Lab) -> Iterator[BenchDb]:
     """`pgbench -i -s CUTOVER_BENCH_SCALE` on blue, once per session; read only."""
-    db = create_db(lab, "blue", f"bench_s{SCALE}")
+    db = create_db(lab_server(lab, "blue"), f"bench_s{SCALE}")
     try:
         started = time.monotonic()
         pgbench_init(db.dsn, SCALE)
@@ -203,10 +232,11 @@ class CpuWatch:
     CPU time (/proc/stat) minus ours (this process and what it reaped: pgbench, pg_dump ...;
     the lab's servers, their live children and the backends they reaped) and the kernel
     threads'. Processes of others that start and end within the run are seen only through
-    /proc/stat, which is the point."""
+    /proc/stat, which is the point. `servers`: ours too (a green of another major)."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.pids = [p.pid for p in lab.state.procs.values()]
+    def __init__(self, lab: Lab, *servers: Server) -> None:
+        self.pids = list(dict.fromkeys([*(p.pid for p in lab.state.procs.values()),
+                                        *(s.pid for s in servers)]))
         self.others = 0.0
 
     def _ours(self) -> float:
@@ -250,3 +280,52 @@ def percentile(values: list[float], p: float) -> float:
 def describe_source(db: BenchDb) -> str:
     rows = sum(db.row_counts().values())
     return f"{rows / 1e6:.1f} M rows, {db.size_bytes() / 2**20:,.0f} MB"
+
+
+# -- the summary table, printed once at the end of the run -----------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    bench: str
+    method: str
+    seconds: float
+    """The median of `runs` runs."""
+    runs: int
+    versus: str = ""
+    """Ratios to the anchors, with their goals."""
+
+
+SUMMARY: list[SummaryRow] = []
+LOADS: dict[str, tuple[float, float, float]] = {}
+"""Load average (1, 5, 15 min) when each benchmark started."""
+
+
+def summarize(bench: str, method: str, seconds: list[float], versus: str = "") -> None:
+    SUMMARY.append(SummaryRow(bench, method, median(seconds), len(seconds), versus))
+
+
+@pytest.fixture(autouse=True)
+def _load_at_start(request: pytest.FixtureRequest) -> None:
+    LOADS[request.node.name] = os.getloadavg()
+
+
+def summary_table() -> str:
+    width = max(len(r.method) for r in SUMMARY)
+    lines = ["benchmark summary: medians (s) of the runs shown"]
+    bench = ""
+    for r in SUMMARY:
+        if r.bench != bench:
+            bench = r.bench
+            lines.append(bench)
+        lines.append(f"    {r.method:<{width}}  {r.seconds:7.2f} s  x{r.runs}  {r.versus}".rstrip())
+    loads = ", ".join(f"{name} {one:.2f}/{five:.2f}" for name, (one, five, _) in LOADS.items())
+    lines.append(f"load average (1/5 min) when each benchmark started: {loads}")
+    return "\n".join(lines)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.write_sep("=", "benchmarks")
+        for line in summary_table().splitlines():
+            terminalreporter.write_line(line)

@@ -31,6 +31,7 @@ from tests.bench.conftest import (
     create_db,
     describe_source,
     drop_db,
+    lab_server,
     median,
     sync_settings,
     wait_quiet,
@@ -80,9 +81,10 @@ def _recopy(blue: BenchDb, green: BenchDb) -> None:
         assert into.returncode == 0, into.stderr
 
 
-def _initial_copy(blue: BenchDb, timed: Callable[[Callable[[], object]], object]) -> None:
-    """Our parallel initial copy of blue into a fresh, empty database."""
-    fresh = create_db(blue.lab, "green", "bench_diff_copy")
+def _initial_copy(blue: BenchDb, green: BenchDb,
+                  timed: Callable[[Callable[[], object]], object]) -> None:
+    """Our parallel initial copy of blue into a fresh, empty database on green's server."""
+    fresh = create_db(green.server, "bench_diff_copy")
     settings = sync_settings(blue, fresh, name="bench_diff_copy")
     try:
         timed(lambda: logical.start(settings))
@@ -93,8 +95,8 @@ def _initial_copy(blue: BenchDb, timed: Callable[[Callable[[], object]], object]
 
 @pytest.mark.timeout(BENCH_TIMEOUT)
 def test_diff_cycles_5m_rows(lab: Lab) -> None:
-    blue = create_db(lab, "blue", "bench_diff")
-    green = create_db(lab, "green", "bench_diff")
+    blue = create_db(lab_server(lab, "blue"), "bench_diff")
+    green = create_db(lab_server(lab, "green"), "bench_diff")
     try:
         _pgbench_init(blue)
         _run(lab, blue, green)
@@ -141,7 +143,7 @@ def _run(lab: Lab, blue: BenchDb, green: BenchDb) -> None:
         checked = timed("verify", lambda: verify(settings))
         assert all(t.verdict is Verdict.COMPLETE for t in checked.tables)
         timed("re-copy (TRUNCATE + COPY)", lambda: _recopy(blue, green))
-        _initial_copy(blue, lambda job: timed("re-copy (our initial copy)", job))
+        _initial_copy(blue, green, lambda job: timed("re-copy (our initial copy)", job))
     with blue.connect() as b, green.connect() as g:
         assert table_checksum(b, "public", "pgbench_accounts") == \
             table_checksum(g, "public", "pgbench_accounts")

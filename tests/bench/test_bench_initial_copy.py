@@ -4,6 +4,10 @@
 order, medians printed with the ratios of DESIGN.md's quality bar:
 ours <= 0.9 x pg_dump|pg_restore and <= 0.7 x native. Ours is timed until green streams; the
 foreign keys (pgbench -i --foreign-keys) are validated after that and reported beside.
+
+The machinery (Bench, the methods, run_rotated, report) takes its green server, so
+test_bench_versions.py runs the same into a green of another major; the client programs are
+those Cutover would choose for the pair (sync.pgtools.choose_tools).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg import sql
@@ -25,18 +30,21 @@ from psycopg import sql
 from controller.lab.lab import Lab
 from sync import logical
 from sync.foreign_keys import validate_pending
-from sync.pgtools import pg_bindir
+from sync.pgtools import choose_tools, installations
 from tests.bench.conftest import (
     BENCH_TIMEOUT,
     REPEAT,
     SCALE,
     BenchDb,
     CpuWatch,
+    Server,
     checkpoint,
     create_db,
     describe_source,
     drop_db,
+    lab_server,
     median,
+    summarize,
     sync_settings,
     wait_quiet,
 )
@@ -46,6 +54,9 @@ NATIVE = "bench_native"
 OURS = "bench_copy"
 COPY_JOBS = (2, 4)
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers")
+DUMP = "pg_dump | pg_restore"
+GOALS: dict[str, float | None] = {DUMP: 0.9, "native logical": 0.7, "pgcopydb clone": None}
+"""Anchor -> the goal for ours / anchor (DESIGN.md's quality bar); None: ratio only."""
 
 
 @dataclass
@@ -61,24 +72,42 @@ class Method:
 
 
 class Bench:
-    def __init__(self, lab: Lab, source: BenchDb, work: Path) -> None:
+    """Copies of source into fresh databases on green, timed one way for every method.
+
+    sync: more of ours' [sync] settings (e.g. schemas). settle: ours is timed through
+    logical.settle (fk validation, ANALYZE, matviews) instead of reporting the fk validation
+    beside. dump_flags: pg_dump's for the pg_dump | pg_restore anchor."""
+
+    def __init__(self, lab: Lab, source: BenchDb, green: Server, work: Path, *,
+                 sync: dict[str, Any] | None = None, settle: bool = False,
+                 dump_flags: tuple[str, ...] = ("--no-owner", "--no-acl")) -> None:
         self.lab = lab
         self.source = source
+        self.green = green
         self.work = work
+        self.sync = sync or {}
+        self.settle = settle
+        self.dump_flags = dump_flags
+        # pg_dump, pg_restore of the major Cutover would take for this pair (the oldest at
+        # least as new as both servers): every anchor runs with the same programs as ours.
+        self.bindir = choose_tools(source.server.major, green.major, installations()).bindir
         self.schema_dump = work / "schema.dump"
         self.watch: CpuWatch | None = None
         self.blue_sums = source.checksums()
         self.blue_counts = {t: n for t, (n, _) in self.blue_sums.items()}
-        _pg("pg_dump", "--schema-only", "--format=custom", "--no-owner", "--no-acl",
-            f"--file={self.schema_dump}", f"--dbname={source.dsn}")
+
+    def pg(self, program: str, *args: str) -> None:
+        done = subprocess.run([str(self.bindir / program), *args], capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, f"{program} failed: {done.stderr}"
 
     # -- timing on a shared machine -------------------------------------------------------
 
     def start_timed(self) -> None:
         """Both servers checkpointed, the machine quiet, then other work watched."""
-        checkpoint(self.lab)
+        checkpoint(self.lab, self.green)
         wait_quiet("a copy")
-        self.watch = CpuWatch(self.lab).__enter__()
+        self.watch = CpuWatch(self.lab, self.green).__enter__()
 
     def end_timed(self) -> None:
         if self.watch is not None:
@@ -94,19 +123,25 @@ class Bench:
 
     def ours(self, jobs: int, phases: list[dict[str, float]]) -> Callable[[BenchDb, BenchDb], float]:
         def run(source: BenchDb, target: BenchDb) -> float:
-            settings = sync_settings(source, target, copy_jobs=jobs, name=OURS)
+            settings = sync_settings(source, target, copy_jobs=jobs, name=OURS, **self.sync)
             marks: list[tuple[float, str]] = []
             try:
                 with self.timed():
                     started = time.monotonic()
-                    logical.start(settings, say=lambda m: marks.append((time.monotonic(), m)))
+                    result = logical.start(settings, say=lambda m: marks.append((time.monotonic(), m)))
+                    streaming = time.monotonic()
+                    if self.settle:
+                        logical.settle(settings, result)
                     seconds = time.monotonic() - started
-                phases.append(_phases(started, marks, started + seconds))
-                # Green streams from here on; the foreign keys' validation scans follow,
-                # untimed as the copy (native's copy never validates them at all), reported.
-                validating = time.monotonic()
-                validate_pending(settings)
-                phases[-1]["(then fk validation while streaming)"] = time.monotonic() - validating
+                phases.append(_phases(started, marks, streaming))
+                if self.settle:
+                    phases[-1]["settle"] = started + seconds - streaming
+                else:
+                    # Green streams from here on; the foreign keys' validation scans follow,
+                    # untimed as the copy (native's copy never validates them at all), reported.
+                    validating = time.monotonic()
+                    validate_pending(settings)
+                    phases[-1]["(then fk validation while streaming)"] = time.monotonic() - validating
                 # Data equality, outside the timing: independent count + md5 of every table.
                 got = target.checksums()
                 assert got == self.blue_sums, f"green differs from blue after ours (copy_jobs={jobs})"
@@ -120,8 +155,11 @@ class Bench:
     def native(self, source: BenchDb, target: BenchDb) -> float:
         """CREATE PUBLICATION + CREATE SUBSCRIPTION (copy_data = true) until every table is
         ready; the schema is on green beforehand (untimed), as native replication needs."""
-        _pg("pg_restore", "--no-owner", "--no-acl", "--exit-on-error", f"--dbname={target.dsn}",
-            str(self.schema_dump))
+        if not self.schema_dump.exists():
+            self.pg("pg_dump", "--schema-only", "--format=custom", "--no-owner", "--no-acl",
+                    f"--file={self.schema_dump}", f"--dbname={self.source.dsn}")
+        self.pg("pg_restore", "--no-owner", "--no-acl", "--exit-on-error", f"--dbname={target.dsn}",
+                str(self.schema_dump))
         tables = sql.SQL(", ").join(sql.Identifier("public", t) for t in PGBENCH_TABLES)
         with source.connect() as blue, target.connect() as green:
             # PostgreSQL 15's launcher looks for subscriptions to start at most once per
@@ -160,14 +198,13 @@ class Bench:
 
     def dump_restore(self, source: BenchDb, target: BenchDb) -> float:
         """pg_dump -Fc | pg_restore, schema, data and indexes, timed as a whole."""
-        bindir = pg_bindir()
         self.start_timed()
         started = time.monotonic()
-        dump = subprocess.Popen([str(bindir / "pg_dump"), "--format=custom", "--no-owner", "--no-acl",
+        dump = subprocess.Popen([str(self.bindir / "pg_dump"), "--format=custom", *self.dump_flags,
                                  f"--dbname={source.dsn}"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert dump.stdout is not None
-        restore = subprocess.run([str(bindir / "pg_restore"), "--no-owner", "--no-acl",
+        restore = subprocess.run([str(self.bindir / "pg_restore"), *self.dump_flags,
                                   "--exit-on-error", f"--dbname={target.dsn}"],
                                  stdin=dump.stdout, capture_output=True, check=False)
         dump.stdout.close()
@@ -176,13 +213,13 @@ class Bench:
         self.end_timed()
         assert dump.returncode == 0, f"pg_dump failed: {dump_err.decode(errors='replace')}"
         assert restore.returncode == 0, f"pg_restore failed: {restore.stderr.decode(errors='replace')}"
-        self._assert_counts(target, "pg_dump | pg_restore")
+        self._assert_counts(target, DUMP)
         return seconds
 
     def pgcopydb(self, source: BenchDb, target: BenchDb) -> float:
         """pgcopydb clone --table-jobs 2 --index-jobs 2 (schema, data, indexes, vacuum)."""
         workdir = Path(tempfile.mkdtemp(prefix="pgcopydb-", dir=self.work))
-        env = {**os.environ, "PATH": f"{pg_bindir()}:{os.environ.get('PATH', '')}",
+        env = {**os.environ, "PATH": f"{self.bindir}:{os.environ.get('PATH', '')}",
                "TMPDIR": str(self.work)}
         try:
             self.start_timed()
@@ -207,12 +244,6 @@ class Bench:
 
 class PgcopydbFailed(Exception):
     """pgcopydb could not run here: reported, not fatal to the other measurements."""
-
-
-def _pg(program: str, *args: str) -> None:
-    done = subprocess.run([str(pg_bindir() / program), *args], capture_output=True, text=True,
-                          check=False)
-    assert done.returncode == 0, f"{program} failed: {done.stderr}"
 
 
 def _phases(started: float, marks: list[tuple[float, str]], ended: float) -> dict[str, float]:
@@ -241,31 +272,42 @@ def _ratio(ours: float, anchor: float, goal: float) -> str:
     return f"ratio {r:.2f} (goal <= {goal}){'' if r <= goal else '  MISSED'}"
 
 
-@pytest.mark.timeout(BENCH_TIMEOUT)
-def test_initial_copy(lab: Lab, source: BenchDb) -> None:
+@contextmanager
+def workdir() -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix="cutover-bench-copy-", dir="/tmp"))
     try:
-        _run(lab, source, work)
+        yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(lab: Lab, source: BenchDb, work: Path) -> None:
-    bench = Bench(lab, source, work)
-    methods: list[Method] = []
-
+def ours_methods(bench: Bench) -> list[Method]:
     def ours(jobs: int) -> Method:
         phases: list[dict[str, float]] = []
         return Method(f"ours (copy_jobs={jobs})", bench.ours(jobs, phases), phases=phases)
-    methods += [ours(j) for j in COPY_JOBS]
-    methods += [Method("native logical", bench.native),
-                Method("pg_dump | pg_restore", bench.dump_restore),
-                Method("pgcopydb clone", bench.pgcopydb)]
+    return [ours(j) for j in COPY_JOBS]
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT)
+def test_initial_copy(lab: Lab, source: BenchDb) -> None:
+    with workdir() as work:
+        bench = Bench(lab, source, lab_server(lab, "green"), work)
+        methods = [*ours_methods(bench), Method("native logical", bench.native),
+                   Method(DUMP, bench.dump_restore), Method("pgcopydb clone", bench.pgcopydb)]
+        run_rotated(bench, methods)
+    print(report(f"initial copy, pgbench -s {SCALE} ({describe_source(source)}), "
+                 f"{source.server.label} -> {bench.green.label}", methods))
+    assert all(m.seconds for m in methods if not m.label.startswith("pgcopydb")), "a method never ran"
+
+
+def run_rotated(bench: Bench, methods: list[Method]) -> None:
+    """An untimed warm-up, then REPEAT rounds of every method, each into a fresh database on
+    bench.green, in an order rotating by round."""
     # Untimed warm-up: a fresh lab cluster's first copy creates its WAL segments (~30 % slower,
     # measured), which would fall on whichever method the rotation puts first.
-    warm = create_db(lab, "green", "bench_warm")
+    warm = create_db(bench.green, "bench_warm")
     try:
-        methods[0].run(source, warm)
+        methods[0].run(bench.source, warm)
         methods[0].phases.clear()
     finally:
         drop_db(warm)
@@ -274,10 +316,10 @@ def _run(lab: Lab, source: BenchDb, work: Path) -> None:
         for m in methods[i % len(methods):] + methods[:i % len(methods)]:
             if m.failure:
                 continue
-            target = create_db(lab, "green", "bench_copy")
+            target = create_db(bench.green, "bench_copy")
             try:
                 bench.watch = None
-                m.seconds.append(m.run(source, target))
+                m.seconds.append(m.run(bench.source, target))
                 note = bench.watch.note() if bench.watch else ""
                 if note:
                     m.disturbed += 1
@@ -287,14 +329,15 @@ def _run(lab: Lab, source: BenchDb, work: Path) -> None:
                 print(f"[bench] {m.label} FAILED, continuing without it: {exc}")
             finally:
                 drop_db(target)
-    print(_report(source, methods))
-    assert all(m.seconds for m in methods if not m.label.startswith("pgcopydb")), "a method never ran"
 
 
-def _report(source: BenchDb, methods: list[Method]) -> str:
+def report(title: str, methods: list[Method], goals: dict[str, float | None] | None = None) -> str:
+    """Medians, each of ours / each anchor (with its goal from goals, default GOALS), and
+    where ours spends its time; the medians go to the summary table too."""
+    goals = GOALS if goals is None else goals
     by = {m.label: m for m in methods}
     med = {m.label: median(m.seconds) for m in methods if m.seconds}
-    lines = [f"\ninitial copy, pgbench -s {SCALE} ({describe_source(source)}), medians of {REPEAT}:"]
+    lines = [f"\n{title}, medians of {REPEAT}:"]
     for m in methods:
         if m.failure and not m.seconds:
             lines.append(f"    {m.label:<22}  FAILED: {m.failure.splitlines()[0]}")
@@ -302,18 +345,23 @@ def _report(source: BenchDb, methods: list[Method]) -> str:
         runs = " ".join(f"{s:.1f}" for s in m.seconds)
         busy = f", {m.disturbed} disturbed by other work" if m.disturbed else ""
         lines.append(_line(m.label, med[m.label], f"   (runs: {runs}{busy})"))
-    dump, native = med.get("pg_dump | pg_restore"), med.get("native logical")
-    for jobs in COPY_JOBS:
-        label = f"ours (copy_jobs={jobs})"
-        if dump:
-            lines.append(f"    {label} / pg_dump|pg_restore  {_ratio(med[label], dump, 0.9)}")
-        if native:
-            lines.append(f"    {label} / native logical       {_ratio(med[label], native, 0.7)}")
-        if "pgcopydb clone" in med:
-            lines.append(f"    {label} / pgcopydb clone       ratio {med[label] / med['pgcopydb clone']:.2f}")
-        phases = by[label].phases
-        if phases:
-            keys = list(phases[0])
-            split = ", ".join(f"{k} {median([p.get(k, 0.0) for p in phases]):.1f} s" for k in keys)
-            lines.append(f"      where ours (copy_jobs={jobs}) spends it (medians): {split}")
+    anchors = [m.label for m in methods if not m.label.startswith("ours") and m.label in med]
+    for m in methods:
+        if not m.label.startswith("ours") or m.label not in med:
+            continue
+        versus = []
+        for anchor in anchors:
+            goal = goals.get(anchor)
+            r = med[m.label] / med[anchor]
+            ratio = _ratio(med[m.label], med[anchor], goal) if goal is not None else f"ratio {r:.2f}"
+            lines.append(f"    {m.label} / {anchor:<21}{ratio}")
+            met = "" if goal is None else f" (goal <= {goal}{'' if r <= goal else ', MISSED'})"
+            versus.append(f"{r:.2f} x {anchor}{met}")
+        summarize(title, m.label, m.seconds, "; ".join(versus))
+        if m.phases:
+            keys = list(m.phases[0])
+            split = ", ".join(f"{k} {median([p.get(k, 0.0) for p in m.phases]):.1f} s" for k in keys)
+            lines.append(f"      where {m.label} spends it (medians): {split}")
+    for anchor in anchors:
+        summarize(title, anchor, by[anchor].seconds)
     return "\n".join(lines)

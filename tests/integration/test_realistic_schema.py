@@ -104,7 +104,10 @@ def test_a_realistic_schema_reaches_an_empty_green_of_postgresql_18(pair_18: DbP
 @pytest.mark.parametrize("green_seed", [1, 3])
 def test_hashes_do_not_depend_on_the_clusters_type_oids(pair: DbPair, green_seed: int) -> None:
     """Green's own schema, its types created in another order (other OIDs): one diff cycle
-    fills it; then a second changes nothing, verify finds no difference."""
+    fills it; then a second changes nothing, verify finds no difference, and neither server
+    logs an error for a type without a hash function (the catalog is asked, not probed)."""
+    logs = {env: pair.lab.state.log(f"{env}_pg") for env in ("blue", "green")}
+    logged = {env: path.stat().st_size for env, path in logs.items()}
     with pair.blue() as b, pair.green() as g:
         create_schema(b, type_order_seed=0)
         create_schema(g, type_order_seed=green_seed)
@@ -120,6 +123,10 @@ def test_hashes_do_not_depend_on_the_clusters_type_oids(pair: DbPair, green_seed
     checked = verify(settings)
     assert {t.verdict for t in checked.tables} == {Verdict.COMPLETE}, checked.as_dict()
     _assert_same_rows(pair)
+    for env, path in logs.items():
+        with path.open("rb") as log:
+            log.seek(logged[env])
+            assert b"could not identify" not in log.read(), f"{env}'s log has hash probe errors"
 
 
 def test_a_differing_row_is_named_by_its_range_with_bounds(pair: DbPair) -> None:

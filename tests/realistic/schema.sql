@@ -31,6 +31,7 @@ CREATE TABLE records.accounts (
     status        records.record_status NOT NULL DEFAULT 'active',
     home_address  records.address,
     last_login_ip inet,
+    preferences   json NOT NULL DEFAULT '{"theme": "light"}',  -- json has no hash function
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
