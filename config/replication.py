@@ -30,11 +30,13 @@ class SyncSettings(Section):
     mode: SyncMode = SyncMode.LOGICAL
     """logical (native logical replication) or diff (chunked checksum diff; SELECT on blue only)."""
     schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)
-    """Schemas whose tables are synced when `tables` is empty."""
+    """Schemas whose tables are synced when `tables` is empty. An empty green gets every object of
+    these schemas (and of the synced tables' schemas), types, functions and views included."""
     tables: list[str] = Field(default_factory=list)
-    """Tables to sync (schema.table); empty means every table of `schemas`."""
+    """Tables to sync (schema.table); empty means every table of `schemas`. The other tables of
+    their schemas still reach an empty green, without rows."""
     exclude_tables: list[str] = Field(default_factory=list)
-    """Tables never synced."""
+    """Tables never synced (an empty green still gets their definition, without rows)."""
     copy_jobs: int = Field(default=4, ge=1, le=64)
     """Parallel COPY workers for the initial copy: about the database servers' cores (on 2
     cores, 2 workers copied pgbench -s 50 faster than 4)."""
