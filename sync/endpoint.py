@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from config.environments import DatabaseSettings
 from config.replication import CommandEndpointSettings, PgBouncerSettings
+from sync import pgbouncer_ini
 from sync.errors import BadInputError, SyncError
 
 
@@ -107,15 +108,24 @@ class PgBouncerEndpoint:
     def repoint(self, target: DatabaseSettings) -> None:
         host, port, dbname = _target(target)
         path: Path = self.settings.databases_file
-        ours = set(self.settings.databases)
-        try:  # other entries in the file are not ours: kept as they are
-            kept = [line for line in path.read_text().splitlines(keepends=True)
-                    if line.partition("=")[0].strip() not in ours]
+        try:
+            lines = path.read_text().splitlines(keepends=True)
         except FileNotFoundError:
-            kept = []
-        lines = [f"{db} = host={host} port={port} dbname={dbname}\n" for db in self.settings.databases]
+            lines = []
+        # Our entries change host, port and dbname only (pool_size, user, auth_user, ... stay
+        # in place); every other line, comments included, is kept as it is.
+        todo = list(self.settings.databases)
+        out = []
+        for line in lines:
+            entry = pgbouncer_ini.parse(line)
+            if entry is not None and entry.name in todo:
+                todo.remove(entry.name)
+                out.append(pgbouncer_ini.retarget(entry, entry.name, host, port, dbname))
+            elif not (entry is not None and entry.name in self.settings.databases):  # a duplicate
+                out.append(line if line.endswith("\n") else line + "\n")
+        out += [pgbouncer_ini.retarget(None, db, host, port, dbname) for db in todo]
         tmp = path.with_name(f".{path.name}.cutover")
-        tmp.write_text("".join(kept + lines))
+        tmp.write_text("".join(out))
         try:  # keep the owner: PgBouncer (not root) must still read it
             st = path.stat()
             os.chown(tmp, st.st_uid, st.st_gid)
@@ -131,10 +141,10 @@ class PgBouncerEndpoint:
             return None
         first = self.settings.databases[0]
         for line in text.splitlines():
-            name, _, rest = line.partition("=")
-            if name.strip() == first:
-                info = dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)
-                return info.get("host", ""), int(info.get("port", "5432")), info.get("dbname", first)
+            entry = pgbouncer_ini.parse(line)
+            if entry is not None and entry.name == first:
+                return (entry.value("host") or "", int(entry.value("port") or "5432"),
+                        entry.value("dbname") or first)
         return None
 
 

@@ -515,3 +515,33 @@ def test_preflight_refuses_what_would_stop_either_direction(pair: DbPair, tmp_pa
     with pair.blue() as b:
         assert b.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cutover'"
                          ).fetchone() == (0,)
+
+
+def test_the_repoint_keeps_the_database_lines_options(routed: Routed) -> None:
+    """Only host, port and dbname change: pool_size, user, pool_mode and client_encoding stay,
+    and PgBouncer runs the entry with them on the new primary."""
+    name = routed.pair.name
+    lines = routed.file.read_text().splitlines(keepends=True)
+    ours = [i for i, line in enumerate(lines) if line.partition("=")[0].strip() == name]
+    assert len(ours) == 1
+    lines[ours[0]] = lines[ours[0]].rstrip("\n") + (" pool_size=7 user=postgres pool_mode=transaction "
+                                                    "client_encoding=UTF8\n")
+    lines.insert(ours[0], "; the bank's pool, sized for its app servers\n")
+    routed.file.write_text("".join(lines))
+    routed.endpoint._run("RELOAD")
+    start_sync(routed, scale=1)
+    switch(routed.settings, "green")
+    text = routed.file.read_text()
+    assert "; the bank's pool, sized for its app servers\n" in text
+    green_port = routed.lab.state.port("green_pg")
+    assert (f"{name} = host=127.0.0.1 port={green_port} dbname={name} pool_size=7 user=postgres "
+            "pool_mode=transaction client_encoding=UTF8\n") in text
+    with routed.endpoint._admin() as admin:
+        cur = admin.execute("SHOW DATABASES")
+        columns = [d.name for d in cur.description or ()]
+        row = next(dict(zip(columns, r, strict=True)) for r in cur.fetchall() if r[0] == name)
+    assert (row["port"], row["pool_size"], row["pool_mode"]) == (green_port, 7, "transaction")
+    assert routed.primary() == "green"
+    switch(routed.settings, "blue")
+    assert "pool_size=7 user=postgres pool_mode=transaction client_encoding=UTF8" in routed.file.read_text()
+    assert routed.primary() == "blue"
