@@ -492,16 +492,23 @@ class _Switch:
                     raise SyncError(f"the switch passed switchover.timeout ({self.sw.timeout:g}s)")
                 self.step(name, fn)
             self.step("resume", self.endpoint.resume)
-        except (SyncError, psycopg.Error) as exc:
-            self.say(f"switch failed ({str(exc).strip()}); undoing: writes resume on the old primary")
+        except BaseException as exc:
+            # Whatever failed, of whatever kind (a full disk, a bad template, an interrupt),
+            # writes must not stay held: undo, and if even that fails, resume where the
+            # endpoint points (the old primary unless the repoint went through).
+            what = _describe(exc)
+            self.say(f"switch failed ({what}); undoing: writes resume on the old primary")
             try:
                 self.step("undo", self.undo)
-            except (SyncError, psycopg.Error) as undo_exc:
-                raise SyncError(f"switch failed: {str(exc).strip()}; AND undoing it failed: "
-                                f"{str(undo_exc).strip()}; check the endpoint and "
+            except BaseException as undo_exc:
+                resumed = self._resume_anyway()
+                raise SyncError(f"switch failed: {what}; AND undoing it failed: "
+                                f"{_describe(undo_exc)}; {resumed}; check the endpoint and "
                                 "default_transaction_read_only on both databases") from None
+            if not isinstance(exc, Exception):
+                raise
             raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
-                            f"old primary, nothing lost): {str(exc).strip()}") from None
+                            f"old primary, nothing lost): {what}") from None
         self.report.pause_ms = (time.monotonic() - paused) * 1000
         self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
         if self.compare:
@@ -532,6 +539,14 @@ class _Switch:
                             f"{t.green_rows} on green)" for t in report.tables
                             if t.verdict not in (Verdict.COMPLETE, Verdict.CHANGING))
             raise VerifyDifference(bad)
+
+    def _resume_anyway(self) -> str:
+        """The last resort of a failed undo: let writes flow wherever the endpoint points."""
+        try:
+            self.endpoint.resume()
+        except Exception as exc:
+            return f"resuming the endpoint failed too ({_describe(exc)}): writes may be held"
+        return "the endpoint was resumed where it points"
 
     def _compare_or_switch_back(self, name: str, compare: Callable[[], None]) -> None:
         """Compare while writes flow on the new primary; on a difference, switch writes
@@ -568,6 +583,14 @@ class _Switch:
                             f"{back_to} follows it; run `cutover switch --to {back_to}`") from None
         raise VerifyDifference(f"switch to {self.d.to} reverted: {diff}; writes are back on "
                                f"{back_to}, with every row written meanwhile")
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for a message: ours and PostgreSQL's by their text, others with their type
+    (an IsADirectoryError's text alone does not say what happened)."""
+    if isinstance(exc, SyncError | psycopg.Error):
+        return str(exc).strip()
+    return f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": ")
 
 
 def _drop_slot(conn: Conn, name: str) -> None:

@@ -545,3 +545,26 @@ def test_the_repoint_keeps_the_database_lines_options(routed: Routed) -> None:
     switch(routed.settings, "blue")
     assert "pool_size=7 user=postgres pool_mode=transaction client_encoding=UTF8" in routed.file.read_text()
     assert routed.primary() == "blue"
+
+
+def test_a_failure_of_an_unexpected_kind_in_the_pause_is_undone(routed: Routed) -> None:
+    """The databases file's directory unusable (here its temporary file is a directory, an
+    IsADirectoryError inside the pause, as a read-only directory or a full disk would give):
+    the switch undoes itself, writes flow on blue at once, and the error names what failed."""
+    start_sync(routed, scale=1)
+    blocker = routed.file.with_name(f".{routed.file.name}.cutover")
+    blocker.mkdir()
+    try:
+        with pytest.raises(SyncError, match=r"failed and was undone .*IsADirectoryError"):
+            switch(routed.settings, "green")
+    finally:
+        blocker.rmdir()
+    assert routed.primary() == "blue"
+    assert not read_only(routed.pair, "blue")
+    with routed.connect() as conn:  # not held: PgBouncer is resumed
+        conn.execute("SET statement_timeout = '2s'")
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 8, now())")
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+    assert switch(routed.settings, "green").pause_ms is not None  # the next switch goes through
+    assert routed.primary() == "green"
