@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +57,28 @@ def _check_argv(value: list[str]) -> list[str]:
         raise ValueError("expected a command as a list of arguments, such as "
                          "[\"./scripts/traffic-shift.sh\", \"--target\", \"{target}\"]")
     return value
+
+
+def argv_template(*fields: str) -> AfterValidator:
+    """An Argv whose arguments may hold exactly these {placeholders}: anything else (an unknown
+    name, {0}, a format spec, a lone brace) is refused when the config is read, never when the
+    command runs (a repoint runs inside the write pause)."""
+    allowed = ", ".join("{" + f + "}" for f in fields) or "none"
+
+    def _check_argv_template(value: list[str]) -> list[str]:
+        _check_argv(value)
+        for arg in value:
+            try:
+                parts = list(string.Formatter().parse(arg))
+            except ValueError as exc:
+                raise ValueError(f"{arg!r}: {exc} (a literal brace is written twice: {{{{ }}}}); "
+                                 f"placeholders: {allowed}") from None
+            for _, name, spec, conversion in parts:
+                if name is not None and (name not in fields or spec or conversion):
+                    written = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                    raise ValueError(f"{arg!r}: unknown placeholder {{{written}}}; placeholders: {allowed}")
+        return value
+    return AfterValidator(_check_argv_template)
 
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve)]

@@ -41,8 +41,8 @@ def _validators(info: FieldInfo) -> set[str]:
 
 def _type_text(annotation: Any, validators: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     by_validator = {parse_duration.__name__: "duration", parse_size.__name__: "size",
-                    "_check_hostport": "host:port", "_check_argv": "argv list", "_check_name": "name",
-                    "_resolve": "path"}
+                    "_check_hostport": "host:port", "_check_argv": "argv list",
+                    "_check_argv_template": "argv list", "_check_name": "name", "_resolve": "path"}
     for name, text in by_validator.items():
         if name in validators:
             return text

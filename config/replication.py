@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from config.base import Argv, ConfigPath, Name, Section
+from config.base import Argv, ConfigPath, Name, Section, argv_template
 from config.durations import ByteSize, Duration
 from config.errors import FieldError
 
@@ -81,7 +81,7 @@ class PgBouncerSettings(Section):
 class CommandEndpointSettings(Section):
     pause: Argv
     """Stops new writes (e.g. scale writers to zero, block a proxy)."""
-    repoint: Argv
+    repoint: Annotated[list[str], argv_template("target", "host", "port", "dbname")]
     """Points writers at {target} ({host}, {port}, {dbname} are filled in)."""
     resume: Argv
     """Lets writes flow again."""

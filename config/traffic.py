@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from itertools import pairwise
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.base import Argv, ConfigPath, HostPort, Name, Section
+from config.base import Argv, ConfigPath, HostPort, Name, Section, argv_template
 from config.durations import Duration
 from config.errors import FieldError
 
@@ -79,8 +79,11 @@ class NginxSettings(Section):
         return lines
 
 
+ShiftArgv = Annotated[list[str], argv_template("target", "percentage", "blue_weight", "green_weight")]
+
+
 class CommandDriverSettings(Section):
-    argv: Argv = Field(default_factory=lambda: [
+    argv: ShiftArgv = Field(default_factory=lambda: [
         "./scripts/traffic-shift.sh", "--target", "{target}", "--percentage", "{percentage}"])
     """The shift command; {target}, {percentage}, {blue_weight}, {green_weight} are filled in."""
     readback: Argv | None = None

@@ -605,3 +605,17 @@ def test_random_values_merged_into_a_valid_config(changes: list[tuple[Loc, Any]]
     if not isinstance(data, dict):  # a change at the root path () replaced the whole document
         return
     _load_text_or_bytes(to_toml(data))
+
+
+@pytest.mark.parametrize("arg", ["{hostname}", "{0}", "{}", "x}", "{target:>99999999}", "{target!r}"])
+def test_a_repoint_or_shift_template_with_an_unknown_placeholder_is_refused_up_front(arg: str) -> None:
+    """A repoint runs inside the write pause: its template is checked when the config is read."""
+    from config.replication import CommandEndpointSettings
+    from config.traffic import CommandDriverSettings
+    with pytest.raises(ValueError, match=r"placeholders: \{target\}, \{host\}, \{port\}, \{dbname\}"):
+        CommandEndpointSettings(pause=["true"], repoint=["/bin/echo", arg], resume=["true"])
+    with pytest.raises(ValueError, match=r"placeholders: \{target\}, \{percentage\}"):
+        CommandDriverSettings(argv=["./shift.sh", arg])
+    fine = CommandEndpointSettings(pause=["true"], repoint=["/bin/echo", "{target}", "{{x}}"],
+                                   resume=["true"])
+    assert fine.repoint == ["/bin/echo", "{target}", "{{x}}"]
