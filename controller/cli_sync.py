@@ -43,6 +43,7 @@ from sync.errors import BadInputError, SyncError
 from sync.livepair import ENVS, LivePair
 from sync.logical import StartResult
 from sync.preflight import Report, Status, run_preflight
+from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
 from sync.status import SyncStatus, beat, read_status
 from sync.verify import Verdict, verify
@@ -236,7 +237,7 @@ def _diff_cycle(settings: Settings, dry_run: bool, console: Console) -> diff.Cyc
 def _sequences(settings: Settings, as_json: bool) -> None:
     blue_db, green_db = databases(settings)
     with connect(blue_db, "sequences") as blue, connect(green_db, "sequences") as green:
-        done = copy_sequences(blue, green, settings.sync.schemas)
+        done = copy_sequences(blue, green, synced_schemas(blue, settings))
     if as_json:
         print_json({"copied": done.copied, "missing_on_green": done.missing_on_green})
     else:

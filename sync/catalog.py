@@ -88,21 +88,26 @@ def column_types(conn: Conn, table: Table) -> dict[str, str]:
 
 
 _TRAITS = """
-WITH RECURSIVE walk(col, typ, depth) AS (
-    SELECT a.attname::text, a.atttypid, 0 FROM pg_attribute a
+WITH RECURSIVE walk(col, typ, depth, in_array, deterministic) AS (
+    SELECT a.attname::text, a.atttypid, 0, false,
+           coalesce((SELECT co.collisdeterministic FROM pg_collation co WHERE co.oid = a.attcollation), true)
+      FROM pg_attribute a
       JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
     UNION ALL  -- through domains to their base type, through arrays to their element type
-    SELECT w.col, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, w.depth + 1
+    SELECT w.col, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, w.depth + 1,
+           w.in_array OR t.typtype <> 'd', w.deterministic
       FROM walk w JOIN pg_type t ON t.oid = w.typ
      WHERE w.depth < 20 AND (t.typtype = 'd'
            OR (t.typelem <> 0 AND t.typcategory = 'A'))
 ), typed AS (
-    SELECT w.col, t.typtype = 'd' OR t.typelem <> 0
-                  AND t.typcategory = 'A' AS wrapper,
+    SELECT w.col, t.typtype = 'd' OR t.typelem <> 0 AND t.typcategory = 'A' AS wrapper,
+           -- an array's binary form carries its element type's OID: a domain's differs
+           t.typtype = 'd' AND w.in_array AS domain_in_array,
            -- reg* values are OIDs: as text they are names, which the other cluster resolves
            t.oid < 16384 AND t.typtype IN ('b', 'r', 'm') AND t.typname !~ '^reg' AS builtin,
-           EXISTS (
+           -- a nondeterministic collation hashes through ICU sort keys, which vary by version
+           w.deterministic AND EXISTS (
                SELECT FROM pg_opclass oc
                  JOIN pg_am am ON am.oid = oc.opcmethod AND am.amname = 'hash'
                  JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 2
@@ -112,7 +117,7 @@ WITH RECURSIVE walk(col, typ, depth) AS (
                          AND c.castcontext = 'i'))) AS hashes
       FROM walk w JOIN pg_type t ON t.oid = w.typ
 )
-SELECT col, bool_and(wrapper OR builtin), bool_and(wrapper OR builtin AND hashes)
+SELECT col, bool_and((wrapper OR builtin) AND NOT domain_in_array), bool_and(wrapper OR builtin AND hashes)
   FROM typed GROUP BY col
 """
 

@@ -38,7 +38,7 @@ from sync.catalog import Table, column_types, list_tables, resolve, table_by_nam
 from sync.checksums import INTEGER_TYPES, IntBuckets, int_bounds, row_hash, text_row_hash
 from sync.connections import Conn, connect, databases
 from sync.errors import BadInputError, SyncError
-from sync.schema import SchemaDump
+from sync.schema import SchemaDump, synced_schemas
 from sync.sequences import copy_sequences
 
 BUCKET_ROWS = 100
@@ -507,7 +507,7 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
                 say(f"{target.label}: {compared}; {verb}: +{done.inserted:,} "
                     f"~{done.updated:,} -{done.deleted:,}")
             if not dry_run:
-                report.sequences = copy_sequences(blue, green, settings.sync.schemas).copied
+                report.sequences = copy_sequences(blue, green, synced_schemas(blue, settings)).copied
                 largeobjects.copy_missing(blue, green)
         finally:
             blue.execute("COMMIT")
@@ -524,8 +524,7 @@ def ensure_schema(settings: Settings, say: Say = lambda _: None) -> bool:
     name = objects.pg_name(settings.sync)
     with connect(blue_db, "diff-schema") as blue, connect(green_db, "diff-schema") as green:
         tables = list_tables(blue, settings.sync)
-        previous = objects.read_phase(green, name)
-        interrupted = previous is not None and previous[0] == objects.SCHEMA_COPYING
+        interrupted = objects.schema_copy_interrupted(green, name)
         if not tables or (not interrupted and any(table_by_name(green, t.schema, t.name) for t in tables)):
             return False
         objects.write_phase(green, name, objects.SCHEMA_COPYING, True)

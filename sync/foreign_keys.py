@@ -27,6 +27,7 @@ class ForeignKey:
     name: str
     definition: str
     """pg_get_constraintdef with every name schema-qualified."""
+    comment: str | None = None
 
     @property
     def target(self) -> sql.Composed:
@@ -39,13 +40,15 @@ def on_blue(blue: Conn, tables: Sequence[Table], validated_only: bool = False) -
     with blue.transaction():
         blue.execute("SET LOCAL search_path = ''")  # so constraint definitions name schemas
         rows = blue.execute(
-            "SELECT n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid) "
+            "SELECT n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid), "
+            "obj_description(con.oid, 'pg_constraint') "
             "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE con.contype = 'f' AND (con.convalidated OR NOT %s) AND con.conparentid = 0 "
             "AND con.conrelid = ANY(%s) ORDER BY 1, 2, 3",
             [validated_only, [t.oid for t in tables]]).fetchall()
-    return [ForeignKey(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+    return [ForeignKey(str(r[0]), str(r[1]), str(r[2]), str(r[3]), None if r[4] is None else str(r[4]))
+            for r in rows]
 
 
 def _on_green(green: Conn, fk: ForeignKey) -> bool | None:
@@ -70,6 +73,9 @@ def add_not_valid(green: Conn, fks: Sequence[ForeignKey]) -> int:
             later = sql.SQL("" if row is not None and row[0] == "p" else " NOT VALID")
             green.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}{}").format(
                 fk.target, sql.Identifier(fk.name), sql.SQL(fk.definition), later))
+            if fk.comment is not None:
+                green.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                    sql.Identifier(fk.name), fk.target, sql.Literal(fk.comment)))
             added += 1
     return added
 

@@ -69,6 +69,9 @@ def start(settings: Settings, say: Say = lambda _: None,
                 say(f"subscription {name!r} exists: green is already streaming from blue")
             return StartResult(len(tables), 0, None, already_streaming=True, tables_added=joined)
         previous = objects.read_phase(green, name)
+        if previous is not None and previous[0] == objects.SCHEMA_COPIED:
+            # The diff sync's marker: green's rows are live data, not a partial copy of ours.
+            previous = None
         objects.ensure_heartbeat(blue, green)
         ensure_publication(blue, name, tables)
         rows = 0
@@ -102,7 +105,7 @@ def settle(settings: Settings, started: StartResult | None, say: Say = lambda _:
     while green streams: foreign keys validated, planner statistics gathered, materialized
     views populated (all of them after a copy, else what never was)."""
     foreign_keys.validate_pending(settings, say=say)
-    fresh = started is not None and (started.rows_copied > 0 or bool(started.tables_added))
+    fresh = started is not None and started.rows_copied > 0  # joined tables: never analyzed
     readiness.ready_green(settings, say, fresh=fresh)
 
 
@@ -233,18 +236,20 @@ def _add_new_tables(settings: Settings, blue: Conn, green: Conn, tables: list[Ta
     held = set(keyless + unlogged + absent)
     new = [t for t in new if t not in held]
     if new:
-        _join(settings, blue, green, [t for t in tables if t not in held], new, name, say, wait)
+        _join(settings, blue, green, [t for t in tables if t not in held], new, name, say, wait,
+              from_blue=not own_schema)
     if problems:
         raise BadInputError("; ".join(problems))  # the same words each time: said once
     return [t.qualified for t in new]
 
 
 def _join(settings: Settings, blue: Conn, green: Conn, tables: list[Table], new: list[Table],
-          name: str, say: Say, wait: bool) -> None:
-    missing = [t for t in new if table_by_name(green, t.schema, t.name) is None]
-    if missing:
-        say(f"creating {len(missing)} new table(s) on green from blue's schema")
-        with SchemaDump(settings, tables) as schema:  # only what green lacks is restored
+          name: str, say: Say, wait: bool, *, from_blue: bool) -> None:
+    if from_blue:  # whatever of blue's schema green still lacks, also what a killed join left
+        missing = [t for t in new if table_by_name(green, t.schema, t.name) is None]
+        if missing:
+            say(f"creating {len(missing)} new table(s) on green from blue's schema")
+        with SchemaDump(settings, tables) as schema:
             schema.restore("pre-data")
             schema.restore("post-data")
     ensure_publication(blue, name, tables)

@@ -83,6 +83,13 @@ def read_phase(green: Conn, name: str) -> tuple[str, bool] | None:
     return (str(row[0]), bool(row[1])) if row else None
 
 
+def schema_copy_interrupted(green: Conn, name: str) -> bool:
+    """An earlier run started putting blue's schema on green and did not finish: whatever part
+    green has is ours, and a re-run completes it."""
+    previous = read_phase(green, name)
+    return previous is not None and previous[0] == SCHEMA_COPYING
+
+
 def write_phase(green: Conn, name: str, phase: str, schema_from_blue: bool,
                 slot_lsn: str | None = None) -> None:
     green.execute(STATE_DDL)

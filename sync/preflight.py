@@ -19,6 +19,7 @@ from sync.compat import column_problems
 from sync.connections import Conn, connect, databases
 from sync.errors import BadInputError, SyncError
 from sync.pgtools import version_check
+from sync.schema import schemas_to_copy
 
 
 class Status(StrEnum):
@@ -77,6 +78,8 @@ def run_preflight(settings: Settings) -> Report:
                 lambda: _versions(blue, green),
                 lambda: _tables_found(tables, settings),
                 lambda: _diff_targets(settings, tables, blue, green),
+                lambda: _extensions(blue, green),
+                lambda: _roles(blue, green, settings, tables),
                 lambda: _large_objects(blue),
                 lambda: _sequences(blue, settings.sync.schemas),
                 lambda: _long_transactions(blue)]
@@ -94,7 +97,7 @@ def run_preflight(settings: Settings) -> Report:
             lambda: _large_objects(blue),
             lambda: _sequences(blue, settings.sync.schemas),
             lambda: _extensions(blue, green),
-            lambda: _roles(blue, green, tables),
+            lambda: _roles(blue, green, settings, tables),
             lambda: _schema(blue, green, tables, settings),
             lambda: _long_transactions(blue),
             lambda: _wal_headroom(blue),
@@ -237,21 +240,39 @@ def _sequences(blue: Conn, schemas: list[str]) -> Check:
                  "at the switch (or now with `cutover sync --sequences`)")
 
 
-def _roles(blue: Conn, green: Conn, tables: list[Table]) -> Check:
-    """Green gets blue's owners and grants with the schema: the app's role must exist there,
-    or after the switch the app finds tables it may not touch."""
-    oids = [t.oid for t in tables]
-    needed = {str(r[0]) for r in blue.execute(
-        "SELECT DISTINCT r.rolname FROM pg_class c CROSS JOIN LATERAL (SELECT c.relowner AS oid "
-        "UNION SELECT (aclexplode(c.relacl)).grantee) g JOIN pg_roles r ON r.oid = g.oid "
-        "WHERE c.oid = ANY(%s) OR c.oid IN (SELECT d.objid FROM pg_depend d WHERE d.refobjid = ANY(%s) "
-        "AND d.classid = 'pg_class'::regclass)", [oids, oids]).fetchall()}
+_ROLES_NEEDED = """
+SELECT DISTINCT r.rolname::text FROM pg_roles r WHERE r.oid IN (
+    SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT (aclexplode(n.nspacl)).grantee FROM pg_namespace n WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT (aclexplode(c.relacl)).grantee FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+           WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT (aclexplode(p.proacl)).grantee FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT unnest(pol.polroles) FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY(%(s)s)
+    UNION SELECT d.defaclrole FROM pg_default_acl d
+            JOIN pg_namespace n ON n.oid = d.defaclnamespace WHERE n.nspname = ANY(%(s)s))
+"""
+
+
+def _roles(blue: Conn, green: Conn, settings: Settings, tables: list[Table]) -> Check:
+    """Green gets blue's owners, grants and policies with the schema: every role they name must
+    exist there, or the schema copy fails midway (and after the switch the app finds objects
+    it may not touch)."""
+    schemas = schemas_to_copy(blue, settings, tables)
+    needed = {str(r[0]) for r in blue.execute(_ROLES_NEEDED, {"s": schemas}).fetchall()}
     present = {str(r[0]) for r in green.execute("SELECT rolname FROM pg_roles").fetchall()}
     missing = sorted(needed - present)
     if missing:
         return Check("roles", Status.FAIL,
-                     f"role(s) owning or granted the synced tables on blue are missing on green: "
-                     f"{', '.join(missing)}",
+                     f"role(s) owning, granted or named by policies in the synced schemas on blue "
+                     f"are missing on green: {', '.join(missing)}",
                      "create them on green first, e.g. pg_dumpall --roles-only on blue, edited, "
                      "into green")
     return Check("roles", Status.PASS, f"{len(needed)} owner/grantee role(s) exist on green")
@@ -276,10 +297,8 @@ def _extensions(blue: Conn, green: Conn) -> Check:
 
 
 def _schema_being_copied(green: Conn, settings: Settings) -> bool:
-    """An earlier run started putting blue's schema on green and was interrupted: a re-run
-    completes it, so whatever part green has is no reason to refuse."""
-    previous = objects.read_phase(green, objects.pg_name(settings.sync))
-    return previous is not None and previous[0] == objects.SCHEMA_COPYING
+    """A partial schema a re-run completes is no reason to refuse."""
+    return objects.schema_copy_interrupted(green, objects.pg_name(settings.sync))
 
 
 def _schema(blue: Conn, green: Conn, tables: list[Table], settings: Settings) -> Check:

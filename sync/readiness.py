@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg import sql
 
 from config.settings import Settings
@@ -61,6 +62,8 @@ SELECT n.nspname::text, c.relname::text FROM pg_class c
   LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
  WHERE n.nspname = ANY(%s) AND c.relkind = 'r'
    AND coalesce(s.last_analyze, s.last_autoanalyze) IS NULL
+   -- statistics outlive a reset of the activity counters (a crash, pg_stat_reset)
+   AND NOT EXISTS (SELECT FROM pg_statistic st WHERE st.starelid = c.oid)
  ORDER BY 1, 2
 """
 
@@ -118,38 +121,35 @@ def make_ready(conn: Conn, tables: Sequence[Table], say: Say = lambda _: None, *
     stale = [n for n, populated in _matviews(conn, schemas) if refresh_all or not populated]
     if stale:
         say(f"refreshing {len(stale)} materialized view(s) from {_side(conn)}'s data")
-        for name in _in_dependency_order(conn, stale):
-            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(_ident(name)))
-            conn.execute(sql.SQL("ANALYZE {}").format(_ident(name)))
+        _refresh(conn, stale)
     return read(conn, tables)
+
+
+def _refresh(conn: Conn, views: list[Name]) -> None:
+    """Refresh each view, and ANALYZE it. One that reads another view not populated yet (directly
+    or through plain views) fails and is tried again after the others, as long as a round
+    makes progress."""
+    pending = list(views)
+    while pending:
+        failed: list[Name] = []
+        last: psycopg.Error | None = None
+        for name in pending:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(_ident(name)))
+            except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+                failed.append(name)
+                last = exc
+                continue
+            conn.execute(sql.SQL("ANALYZE {}").format(_ident(name)))
+        if len(failed) == len(pending):
+            assert last is not None
+            raise last
+        pending = failed
 
 
 def _side(conn: Conn) -> str:
     return f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
-
-
-def _in_dependency_order(conn: Conn, views: list[Name]) -> list[Name]:
-    """Views that read other views come after them (a view over an unpopulated one fails)."""
-    rows = conn.execute(
-        "SELECT vn.nspname::text, v.relname::text, un.nspname::text, u.relname::text "
-        "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_rewrite'::regclass "
-        "JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace "
-        "JOIN pg_class u ON u.oid = d.refobjid AND d.refclassid = 'pg_class'::regclass "
-        "JOIN pg_namespace un ON un.oid = u.relnamespace "
-        "WHERE v.relkind = 'm' AND u.relkind = 'm' AND v.oid <> u.oid").fetchall()
-    needs: dict[Name, set[Name]] = {v: set() for v in views}
-    for r in rows:
-        view, used = (str(r[0]), str(r[1])), (str(r[2]), str(r[3]))
-        if view in needs and used in needs:
-            needs[view].add(used)
-    ordered: list[Name] = []
-    while needs:
-        # Views cannot depend on each other in a cycle; all at once is only a safeguard.
-        ready = sorted(v for v, deps in needs.items() if not deps - set(ordered)) or sorted(needs)
-        for v in ready:
-            ordered.append(v)
-            del needs[v]
-    return ordered
 
 
 def ready_green(settings: Settings, say: Say = lambda _: None, *, fresh: bool = False) -> Readiness:

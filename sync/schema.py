@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from config.settings import Settings
-from sync.catalog import Table
+from sync.catalog import Table, list_tables
 from sync.connections import Conn, connect, databases
-from sync.errors import SyncError
+from sync.errors import BadInputError, SyncError
 from sync.pgtools import run_tool
 
 _OWN_SCHEMA = "cutover"
@@ -33,17 +35,19 @@ WITH parts AS (  -- the tables and what belongs to them: defaults, constraints, 
     UNION
     SELECT d.classid, d.objid FROM pg_depend d
      WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(%(tables)s) AND d.deptype IN ('a', 'n')
-), used AS (
+), used AS (  -- types, functions, sequences (nextval defaults) and referenced tables
     SELECT d.refclassid, d.refobjid FROM pg_depend d
       JOIN parts p ON p.classid = d.classid AND p.objid = d.objid
-     WHERE d.deptype = 'n' AND d.refclassid IN ('pg_type'::regclass, 'pg_proc'::regclass)
+     WHERE d.deptype = 'n'
+       AND d.refclassid IN ('pg_type'::regclass, 'pg_proc'::regclass, 'pg_class'::regclass)
        AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = d.refclassid
                           AND e.objid = d.refobjid AND e.deptype = 'e')
 )
 SELECT DISTINCT n.nspname::text FROM used u
   LEFT JOIN pg_type ty ON u.refclassid = 'pg_type'::regclass AND ty.oid = u.refobjid
   LEFT JOIN pg_proc pr ON u.refclassid = 'pg_proc'::regclass AND pr.oid = u.refobjid
-  JOIN pg_namespace n ON n.oid = coalesce(ty.typnamespace, pr.pronamespace)
+  LEFT JOIN pg_class cl ON u.refclassid = 'pg_class'::regclass AND cl.oid = u.refobjid
+  JOIN pg_namespace n ON n.oid = coalesce(ty.typnamespace, pr.pronamespace, cl.relnamespace)
 UNION
 SELECT DISTINCT n.nspname::text FROM unnest(%(tables)s::oid[]) t
  CROSS JOIN LATERAL pg_partition_tree(t) p
@@ -60,25 +64,41 @@ def schemas_to_copy(blue: Conn, settings: Settings, tables: Sequence[Table]) -> 
     return sorted(s for s in wanted if s not in _SYSTEM_SCHEMAS)
 
 
+def synced_schemas(conn: Conn, settings: Settings) -> list[str]:
+    """The schemas the sync carries, as this side has them (blue, or green on the way back):
+    where sequences are copied from, the same set the schema copy takes."""
+    try:
+        tables = list_tables(conn, settings.sync)
+    except BadInputError:  # a configured name this side lacks (green's own schema): the schemas
+        return sorted(set(settings.sync.schemas))
+    return schemas_to_copy(conn, settings, tables)
+
+
 def _pattern(name: str) -> str:
     # Inside double quotes pg_dump matches literally, wildcards included.
     return '"' + name.replace('"', '""') + '"'
 
 
-def dump_schema(settings: Settings, tables: Sequence[Table], dest: Path) -> None:
-    """pg_dump -Fc --schema-only of the schemas to copy, with the extensions blue has."""
+def dump_schema(settings: Settings, tables: Sequence[Table], dest: Path) -> list[str]:
+    """pg_dump -Fc --schema-only of the schemas to copy, with the extensions blue has; returns
+    the schemas those extensions live in that the dump does not create (an `extensions`
+    schema, say): green needs them before the extensions."""
     args = ["--schema-only", "--format=custom", f"--file={dest}", "--no-publications",
             "--no-subscriptions"]
     with connect(databases(settings)[0], "schema") as blue:
         schemas = schemas_to_copy(blue, settings, tables)
-        extensions = [str(r[0]) for r in blue.execute(
-            "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1").fetchall()]
+        found = blue.execute(
+            "SELECT e.extname::text, n.nspname::text FROM pg_extension e "
+            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1"
+        ).fetchall()
+    extensions = [str(r[0]) for r in found]
     args += [f"--schema={_pattern(s)}" for s in schemas]
     # With --schema, pg_dump leaves extensions out unless named (CREATE EXTENSION IF NOT EXISTS).
     args += [f"--extension={_pattern(e)}" for e in extensions]
     done = run_tool("pg_dump", args, databases(settings)[0], timeout=600, pair=databases(settings))
     if done.returncode != 0:
         raise SyncError(f"pg_dump of blue's schema failed: {done.stderr.decode(errors='replace')}")
+    return sorted({str(r[1]) for r in found} - set(schemas))
 
 
 @dataclass(frozen=True)
@@ -154,31 +174,59 @@ def _array_text(values: Sequence[str] | None) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
+def _listed_where_green_has(blue: Conn, green: Conn, of_blue: str, on_green: str, kind: str) -> set[str]:
+    """TOC texts "<kind> <schema> <name> <owner>" of blue's objects (of_blue: schema, name,
+    owner) that green has by schema and name (on_green: schema, name): for the entries that
+    carry no OID to ask by."""
+    have = {(str(r[0]), str(r[1])) for r in green.execute(on_green).fetchall()}
+    return {f"{kind} {r[0]} {r[1]} {r[2]}" for r in blue.execute(of_blue).fetchall()
+            if (str(r[0]), str(r[1])) in have}
+
+
 def _attached_on_green(blue: Conn, green: Conn) -> set[str]:
-    """TABLE ATTACH entries (they carry no OID) whose partition green has attached already,
-    as the "<schema> <name> <owner>" text pg_restore lists them with."""
-    partitions = blue.execute(
-        "SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relispartition AND c.relkind IN ('r', 'p')"
-    ).fetchall()
-    attached = {(str(r[0]), str(r[1])) for r in green.execute(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relispartition").fetchall()}
-    return {f"{r[0]} {r[1]} {r[2]}" for r in partitions if (str(r[0]), str(r[1])) in attached}
+    """TABLE ATTACH entries whose partition green has attached already."""
+    partitions = ("SELECT n.nspname::text, c.relname::text, {} FROM pg_class c "
+                  "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                  "WHERE c.relispartition AND c.relkind IN ('r', 'p', 'f')")
+    return _listed_where_green_has(blue, green, partitions.format("pg_get_userbyid(c.relowner)::text"),
+                                   partitions.format("''"), "TABLE ATTACH")
+
+
+def _shells_on_green(blue: Conn, green: Conn) -> set[str]:
+    """SHELL TYPE entries (a base or range type declared before its functions) whose type green
+    has."""
+    types = ("SELECT n.nspname::text, t.typname::text, {} FROM pg_type t "
+             "JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype IN ('b', 'r') "
+             "AND n.nspname NOT IN ('pg_catalog', 'information_schema')")
+    return _listed_where_green_has(blue, green, types.format("pg_get_userbyid(t.typowner)::text"),
+                                   types.format("''"), "SHELL TYPE")
+
+
+def _fk_comments(blue: Conn) -> set[str]:
+    """The COMMENT entries of foreign keys, as pg_restore lists them: they follow their key,
+    which sync.foreign_keys adds (with its comment) after the copy, not pg_restore."""
+    rows = blue.execute(
+        "SELECT n.nspname::text, con.conname::text, c.relname::text, pg_get_userbyid(c.relowner)::text "
+        "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE con.contype = 'f'").fetchall()
+    return {f"COMMENT {r[0]} CONSTRAINT {r[1]} ON {r[2]} {r[3]}" for r in rows}
 
 
 def missing_entries(blue: Conn, green: Conn, entries: Sequence[TocEntry],
                     skip_kinds: Sequence[str] = ()) -> list[TocEntry]:
     """The entries still to restore: not of a skipped kind, and not an object green has.
     Entries without an OID (comments, grants, OWNED BY, index attachments) are idempotent
-    and stay, except a partition's attachment, which cannot be repeated."""
+    and stay, except a partition's attachment and a shell type, which cannot be repeated."""
     present = _present_on_green(blue, green, entries)
     attached = _attached_on_green(blue, green) if any(_kind_is(e, "TABLE ATTACH") for e in entries) \
         else set()
+    shells = _shells_on_green(blue, green) if any(_kind_is(e, "SHELL TYPE") for e in entries) else set()
+    skipped = _fk_comments(blue) if "FK CONSTRAINT" in skip_kinds else set()
     return [e for e in entries
             if not any(_kind_is(e, k) for k in skip_kinds)
             and (e.classid, e.objid) not in present
-            and not (_kind_is(e, "TABLE ATTACH") and e.kind.removeprefix("TABLE ATTACH ") in attached)]
+            and e.kind not in skipped
+            and e.kind not in attached and e.kind not in shells]
 
 
 def restore_section(settings: Settings, dump: Path, section: str, jobs: int = 1,
@@ -220,6 +268,7 @@ class SchemaDump:
         self.settings, self.tables = settings, tables
         self._dir = tempfile.TemporaryDirectory(prefix="cutover-schema-")
         self._path: Path | None = None
+        self._extension_schemas: list[str] = []
 
     def __enter__(self) -> SchemaDump:
         return self
@@ -230,5 +279,9 @@ class SchemaDump:
     def restore(self, section: str, jobs: int = 1, skip_kinds: Sequence[str] = ()) -> int:
         if self._path is None:
             self._path = Path(self._dir.name) / "schema.dump"
-            dump_schema(self.settings, self.tables, self._path)
+            self._extension_schemas = dump_schema(self.settings, self.tables, self._path)
+        if section == "pre-data" and self._extension_schemas:
+            with connect(databases(self.settings)[1], "schema") as green:
+                for name in self._extension_schemas:
+                    green.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
         return restore_section(self.settings, self._path, section, jobs, skip_kinds)

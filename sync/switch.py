@@ -50,6 +50,7 @@ from sync.diff import CycleReport
 from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, target_of
 from sync.errors import BadInputError, SyncError
 from sync.logical import drop_subscription, ensure_publication
+from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
 from sync.status import schema_drift, wait_applied
 from sync.verify import Verdict
@@ -154,6 +155,8 @@ class _Switch:
         self.slot_conn: Conn | None = None
         """A replication connection to the new primary; its slot's snapshot lives while it idles."""
         self.fence_snapshot: str | None = None
+        self.sequence_schemas = list(settings.sync.schemas)
+        """Where sequences are copied from in the pause: found before it (precheck)."""
 
     def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
         self.record(f"{name}: start", details)
@@ -183,6 +186,7 @@ class _Switch:
 
     def precheck(self) -> None:
         d = self.d
+        self.sequence_schemas = synced_schemas(self.src, self.settings)
         if self.by_diff:
             self._precheck_writers()
             return
@@ -230,6 +234,26 @@ class _Switch:
                             f"{f' (and {len(blocking) - 5} more)' if len(blocking) > 5 else ''}; "
                             f"re-run `cutover sync` to add tables created on {old} since the sync "
                             f"started, add missing columns on {d.to}, then switch")
+        if self.sw.reverse_replication:
+            self._precheck_way_back()
+
+    def _precheck_way_back(self) -> None:
+        """The reverse replication leaves out the columns only the new primary has (a column
+        list), which PostgreSQL allows only when the list covers the replica identity: a
+        table identified otherwise would stop the old primary's apply at its first change."""
+        tables = list_tables(self.dst, self.settings.sync)
+        listed = self._columns_the_old_side_has(tables)
+        stuck = []
+        for t in tables:
+            theirs = table_by_name(self.src, t.schema, t.name)
+            extra = sorted(set(t.columns) - set(theirs.columns)) if theirs is not None else []
+            if extra and t.oid not in listed:
+                stuck.append(f"{t.qualified} (only {self.d.to} has {', '.join(extra)})")
+        if stuck:
+            raise SyncError(f"the way back could not replicate {'; '.join(stuck[:5])}: a table whose "
+                            "replica identity is not its primary key cannot leave those columns "
+                            f"out. Add the columns on the old primary too, or give the table a "
+                            "primary key (REPLICA IDENTITY DEFAULT), then switch")
 
     def _precheck_writers(self) -> None:
         old = self.src.execute(
@@ -272,7 +296,7 @@ class _Switch:
         self.report.lsn = str(row[0]) if row else None
 
     def sequences(self) -> None:
-        done = copy_sequences(self.src, self.dst, self.settings.sync.schemas)
+        done = copy_sequences(self.src, self.dst, self.sequence_schemas)
         self.report.sequences = done.copied
 
     def verify(self) -> None:
@@ -337,8 +361,15 @@ class _Switch:
         out = {}
         for t in tables:
             theirs = table_by_name(self.src, t.schema, t.name)
-            if theirs is not None and set(t.columns) - set(theirs.columns):
-                out[t.oid] = tuple(c for c in t.columns if c in theirs.columns)
+            if theirs is None or not set(t.columns) - set(theirs.columns):
+                continue
+            common = tuple(c for c in t.columns if c in theirs.columns)
+            # A column list must cover the replica identity, or the publisher refuses every
+            # UPDATE and DELETE of the table (green's own forward apply included): only a
+            # table identified by its primary key, all of it in the list, gets one. Any other
+            # keeps all its columns, and the switch's drift check says what blue lacks.
+            if t.replica_identity == "d" and t.key and set(t.key) <= set(common):
+                out[t.oid] = common
         return out
 
     def stop_and_slot(self) -> None:
@@ -469,8 +500,9 @@ class _Switch:
             return self.report
         if self.reconcile():
             return self.report
+        self.step("precheck", self.precheck)  # before the work of making ready, and after it:
         self.step("make ready", lambda: self.make_ready(dry_run))
-        self.step("precheck", self.precheck)
+        self.step("precheck", self.precheck)  # lag may have grown meanwhile
         self.step("prepare back", self.prepare_back)
         if dry_run:
             self.report.dry_run = True
@@ -492,21 +524,19 @@ class _Switch:
                     raise SyncError(f"the switch passed switchover.timeout ({self.sw.timeout:g}s)")
                 self.step(name, fn)
             self.step("resume", self.endpoint.resume)
-        except BaseException as exc:
-            # Whatever failed, of whatever kind (a full disk, a bad template, an interrupt),
-            # writes must not stay held: undo, and if even that fails, resume where the
-            # endpoint points (the old primary unless the repoint went through).
+        except Exception as exc:
+            # Whatever failed, of whatever kind (a full disk, a bad template, a bug), writes
+            # must not stay held: undo, and if even that fails, resume on the old primary
+            # when the endpoint still points at it.
             what = _describe(exc)
             self.say(f"switch failed ({what}); undoing: writes resume on the old primary")
             try:
                 self.step("undo", self.undo)
-            except BaseException as undo_exc:
+            except Exception as undo_exc:
                 resumed = self._resume_anyway()
                 raise SyncError(f"switch failed: {what}; AND undoing it failed: "
                                 f"{_describe(undo_exc)}; {resumed}; check the endpoint and "
                                 "default_transaction_read_only on both databases") from None
-            if not isinstance(exc, Exception):
-                raise
             raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
                             f"old primary, nothing lost): {what}") from None
         self.report.pause_ms = (time.monotonic() - paused) * 1000
@@ -541,12 +571,18 @@ class _Switch:
             raise VerifyDifference(bad)
 
     def _resume_anyway(self) -> str:
-        """The last resort of a failed undo: let writes flow wherever the endpoint points."""
+        """The last resort of a failed undo: writes flow again on the old primary, when the
+        endpoint still points at it. Pointed at the new one, whose way back the undo may have
+        half taken apart, it stays paused: the next `cutover switch` reconciles."""
         try:
+            if not self._points_at(self.d.src_db):
+                return (f"the endpoint points at {self.d.to} and stays paused; run `cutover switch` "
+                        "again to finish or undo")
+            self.unfence(self.src)
             self.endpoint.resume()
         except Exception as exc:
             return f"resuming the endpoint failed too ({_describe(exc)}): writes may be held"
-        return "the endpoint was resumed where it points"
+        return "writes resumed on the old primary"
 
     def _compare_or_switch_back(self, name: str, compare: Callable[[], None]) -> None:
         """Compare while writes flow on the new primary; on a difference, switch writes

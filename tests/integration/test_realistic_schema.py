@@ -19,7 +19,8 @@ from sync import diff, logical, objects, readiness
 from sync.catalog import list_tables
 from sync.pgtools import installations
 from sync.preflight import Status, run_preflight
-from sync.schema import SchemaDump, parse_toc
+from sync.schema import SchemaDump, parse_toc, synced_schemas
+from sync.sequences import copy_sequences
 from sync.status import read_status
 from sync.verify import Verdict, verify
 from tests.realistic import PG_DUMP_FLAGS, create_schema, normalized_schema, populate, type_oids, write_some
@@ -206,3 +207,50 @@ def test_status_and_metrics_name_what_is_not_ready_and_a_rerun_makes_it_ready(pa
     logical.settle(settings, None)  # what a re-run of `cutover sync` does once green streams
     with pair.blue() as b, pair.green() as g:
         assert read_status(b, g, settings.sync).not_ready == []
+
+
+def test_what_a_schema_uses_elsewhere_reaches_green_18(pair_18: DbPair) -> None:
+    """An extension installed in a schema of its own, a sequence in another schema behind a
+    default, an array of a domain (binary COPY would carry the domain's OID), a commented
+    foreign key: green gets them all, and the sequence is carried with the others."""
+    with pair_18.blue() as b:
+        b.execute("CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions;"
+                  "CREATE SCHEMA shared; CREATE SEQUENCE shared.order_no START 1000;"
+                  "CREATE DOMAIN code AS text CHECK (VALUE ~ '^[A-Z]+$');"
+                  "CREATE TABLE orders (id int PRIMARY KEY, email extensions.citext NOT NULL, "
+                  "  no bigint NOT NULL DEFAULT nextval('shared.order_no'));"
+                  "CREATE TABLE codes (id int PRIMARY KEY, tags code[] NOT NULL);"
+                  "CREATE TABLE lines (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders);"
+                  "COMMENT ON CONSTRAINT lines_order_id_fkey ON lines IS 'each line of an order';"
+                  "INSERT INTO orders (id, email) SELECT i, 'User' || i || '@Example.org' "
+                  "  FROM generate_series(1, 300) i;"
+                  "INSERT INTO codes SELECT i, ARRAY['AB', 'CD'] FROM generate_series(1, 300) i;"
+                  "INSERT INTO lines SELECT i, i FROM generate_series(1, 300) i")
+    settings = pair_18.settings()
+    assert run_preflight(settings).ok
+    logical.settle(settings, logical.start(settings))
+    pair_18.wait_caught_up()
+    assert_same_data(pair_18)
+    assert {t.verdict for t in verify(settings).tables} == {Verdict.COMPLETE}
+    with pair_18.green() as g:
+        assert g.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                         "ON n.oid = e.extnamespace WHERE e.extname = 'citext'").fetchone() == ("extensions",)
+        assert g.execute("SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint "
+                         "WHERE conname = 'lines_order_id_fkey'").fetchone() == ("each line of an order",)
+        assert g.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                         "WHERE attrelid = 'orders'::regclass AND attname = 'email'").fetchone() \
+            == ("extensions.citext",)
+    with pair_18.blue() as b:
+        b.execute("SELECT nextval('shared.order_no') FROM generate_series(1, 5)")
+    copied = copy_sequences_of(pair_18)
+    with pair_18.blue() as b, pair_18.green() as g:
+        last = "SELECT last_value FROM shared.order_no"
+        assert b.execute(last).fetchone() == g.execute(last).fetchone()
+    assert copied >= 1
+
+
+def copy_sequences_of(pair: DbPair) -> int:
+    """What `cutover sync --sequences` and the switch do, for the pair."""
+    settings = pair.settings()
+    with pair.blue() as b, pair.green() as g:
+        return copy_sequences(b, g, synced_schemas(b, settings)).copied

@@ -568,3 +568,26 @@ def test_a_failure_of_an_unexpected_kind_in_the_pause_is_undone(routed: Routed) 
     assert_same_data(routed.pair)
     assert switch(routed.settings, "green").pause_ms is not None  # the next switch goes through
     assert routed.primary() == "green"
+
+
+def test_a_green_only_column_the_way_back_cannot_leave_out_refuses_the_switch(routed: Routed) -> None:
+    """REPLICA IDENTITY FULL on green with a column blue lacks: a column list cannot leave it
+    out, so blue's apply would stop at green's first write. Refused before the pause, named
+    with the fix; the forward replication keeps going."""
+    with routed.pair.blue() as b:
+        b.execute("CREATE TABLE notes (id int PRIMARY KEY, v text);"
+                  "INSERT INTO notes SELECT i, 'v' FROM generate_series(1, 100) i")
+    with routed.pair.green() as g:
+        g.execute("CREATE TABLE notes (id int PRIMARY KEY, v text, extra text);"
+                  "ALTER TABLE notes REPLICA IDENTITY FULL")
+    logical.start(routed.settings)
+    routed.pair.wait_caught_up()
+    with pytest.raises(SyncError, match=r"the way back could not replicate public.notes \(only green has "
+                                        r"extra\).*primary key"):
+        switch(routed.settings, "green")
+    assert routed.primary() == "blue"
+    with routed.pair.blue() as b:
+        b.execute("UPDATE notes SET v = 'after' WHERE id <= 10")
+    routed.pair.wait_caught_up()
+    with routed.pair.green() as g:
+        assert g.execute("SELECT count(*) FROM notes WHERE v = 'after'").fetchone() == (10,)
