@@ -80,6 +80,7 @@ def run_preflight(settings: Settings) -> Report:
                 lambda: _diff_targets(settings, tables, blue, green),
                 lambda: _extensions(blue, green),
                 lambda: _roles(blue, green, settings, tables),
+                lambda: _database_settings(blue, green),
                 lambda: _large_objects(blue),
                 lambda: _sequences(blue, settings.sync.schemas),
                 lambda: _long_transactions(blue)]
@@ -99,6 +100,7 @@ def run_preflight(settings: Settings) -> Report:
             lambda: _extensions(blue, green),
             lambda: _roles(blue, green, settings, tables),
             lambda: _schema(blue, green, tables, settings),
+            lambda: _database_settings(blue, green),
             lambda: _long_transactions(blue),
             lambda: _wal_headroom(blue),
         ]
@@ -329,6 +331,30 @@ def _schema(blue: Conn, green: Conn, tables: list[Table], settings: Settings) ->
         return Check("schema", Status.WARN, f"green has every table with every column{note}; "
                      + "; ".join(warnings))
     return Check("schema", Status.PASS, f"green has every table with every column{note}")
+
+
+_DB_SETTINGS = """
+SELECT coalesce(r.rolname, '')::text, unnest(s.setconfig)::text FROM pg_db_role_setting s
+  LEFT JOIN pg_roles r ON r.oid = s.setrole
+ WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def _database_settings(blue: Conn, green: Conn) -> Check:
+    """ALTER DATABASE ... SET (and ALTER ROLE ... IN DATABASE ... SET) live outside any schema:
+    no copy carries them, and an application that relies on one (a search_path) breaks on
+    green after the switch. The switch's own fence setting is not one of them."""
+    def settings(conn: Conn) -> set[tuple[str, str]]:
+        return {(str(r[0]), str(r[1])) for r in conn.execute(_DB_SETTINGS).fetchall()
+                if not str(r[1]).startswith("default_transaction_read_only=")}
+    missing = sorted(settings(blue) - settings(green))
+    if not missing:
+        return Check("database_settings", Status.PASS, "green's database has blue's settings")
+    listed = "; ".join(f"{setting}{f' (for role {role})' if role else ''}" for role, setting in missing)
+    return Check("database_settings", Status.WARN,
+                 f"blue's database has settings green's lacks: {listed}; they are not copied",
+                 "set them on green: ALTER DATABASE <green's database> SET <name> = <value> "
+                 "(ALTER ROLE <role> IN DATABASE ... for a role's)")
 
 
 def _long_transactions(blue: Conn) -> Check:

@@ -254,3 +254,18 @@ def copy_sequences_of(pair: DbPair) -> int:
     settings = pair.settings()
     with pair.blue() as b, pair.green() as g:
         return copy_sequences(b, g, synced_schemas(b, settings)).copied
+
+
+def test_preflight_names_database_settings_green_lacks(pair: DbPair) -> None:
+    with pair.blue() as b:
+        b.execute(sql.SQL("ALTER DATABASE {} SET search_path = records, public").format(
+            sql.Identifier(pair.name)))
+        b.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    check = next(c for c in run_preflight(pair.settings()).checks if c.name == "database_settings")
+    assert check.status is Status.WARN
+    assert "search_path=records, public" in check.detail
+    with pair.green() as g:
+        g.execute(sql.SQL("ALTER DATABASE {} SET search_path = records, public").format(
+            sql.Identifier(pair.name)))
+    check = next(c for c in run_preflight(pair.settings()).checks if c.name == "database_settings")
+    assert check.status is Status.PASS
