@@ -1,7 +1,7 @@
 """The first reason to use Cutover, end to end: `cutover run` as a real process takes a
 PostgreSQL 15 blue with the realistic schema (and pgbench's tables) to a green of PostgreSQL
 18 (and 17), under pgbench-style writes through PgBouncer, application writes and HTTP load,
-SIGKILLed once mid-copy and once mid-bake, to finalized; and the same with a breach and
+SIGKILLed once mid-copy and once mid-bake, to finalized; and the same (killed twice too) with a breach and
 rollback.database = "revert", from 18 back to 15. Every acknowledged write is on the primary,
 and blue and green are equal by an md5 of every table's rows (not our verify)."""
 
@@ -154,7 +154,7 @@ def test_15_to_17_killed_mid_copy_and_mid_bake_ends_finalized(
 
 
 @pytest.mark.timeout(600)
-def test_a_breach_on_18_reverts_writes_to_15_losing_nothing(
+def test_a_breach_on_18_after_two_kills_reverts_writes_to_15_losing_nothing(
         routed_18: Routed, lab: Lab, hap: HAProxyBalancer, tmp_path: Path) -> None:
     _prepare(routed_18)
     settings, config = _settings(routed_18, lab, tmp_path, rollback={"database": "revert"},
@@ -164,7 +164,14 @@ def test_a_breach_on_18_reverts_writes_to_15_losing_nothing(
     try:
         with AckedWriter(routed_18) as bench, AppWriter(routed_18) as app, \
                 HttpLoad(lab.state.frontend_url, rate=400):
-            daemon.start(settings.metrics.listen)
+            listen = settings.metrics.listen
+            daemon.start(listen)
+            at_phase("copying")(daemon, settings, lab)
+            daemon.kill()
+            daemon.start(listen)
+            at_stage(0)(daemon, settings, lab)
+            daemon.kill()
+            daemon.start(listen)
             daemon.wait_for(lambda s: s["phase"] == "shifting" and s["applied"], 240, "stage 1 live")
             time.sleep(2)  # writes land on green (18) first: the way back must carry them
             set_fault(lab, "green", error_ratio=0.5)
