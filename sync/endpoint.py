@@ -134,6 +134,19 @@ class PgBouncerEndpoint:
         tmp.replace(path)
         self._run("RELOAD")
 
+    def serving(self) -> tuple[str, int, str] | None:
+        """(host, port, dbname) PgBouncer itself uses for the first entry now (SHOW DATABASES:
+        what it loaded, whatever the file says)."""
+        with self._admin() as conn:
+            cur = conn.execute("SHOW DATABASES")
+            names = [d.name for d in cur.description or ()]
+            for row in cur.fetchall():
+                entry = dict(zip(names, row, strict=True))
+                if entry.get("name") == self.settings.databases[0]:
+                    return str(entry.get("host") or ""), int(entry.get("port") or 5432), \
+                        str(entry.get("database") or "")
+        return None
+
     def points_at(self) -> tuple[str, int, str] | None:
         try:
             text = self.settings.databases_file.read_text()

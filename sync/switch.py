@@ -49,6 +49,7 @@ from sync.connections import Conn, connect, databases
 from sync.diff import CycleReport
 from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, target_of
 from sync.errors import BadInputError, SyncError
+from sync.guardian import Guardian
 from sync.logical import drop_subscription, ensure_publication
 from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
@@ -129,6 +130,9 @@ class VerifyDifference(SyncError):
     """The two sides differed at the fence."""
 
 
+GUARDIAN_GRACE = 2.0
+"""The guardian acts this long after switchover.timeout, should the switch hang past its own
+limit; a controller that dies is seen at once (its pipe closes)."""
 LIVE_CATCH_UP_TIMEOUT = 300.0
 """How long a live comparison waits for the old primary to follow: a rerun may come long
 after the killed run, with much to apply (switchover.timeout is the pause's limit)."""
@@ -515,6 +519,31 @@ class _Switch:
         in_pause += [("stop and slot", self.stop_and_slot),
                      ("unfence new primary", lambda: self.unfence(self.dst)),
                      ("repoint", lambda: self.endpoint.repoint(self.d.dst_db))]
+        guardian = self._start_guardian()
+        try:
+            self._pause_and_switch(in_pause)
+        finally:
+            if guardian is not None:
+                guardian.done()
+        self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
+        if self.compare:
+            self.report.verified = "after resume" if self.after_resume else "in pause"
+        if self.after_resume:
+            try:
+                self._compare_or_switch_back("verify", self.verify)
+            finally:  # the fence snapshot's connection holds the slot the old primary subscribes to
+                self._close_slot_conn()
+        self.finish()
+        return self.report
+
+    def _start_guardian(self) -> Guardian | None:
+        """Writes flow again even if this process dies in the pause (sync.guardian); started
+        before it, so its start-up is no part of the pause."""
+        if not isinstance(self.endpoint, PgBouncerEndpoint) or self.sw.pgbouncer is None:
+            return None  # a command endpoint's own tooling owns its pause
+        return Guardian.start(self.sw.pgbouncer, self.d.src_db, self.sw.timeout + GUARDIAN_GRACE)
+
+    def _pause_and_switch(self, in_pause: list[tuple[str, Callable[[], Any]]]) -> None:
         deadline = time.monotonic() + self.sw.timeout
         paused = time.monotonic()
         self.step("pause", lambda: self.endpoint.pause(self.sw.fence_timeout))
@@ -540,16 +569,6 @@ class _Switch:
             raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
                             f"old primary, nothing lost): {what}") from None
         self.report.pause_ms = (time.monotonic() - paused) * 1000
-        self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
-        if self.compare:
-            self.report.verified = "after resume" if self.after_resume else "in pause"
-        if self.after_resume:
-            try:
-                self._compare_or_switch_back("verify", self.verify)
-            finally:  # the fence snapshot's connection holds the slot the old primary subscribes to
-                self._close_slot_conn()
-        self.finish()
-        return self.report
 
     def verify_caught_up(self) -> None:
         """Both sides compared live, once the old primary has applied the new one's writes so

@@ -5,6 +5,11 @@ timeout, sequences, and a controller killed between any two steps."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from sync.switch import switch
 from sync.verify import Verdict, verify
 from tests.switchfixtures import AckedWriter, Routed
 from tests.syncfixtures import DbPair, assert_same_data, verify_while_writing
+from tests.tomltext import config_toml
 from tests.trafficfixtures import set_fault
 
 
@@ -591,3 +597,54 @@ def test_a_green_only_column_the_way_back_cannot_leave_out_refuses_the_switch(ro
     routed.pair.wait_caught_up()
     with routed.pair.green() as g:
         assert g.execute("SELECT count(*) FROM notes WHERE v = 'after'").fetchone() == (10,)
+
+
+@pytest.mark.parametrize("verify", ["checksums", "counts"])
+def test_a_controller_killed_inside_the_pause_does_not_hold_the_writers(
+        routed: Routed, tmp_path: Path, verify: str) -> None:
+    """`cutover switch` SIGKILLed while PgBouncer holds the writers: its fence guardian sees it
+    die and lets writes flow (the old primary unfenced when PgBouncer still serves it) within
+    fence_timeout + 1 s; a write client loses nothing, and the next switch reconciles."""
+    start_sync(routed, scale=5)
+    config = tmp_path / "cutover.toml"
+    config.write_text(config_toml({
+        **routed.settings.model_dump(mode="json"),
+        "switchover": {**routed.settings.model_dump(mode="json")["switchover"],
+                       "verify": verify, "verify_at": "in_pause"},
+        "state": {"path": str(tmp_path / "state.db")}}))
+    fence_timeout = 2.0
+    with AckedWriter(routed) as writer:
+        time.sleep(0.3)
+        proc = subprocess.Popen([sys.executable, "-m", "controller", "switch", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with routed.endpoint._admin() as admin:
+            while not _paused(admin, routed.pair.name):
+                assert proc.poll() is None, "the switch ended before it paused"
+                time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait(10)
+        written = threading.Event()
+
+        def write() -> None:
+            with routed.connect() as conn:  # blocks while the writers are held
+                conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                             "VALUES (1, 1, 1, -1, now())")
+            written.set()
+        threading.Thread(target=write, daemon=True).start()
+        assert written.wait(fence_timeout + 10), "writers still held 12 s after the controller died"
+        stall = time.monotonic() - killed
+        time.sleep(0.3)
+    assert stall <= fence_timeout + 1.0, f"writers held {stall:.2f}s after the controller died"
+    switch(routed.settings, "green")  # reconciles what the killed one left, then switches
+    with routed.pair.green() as g:
+        assert not writer.missing_on(g), "an acknowledged write is missing"
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert wait_applied(g, b, 30)
+    assert_same_data(routed.pair)
+
+
+def _paused(admin: psycopg.Connection[Any], name: str) -> bool:
+    cur = admin.execute("SHOW DATABASES")
+    names = [d.name for d in cur.description or ()]
+    return any(dict(zip(names, r, strict=True)).get("paused") == 1 for r in cur.fetchall() if r[0] == name)
