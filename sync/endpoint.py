@@ -1,7 +1,7 @@
 """The one endpoint every writer goes through, which the switch pauses, repoints and resumes:
 PgBouncer's admin console (the default), or the user's own commands (DNS, a proxy, secrets).
 
-PgBouncer facts this relies on (1.18, measured; DESIGN.md): the admin console needs
+PgBouncer facts this relies on (1.18, measured): the admin console needs
 autocommit; a connection blocked in PAUSE cannot be closed from another thread, so PAUSE runs
 in a thread with a deadline and a second admin connection RESUMEs it; after RELOAD with a
 changed database line old server connections close only when released, so never repoint

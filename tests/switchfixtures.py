@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Self
 
 import psycopg
@@ -108,10 +109,17 @@ class AckedWriter(BackgroundWriter):
         return set(self.written) - rows
 
 
-@pytest.fixture
-def routed(lab: Lab, pair: DbPair) -> Iterator[Routed]:
+@contextmanager
+def routed_pair(lab: Lab, pair: DbPair) -> Iterator[Routed]:
+    """The pair behind the lab's PgBouncer for the block; its entry removed afterwards."""
     r = Routed(lab, pair)
     try:
         yield r
     finally:
         r.remove()
+
+
+@pytest.fixture
+def routed(lab: Lab, pair: DbPair) -> Iterator[Routed]:
+    with routed_pair(lab, pair) as r:
+        yield r

@@ -1,5 +1,5 @@
-"""Benchmarks: our code beside the anchors, in one run, printed as ratios (DESIGN.md, "Quality
-bar"). Run by `make bench`; `make test` leaves tests/bench out (pyproject's testpaths).
+"""Benchmarks: our code beside the anchors, in one run, printed as ratios against
+the quality bar's goals. Run by `make bench`; `make test` leaves tests/bench out (pyproject's testpaths).
 
 Knobs (environment): CUTOVER_BENCH_SCALE (pgbench scale of the copy and verify source, default
 50 = 5 M rows), CUTOVER_BENCH_REPEAT (runs per measurement, medians printed, default 3),

@@ -1,4 +1,4 @@
-"""The daemon's footprint (DESIGN.md: RSS <= 100 MB, idle CPU <= 2 %): `cutover run` as a
+"""The daemon's footprint (design goal: RSS <= 100 MB, idle CPU <= 2 %): `cutover run` as a
 process through a cutover to the 100 % hold (finalize by hand), then measured while it holds
 with its loop, SLO watch and samples running: resident memory from /proc/<pid>/status and CPU
 from /proc/<pid>/stat over CUTOVER_BENCH_SECONDS (default 60) of holding."""

@@ -1,7 +1,7 @@
 """Initial copy of `pgbench -s 50` (5 M rows) into an empty green database: our
 `logical.start` (copy_jobs 2 and 4) beside native logical replication's own copy,
 `pg_dump -Fc | pg_restore` and `pgcopydb clone`, each run into a fresh database, in rotating
-order, medians printed with the ratios of DESIGN.md's quality bar:
+order, medians printed with the ratios of the quality bar:
 ours <= 0.9 x pg_dump|pg_restore and <= 0.7 x native. Ours is timed until green streams; the
 foreign keys (pgbench -i --foreign-keys) are validated after that and reported beside.
 
@@ -56,7 +56,7 @@ COPY_JOBS = (2, 4)
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers")
 DUMP = "pg_dump | pg_restore"
 GOALS: dict[str, float | None] = {DUMP: 0.9, "native logical": 0.7, "pgcopydb clone": None}
-"""Anchor -> the goal for ours / anchor (DESIGN.md's quality bar); None: ratio only."""
+"""Anchor -> the goal for ours / anchor (the quality bar); None: ratio only."""
 
 
 @dataclass

@@ -2,7 +2,7 @@
 lab config's checks; at t0 green's fault switch turns on (50 % errors). Measured over 10 trials:
 when HAProxy reads back green weight 0 (an independent poller, every 5 ms, over its own
 Runtime API session), which check breached, and how many client requests failed after t0.
-Goal: median <= 2 s (DESIGN.md: median <= 1 s, worst <= 2 s). Beside it, the Flagger-style
+Goal: median <= 2 s (design goal: median <= 1 s, worst <= 2 s). Beside it, the Flagger-style
 equivalent the issue names: a 60 s analysis interval x its failure threshold.
 """
 

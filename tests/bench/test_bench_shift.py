@@ -1,7 +1,7 @@
 """Traffic shift through the lab's HAProxy at ~1 k req/s, 10 trials (10 -> 50 -> 100 -> 0 ...):
 
 - apply: `set weight` on every server plus the read-back, as `cutover shift` does it, beside
-  the anchor (HAProxy applies a weight in under 5 ms, DESIGN.md);
+  the anchor (HAProxy applies a weight in under 5 ms);
 - confirm: from the shift returning to our observed split (HAProxy's per-server counters)
   within 2 points of the target — when a stage may start baking;
 - clients: the split the load generator itself saw in the second after the shift returned, and

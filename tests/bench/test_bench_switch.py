@@ -3,8 +3,8 @@ and forth (green, blue, green ...), each measured from PAUSE to RESUME; every cl
 transaction logged by pgbench (its worst latency is the pause a client felt). Then: failed
 client transactions (goal 0) and lost rows (pgbench_history must hold every transaction: 0).
 Goals (issue 6): pause median <= 100 ms, max <= 500 ms. Anchors: a raw fence + drain measured
-on this machine at 27 ms (the issue), a bare script doing the whole switch 55-59 ms median
-(DESIGN.md); AWS RDS blue/green "typically under a minute".
+on this machine at 27 ms (the issue), a bare script doing the whole switch 55-59 ms median;
+AWS RDS blue/green "typically under a minute".
 """
 
 from __future__ import annotations

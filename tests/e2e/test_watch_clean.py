@@ -46,7 +46,7 @@ def test_five_minutes_of_normal_load_at_10_percent_cause_no_rollback(clean_lab: 
     def count(v: Verdict) -> None:
         outcomes[(v.check, v.outcome)] += 1
 
-    # ~1 k req/s, the load DESIGN.md sizes the checks for: 10 % gives green ~50 requests per
+    # ~1 k req/s, the load the checks are sized for: 10 % gives green ~50 requests per
     # 500 ms interval, enough for the lab config's min_samples = 20.
     with HttpLoad(clean_lab.state.frontend_url, rate=1000) as load:
         shift(lb, 10)

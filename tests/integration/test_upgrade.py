@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from sync.status import wait_applied
 from tests.integration.test_daemon import daemon_settings
 from tests.integration.test_daemon_restart import DaemonProcess, at_phase, at_stage, phase_is
 from tests.realistic import Write, create_schema, populate, write_some
-from tests.switchfixtures import AckedWriter, BackgroundWriter, Routed
+from tests.switchfixtures import AckedWriter, BackgroundWriter, Routed, routed_pair
 from tests.syncfixtures import DbPair, assert_same_data
 from tests.tomltext import config_toml
 from tests.trafficfixtures import set_fault
@@ -33,24 +32,15 @@ from tests.trafficfixtures import set_fault
 pytestmark = pytest.mark.lab
 
 
-@contextmanager
-def _routed(lab: Lab, pair: DbPair) -> Iterator[Routed]:
-    r = Routed(lab, pair)
-    try:
-        yield r
-    finally:
-        r.remove()
-
-
 @pytest.fixture
 def routed_18(lab: Lab, pair_18: DbPair) -> Iterator[Routed]:
-    with _routed(lab, pair_18) as r:
+    with routed_pair(lab, pair_18) as r:
         yield r
 
 
 @pytest.fixture
 def routed_17(lab: Lab, pair_17: DbPair) -> Iterator[Routed]:
-    with _routed(lab, pair_17) as r:
+    with routed_pair(lab, pair_17) as r:
         yield r
 
 
@@ -105,23 +95,27 @@ def _settings(routed: Routed, lab: Lab, tmp_path: Path, **over: Any) -> tuple[Se
     return Settings.model_validate(data), config
 
 
+def _start_killing_mid_copy_and_mid_bake(daemon: DaemonProcess, settings: Settings, lab: Lab) -> None:
+    """Start the daemon, SIGKILL it once mid-copy and once while stage 1 bakes, restarting it
+    each time on the same state store."""
+    listen = settings.metrics.listen
+    daemon.start(listen)
+    for wait in (at_phase("copying"), at_stage(0)):
+        wait(daemon, settings, lab)
+        daemon.kill()
+        daemon.start(listen)
+
+
 def _upgrade_killed_twice(routed: Routed, lab: Lab, hap: HAProxyBalancer, tmp_path: Path) -> None:
     _prepare(routed)
     settings, config = _settings(routed, lab, tmp_path)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
-    listen = settings.metrics.listen
     pgbench = Pgbench(routed.dsn, clients=2, seconds=30, rate=50)  # through the copy and the switch
     try:
         with AckedWriter(routed) as bench, AppWriter(routed) as app, \
                 HttpLoad(lab.state.frontend_url, rate=400):
             pgbench.start()
-            daemon.start(listen)
-            at_phase("copying")(daemon, settings, lab)
-            daemon.kill()
-            daemon.start(listen)
-            at_stage(0)(daemon, settings, lab)
-            daemon.kill()
-            daemon.start(listen)
+            _start_killing_mid_copy_and_mid_bake(daemon, settings, lab)
             daemon.wait_for(phase_is("promoted"), 240, "all traffic on green")
         result = pgbench.wait(timeout=120)
         assert result.transactions > 100
@@ -164,14 +158,7 @@ def test_a_breach_on_18_after_two_kills_reverts_writes_to_15_losing_nothing(
     try:
         with AckedWriter(routed_18) as bench, AppWriter(routed_18) as app, \
                 HttpLoad(lab.state.frontend_url, rate=400):
-            listen = settings.metrics.listen
-            daemon.start(listen)
-            at_phase("copying")(daemon, settings, lab)
-            daemon.kill()
-            daemon.start(listen)
-            at_stage(0)(daemon, settings, lab)
-            daemon.kill()
-            daemon.start(listen)
+            _start_killing_mid_copy_and_mid_bake(daemon, settings, lab)
             daemon.wait_for(lambda s: s["phase"] == "shifting" and s["applied"], 240, "stage 1 live")
             time.sleep(2)  # writes land on green (18) first: the way back must carry them
             set_fault(lab, "green", error_ratio=0.5)
