@@ -103,17 +103,11 @@ def read(conn: Conn, tables: Sequence[Table]) -> Readiness:
 def make_ready(conn: Conn, tables: Sequence[Table], say: Say = lambda _: None, *,
                analyze_all: bool = False, refresh_all: bool = False) -> Readiness:
     """ANALYZE the tables (all of them with analyze_all, else those never analyzed), then
-    REFRESH the materialized views (all with refresh_all, else the unpopulated ones), those
-    read by others first; returns what is still not ready. conn must allow long statements
-    (statement_timeout 0)."""
+    REFRESH the materialized views (all with refresh_all, else the unpopulated ones), in
+    rounds until those read by others are done; returns what is still not ready. conn must
+    allow long statements (statement_timeout 0)."""
     schemas = _schemas(tables)
-    # What this side has (a table just created on blue may not be here yet); a partitioned
-    # table's ANALYZE covers its partitions.
-    every = [(str(r[0]), str(r[1])) for r in conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1, 2",
-        [schemas]).fetchall()]
-    targets = [_ident(n) for n in (every if analyze_all else _unanalyzed(conn, schemas))]
+    targets = [_ident(n) for n in (_top_level(conn, schemas) if analyze_all else _unanalyzed(conn, schemas))]
     if targets:
         say(f"analyzing {len(targets)} table(s) on {_side(conn)}")
         for target in targets:
@@ -123,6 +117,15 @@ def make_ready(conn: Conn, tables: Sequence[Table], say: Say = lambda _: None, *
         say(f"refreshing {len(stale)} materialized view(s) from {_side(conn)}'s data")
         _refresh(conn, stale)
     return read(conn, tables)
+
+
+def _top_level(conn: Conn, schemas: list[str]) -> list[Name]:
+    """The tables this side has (a table just created on blue may not be here yet), partitions
+    left out: a partitioned table's ANALYZE covers them."""
+    return [(str(r[0]), str(r[1])) for r in conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1, 2",
+        [schemas]).fetchall()]
 
 
 def _refresh(conn: Conn, views: list[Name]) -> None:
