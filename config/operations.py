@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from config.base import Argv, ConfigPath, HostPort, Section
+from config.base import ConfigPath, HostPort, Section, argv_template
 from config.durations import Duration
 
 
@@ -23,11 +23,16 @@ class HookPoint(StrEnum):
     AFTER_ROLLBACK = "after_rollback"
 
 
+HOOK_FIELDS = ("at", "service", "phase", "stage", "weight")
+"""What a hook's command may hold as {placeholders}, and what an HTTP hook receives as JSON."""
+
+
 class Hook(Section):
     at: HookPoint
     name: str | None = None
-    command: Argv | None = None
-    """argv, run without a shell; {phase}, {stage} and {weight} are filled in."""
+    command: Annotated[list[str], argv_template(*HOOK_FIELDS)] | None = None
+    """argv, run without a shell; {at}, {service}, {phase}, {stage} and {weight} are filled in
+    (empty when there is none); any other placeholder is refused when the config is read."""
     url: AnyHttpUrl | None = None
     """Called with the phase as JSON; any non-2xx status is a failure."""
     method: Literal["GET", "POST"] = "POST"

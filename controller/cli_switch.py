@@ -32,10 +32,12 @@ def switch_cmd(
     replicate back, repoint, resume. Any failure resumes on the old primary (exit 1)."""
     settings = settings_or_exit(config)
     console = err if as_json else out
-    journal = open_store(settings)
+    # A dry run writes nothing anywhere, the journal included.
+    journal = None if dry_run else open_store(settings)
 
     def record(step: str, details: dict[str, Any]) -> None:
-        journal.record("switch", {"to": to, "step": step, **details})
+        if journal is not None:
+            journal.record("switch", {"to": to, "step": step, **details})
 
     try:
         report = switch(settings, to, dry_run=dry_run, say=lambda m: console.print(f"  {m}"),
@@ -47,7 +49,8 @@ def switch_cmd(
         err.print(error_line(exc))
         raise typer.Exit(Exit.USAGE if isinstance(exc, BadInputError) else Exit.FAILED) from None
     finally:
-        journal.close()
+        if journal is not None:
+            journal.close()
     if as_json:
         print_json(report.as_dict())
     elif not dry_run and not report.already:

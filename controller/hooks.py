@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from config.operations import Hook, HookPoint
+from config.operations import HOOK_FIELDS, Hook, HookPoint
 
 log = logging.getLogger("cutover.hooks")
 
@@ -54,8 +54,9 @@ def first_failure(outcomes: list[HookOutcome]) -> HookOutcome | None:
 def _run_one(hook: Hook, context: dict[str, Any]) -> HookOutcome:
     name = hook_name(hook)
     if hook.command is not None:
-        fields = {k: "" if v is None else str(v) for k, v in context.items()}
-        argv = [part.format_map(_Blank(fields)) for part in hook.command]
+        # Every placeholder was checked against HOOK_FIELDS when the config was read.
+        fields = {k: "" if context.get(k) is None else str(context[k]) for k in HOOK_FIELDS}
+        argv = [part.format_map(fields) for part in hook.command]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=hook.timeout,
                                   check=False)
@@ -77,9 +78,3 @@ def _run_one(hook: Hook, context: dict[str, Any]) -> HookOutcome:
         return HookOutcome(name, False, f"HTTP {response.status_code}", hook.on_failure)
     return HookOutcome(name, True, f"HTTP {response.status_code}", hook.on_failure)
 
-
-class _Blank(dict[str, str]):
-    """format_map that leaves unknown {fields} as they were (an argv may hold braces)."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"

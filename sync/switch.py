@@ -342,20 +342,26 @@ class _Switch:
     def prepare_back(self) -> None:
         """Before the pause (captures nothing yet): the reverse publication on the new primary,
         the heartbeat stamp on the old one."""
-        if not self.sw.reverse_replication or self.by_diff:
+        tables = self._tables_back()
+        if tables is None:
             return
+        ensure_publication(self.dst, self.d.new, tables, self._columns_the_old_side_has(tables))
+        self.src.execute(objects.HEARTBEAT_DDL)
+        self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
+        if self.after_resume:  # connected now, so the pause does not wait for it
+            self.slot_conn = connect(self.d.dst_db, "reverse-slot", replication=True)
+
+    def _tables_back(self) -> list[Table] | None:
+        """The new primary's tables the reverse replication carries (None: there is none)."""
+        if not self.sw.reverse_replication or self.by_diff:
+            return None
         tables = list_tables(self.dst, self.settings.sync)
         # A table only the new primary has (an expanded schema) has nowhere to go back to.
         own = [t for t in tables if table_by_name(self.src, t.schema, t.name) is None]
         if own:
             self.say(f"not replicated back (only {self.d.to} has them): "
                      f"{', '.join(t.qualified for t in own)}")
-        tables = [t for t in tables if t not in own]
-        ensure_publication(self.dst, self.d.new, tables, self._columns_the_old_side_has(tables))
-        self.src.execute(objects.HEARTBEAT_DDL)
-        self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
-        if self.after_resume:  # connected now, so the pause does not wait for it
-            self.slot_conn = connect(self.d.dst_db, "reverse-slot", replication=True)
+        return [t for t in tables if t not in own]
 
     def _columns_the_old_side_has(self, tables: list[Table]) -> dict[int, tuple[str, ...]]:
         """Per table of the new primary with columns the old one lacks (an expanded schema):
@@ -507,11 +513,12 @@ class _Switch:
         self.step("precheck", self.precheck)  # before the work of making ready, and after it:
         self.step("make ready", lambda: self.make_ready(dry_run))
         self.step("precheck", self.precheck)  # lag may have grown meanwhile
-        self.step("prepare back", self.prepare_back)
-        if dry_run:
+        if dry_run:  # reads only: nothing created on either server
+            self._tables_back()
             self.report.dry_run = True
             self.say(f"dry run: prechecks pass; a switch to {self.d.to} would start now")
             return self.report
+        self.step("prepare back", self.prepare_back)
         in_pause: list[tuple[str, Callable[[], Any]]] = [
             ("fence", self.fence_src), ("drain", self.drain), ("sequences", self.sequences)]
         if self.compare and not self.after_resume:

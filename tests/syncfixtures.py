@@ -87,6 +87,31 @@ def user_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
+CATALOG_QUERIES = [
+    # relfilenode moves with a refresh, a rewrite or a TRUNCATE
+    "SELECT oid::regclass::text, relkind, relfilenode FROM pg_class "
+    "WHERE relnamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg_temp%%' "
+    "OR nspname LIKE 'pg_toast_temp%%') ORDER BY 1",
+    "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger ORDER BY 1, 2",
+    "SELECT proname, pronamespace::regnamespace::text FROM pg_proc "
+    "WHERE pronamespace <> 'pg_catalog'::regnamespace ORDER BY 1, 2",
+    "SELECT pubname FROM pg_publication ORDER BY 1",
+    "SELECT prpubid, prrelid::regclass::text FROM pg_publication_rel ORDER BY 1, 2",
+    "SELECT subname, subenabled FROM pg_subscription ORDER BY 1",
+    "SELECT slot_name FROM pg_replication_slots ORDER BY 1",
+    "SELECT setdatabase, setrole, setconfig FROM pg_db_role_setting ORDER BY 1, 2",
+    "SELECT count(*) FROM pg_statistic",
+    "SELECT coalesce(sum(analyze_count), 0) FROM pg_stat_user_tables",
+]
+
+
+def catalog_snapshot(dsn: str) -> list[list[tuple[Any, ...]]]:
+    """What a command that "changes nothing" must leave as it was: objects, triggers,
+    publications, subscriptions, slots, database settings, statistics, refreshes."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [conn.execute(q).fetchall() for q in CATALOG_QUERIES]
+
+
 def assert_same_data(pair: DbPair) -> None:
     with pair.blue() as b, pair.green() as g:
         tables = user_tables(b)

@@ -37,7 +37,7 @@ from sync.status import wait_applied
 from sync.switch import switch
 from sync.verify import Verdict, verify
 from tests.switchfixtures import AckedWriter, Routed
-from tests.syncfixtures import DbPair, assert_same_data, verify_while_writing
+from tests.syncfixtures import DbPair, assert_same_data, catalog_snapshot, verify_while_writing
 from tests.tomltext import config_toml
 from tests.trafficfixtures import set_fault
 
@@ -399,10 +399,22 @@ databases_file = "{routed.file}"
 path = "{tmp_path / 'state.db'}"
 """)
     args = ["--config", str(config)]
+    with routed.pair.blue() as b:  # a view that is not ready on green: a dry run only says so
+        b.execute("CREATE MATERIALIZED VIEW branch_totals AS "
+                  "SELECT bid, sum(abalance) FROM pgbench_accounts GROUP BY bid")
+    with routed.pair.green() as g:
+        g.execute("CREATE MATERIALIZED VIEW branch_totals AS "
+                  "SELECT bid, sum(abalance) FROM pgbench_accounts GROUP BY bid WITH NO DATA")
+    before = [catalog_snapshot(routed.pair.dsn(side)) for side in ("blue", "green")]
+    assert runner.invoke(app, ["config", "check", *args]).exit_code == 0
     dry = runner.invoke(app, ["switch", "--dry-run", "--json", *args])
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout)["dry_run"] is True
+    assert "not ready for traffic" in dry.stderr
     assert routed.primary() == "blue"
+    # Nothing changed on either server, and nothing was written (not even the journal).
+    assert [catalog_snapshot(routed.pair.dsn(side)) for side in ("blue", "green")] == before
+    assert not (tmp_path / "state.db").exists()
     done = runner.invoke(app, ["switch", "--to", "green", "--json", *args])
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["pause_ms"] > 0

@@ -236,6 +236,9 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "hooks[0]", "exactly one of command"),
     ("hook with empty command", with_value(BASE, "hooks", [{"at": "before_switch", "command": []}]),
      "hooks[0].command", "argument"),
+    ("hook with an unknown placeholder", with_value(BASE, "hooks", [
+        {"at": "after_switch", "command": ["./notify.sh", "{stag}"]}]),
+     "hooks[0].command", "unknown placeholder {stag}"),
     ("unparsable DSN", with_value(BASE, "blue.database.dsn", "host='pg"), "blue.database.dsn",
      "not a valid PostgreSQL connection string"),
     ("DSN with NUL", with_value(BASE, "blue.database.dsn", "host=pg\x00evil"), "blue.database.dsn",
