@@ -12,7 +12,7 @@ import typer
 from config import Settings
 from controller.cli_common import ConfigOption, Exit, err, out, settings_or_exit
 from controller.journal import Event
-from controller.pgstore import StoreError
+from controller.pgstore import StoreError, StoreMissing
 from controller.report import render_report
 from controller.store import open_store
 
@@ -24,11 +24,6 @@ def report_cmd(
 ) -> None:
     """Write an HTML report of the cutover (timeline, checks, rollbacks) from the journal."""
     settings = settings_or_exit(config)
-    path = settings.state.path
-    if settings.state.backend == "sqlite" and not path.is_file():
-        err.print(f"error: no journal at {path}: nothing has run with this config yet "
-                  "(set [state] path to the daemon's)")
-        raise typer.Exit(Exit.USAGE)
     events = _read(settings)
     try:
         output.write_text(render_report(events, settings.service), encoding="utf-8")
@@ -40,7 +35,10 @@ def report_cmd(
 
 def _read(settings: Settings) -> list[Event]:
     try:
-        journal = open_store(settings)
+        journal = open_store(settings, existing=True)
+    except StoreMissing as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(Exit.FAILED) from None
     except (sqlite3.Error, RuntimeError, StoreError) as exc:
         err.print(f"error: cannot read the journal: {exc}")
         raise typer.Exit(Exit.FAILED) from None

@@ -72,12 +72,9 @@ def _now() -> str:
 
 
 def _store(settings: Settings) -> StateStore:
-    if settings.state.backend == "sqlite" and not settings.state.path.exists():
-        err.print(f"no state store at {settings.state.path}: `cutover run` has not started here "
-                  "(set [state] path to the daemon's)")
-        raise typer.Exit(Exit.USAGE)
+    """The daemon's store, for reading: nothing is created where there is none (exit 1)."""
     try:
-        return open_store(settings)
+        return open_store(settings, existing=True)
     except StoreError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(Exit.FAILED) from None

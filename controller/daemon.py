@@ -201,6 +201,10 @@ class Daemon:
                      + f" ({self.state.reason})")
         self.store.record("start", {"state": self.state.as_dict(), "mode": self.plan.mode.value,
                                     "reconciled": self._reconcile()})
+        # /status answers with the persisted phase from its first response, not a blank state.
+        self.snapshot = replace(self.snapshot, state=self.state, reason=self.state.reason,
+                                tick_at=time.monotonic())
+        self.metrics.phase.state(self.state.phase.value)
         if self.settings.metrics.enabled:
             self.server = serve_http(self)
             self.say(f"status on http://{self.settings.metrics.listen}/status")

@@ -60,6 +60,10 @@ class StoreError(Exception):
     """The store cannot be reached or used."""
 
 
+class StoreMissing(StoreError):
+    """A reader asked for a store no daemon has created yet."""
+
+
 class Deposed(StoreError):
     """Another daemon leads now (a newer epoch): this one must stop acting."""
 
@@ -74,6 +78,14 @@ def _connect(settings: StateSettings, purpose: str) -> psycopg.Connection[Any]:
         return psycopg.connect(psycopg.conninfo.make_conninfo(settings.dsn, **extra), autocommit=True)
     except psycopg.OperationalError as exc:
         raise StoreError(f"state.dsn: cannot reach the state store: {str(exc).strip()}") from None
+
+
+def _version(conn: psycopg.Connection[Any]) -> int | None:
+    """The store schema's version, or None where there is no store."""
+    if conn.execute("SELECT to_regclass('cutover_store.meta')").fetchone() in (None, (None,)):
+        return None
+    row = conn.execute("SELECT version FROM cutover_store.meta").fetchone()
+    return int(row[0]) if row else 0
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
@@ -98,9 +110,16 @@ class PgStore:
     """The StateStore of controller.journal, on PostgreSQL. With an epoch (a leader's store),
     writes succeed only while that epoch is the service's current one."""
 
-    def __init__(self, settings: StateSettings, service: str, epoch: int | None = None) -> None:
+    def __init__(self, settings: StateSettings, service: str, epoch: int | None = None, *,
+                 existing: bool = False) -> None:
         self.service, self.epoch = service, epoch
         self.db = _connect(settings, "journal")
+        if existing:  # a reader: use what is there, create nothing
+            if _version(self.db) is None:
+                self.db.close()
+                raise StoreMissing(f"no state store in {settings.dsn} (schema {SCHEMA}): "
+                                   "`cutover run` has not started with this config")
+            return
         migrate(self.db)
 
     def _fenced(self) -> sql.Composable:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from config import Settings
 from controller.journal import Event, Journal
-from controller.pgstore import PgStore
+from controller.pgstore import PgStore, StoreMissing
 
 
 class StateStore(Protocol):
@@ -40,8 +40,13 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(settings: Settings, epoch: int | None = None) -> StateStore:
-    """The configured store; with an epoch, a leader's (PostgreSQL: writes fenced by it)."""
+def open_store(settings: Settings, epoch: int | None = None, *, existing: bool = False) -> StateStore:
+    """The configured store; with an epoch, a leader's (PostgreSQL: writes fenced by it).
+    existing=True (a reader: status, history, report) opens only a store that is there, and
+    creates nothing: StoreMissing otherwise."""
     if settings.state.backend == "postgres":
-        return PgStore(settings.state, settings.service, epoch)
+        return PgStore(settings.state, settings.service, epoch, existing=existing)
+    if existing and not settings.state.path.exists():
+        raise StoreMissing(f"no state store at {settings.state.path}: `cutover run` has not started "
+                           "with this config (set [state] path to the daemon's)")
     return Journal(settings.state.path)

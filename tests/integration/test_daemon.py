@@ -272,3 +272,25 @@ def test_sync_only_diff_mode_keeps_green_current(routed: Routed, tmp_path: Path)
     cycles = [e for e in store.events("job") if e.data["job"] == "sync_cycle" and e.data["ok"]]
     store.close()
     assert cycles
+
+
+def test_status_answers_with_the_persisted_phase_from_its_first_response(
+        routed: Routed, lab: Lab, tmp_path: Path) -> None:
+    """A restarted daemon's /status never shows a blank "pending, not switched" while writes
+    are on green: the server starts only once the saved state is loaded, before any tick."""
+    settings = daemon_settings(routed, lab, tmp_path)
+    store = Journal(settings.state.path)
+    store.save_state(State(phase=Phase.SHIFTING, stage=1, applied=True, switched=True,
+                           reason="stage 2 baking").as_dict())
+    store.close()
+    daemon = Daemon(settings, say=lambda _: None)
+    daemon.store = Journal(settings.state.path)
+    daemon._start()  # the start alone: no tick may run before the first answer
+    try:
+        first = httpx.get(f"http://{settings.metrics.listen}/status", timeout=5).json()
+        metrics = httpx.get(f"http://{settings.metrics.listen}/metrics", timeout=5).text
+    finally:
+        daemon._shutdown()
+    assert (first["phase"], first["stage"], first["switched"]) == ("shifting", 1, True)
+    assert first["decision"] == "stage 2 baking"
+    assert 'cutover_phase{cutover_phase="shifting"} 1.0' in metrics

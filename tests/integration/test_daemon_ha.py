@@ -13,9 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from typer.testing import CliRunner
 
 from config import Settings
 from config.operations import StateSettings
+from controller.cli import app
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, pgbench_init
 from controller.lab.processes import free_port
@@ -133,3 +135,17 @@ def test_killing_the_leader_lets_the_standby_continue(routed: Routed, lab: Lab, 
     assert before is not None
     assert resumed["stage"] == before["stage"] == 0
     assert resumed["bake_seconds"] >= before["bake_seconds"] - 1.0
+
+
+def test_status_on_a_postgres_store_no_daemon_created_says_so_and_creates_nothing(
+        store_dsn: str, tmp_path: Path) -> None:
+    config = tmp_path / "cutover.toml"
+    config.write_text(f'[state]\nbackend = "postgres"\ndsn = "{store_dsn}"\n')
+    done = CliRunner().invoke(app, ["status", "--json", "--config", str(config)])
+    assert done.exit_code == 1, done.output
+    assert "no state store" in done.output
+    with psycopg.connect(store_dsn) as conn:
+        assert conn.execute("SELECT to_regnamespace('cutover_store')").fetchone() == (None,)
+    PgStore(StateSettings(backend="postgres", dsn=store_dsn), "svc").close()  # a daemon's open
+    again = CliRunner().invoke(app, ["status", "--json", "--config", str(config)])
+    assert again.exit_code == 0, again.output

@@ -54,10 +54,14 @@ def test_status_json_reads_state_sample_and_intents(config: Path) -> None:
     assert "blue 50 % / green 50 %" in table.output
 
 
-def test_status_without_a_store_says_where_it_looked(config: Path) -> None:
-    done = runner.invoke(app, ["status", "--config", str(config)])
-    assert done.exit_code == 2
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["history"],
+                                     ["report", "-o", "r.html"]])
+def test_a_reader_without_a_store_says_where_it_looked_and_creates_nothing(
+        config: Path, command: list[str]) -> None:
+    done = runner.invoke(app, [*command, "--config", str(config)])
+    assert done.exit_code == 1, done.output
     assert "no state store at" in done.output
+    assert sorted(p.name for p in config.parent.iterdir()) == ["cutover.toml"]
 
 
 def test_history_lists_decisions_not_samples(config: Path) -> None:
