@@ -288,10 +288,10 @@ def test_command_writes_the_report(tmp_path: Path, clock: Clock, cli: typer.Type
     svg_of(page)
 
 
-def test_command_without_a_journal_exits_2(tmp_path: Path, cli: typer.Typer) -> None:
+def test_command_without_a_journal_exits_1_and_creates_nothing(tmp_path: Path, cli: typer.Typer) -> None:
     output = tmp_path / "report.html"
     result = runner.invoke(cli, ["--config", str(config_file(tmp_path)), "--output", str(output)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert str(tmp_path / "state.db") in result.stderr
     assert not (tmp_path / "state.db").exists(), "the journal is not created"
     assert not output.exists()
