@@ -33,6 +33,8 @@ class OnNoData(StrEnum):
 class SloCheck(Section):
     name: Name
     source: SloSource
+    """lag: the heartbeat lag of the replication that exists (green behind blue before the
+    switch, blue behind green after it); drift: the share of rows that differ."""
     metric: HAProxyMetric | None = None
     """haproxy source: error_ratio, latency_ms or request_rate."""
     query: str | None = None

@@ -74,6 +74,53 @@ def wait_applied(blue: Conn, green: Conn, timeout: float) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Stream:
+    """The replication that runs now, by the subscription that carries it."""
+    source: str
+    """"blue" (the sync, before the switch) or "green" (the way back, after it)."""
+    follower: str
+    name: str
+
+
+def running_stream(blue: Conn, green: Conn, settings: SyncSettings) -> Stream | None:
+    """blue -> green while green follows, green -> blue once the switch made blue follow:
+    the direction whose subscription is enabled, else one that exists (its apply stopped: a
+    stall to measure, not a direction gone); None where there is no subscription at all."""
+    found: list[tuple[bool, Stream]] = []
+    for source, follower, conn, name in (("blue", "green", green, objects.pg_name(settings)),
+                                         ("green", "blue", blue, objects.reverse_name(settings))):
+        row = conn.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s",
+                           [name]).fetchone()
+        if row is not None:
+            found.append((bool(row[0]), Stream(source, follower, name)))
+    found.sort(key=lambda f: not f[0])  # enabled first; stable otherwise
+    return found[0][1] if found else None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    seq: int
+    lag_seconds: float | None
+    """Apply time minus write time of the newest heartbeat the follower applied."""
+    age_seconds: float | None
+    """How long ago the follower applied one (grows when its apply stalls)."""
+
+
+def heartbeat(follower: Conn) -> Heartbeat | None:
+    """The newest heartbeat the follower applied, or None where there is no heartbeat table."""
+    if follower.execute("SELECT to_regclass('cutover.heartbeat')").fetchone() == (None,):
+        return None
+    row = follower.execute(
+        "SELECT seq, extract(epoch FROM applied_at - beat_at)::float8, "
+        "extract(epoch FROM clock_timestamp() - applied_at)::float8 "
+        "FROM cutover.heartbeat WHERE id = 1").fetchone()
+    if row is None:
+        return None
+    return Heartbeat(int(row[0]), None if row[1] is None else float(row[1]),
+                     None if row[2] is None else float(row[2]))
+
+
 def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: bool = True) -> SyncStatus:
     name = objects.pg_name(settings)
     marker = objects.read_phase(green, name)
@@ -85,12 +132,7 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         "SELECT s.subenabled, EXISTS (SELECT FROM pg_stat_subscription st "
         "WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL) "
         "FROM pg_subscription s WHERE s.subname = %s", [name]).fetchone()
-    hb = None
-    if green.execute("SELECT to_regclass('cutover.heartbeat')").fetchone() != (None,):
-        hb = green.execute(
-            "SELECT seq, extract(epoch FROM applied_at - beat_at)::float8, "
-            "extract(epoch FROM clock_timestamp() - applied_at)::float8 "
-            "FROM cutover.heartbeat WHERE id = 1").fetchone()
+    hb = heartbeat(green)
     drift = schema_drift(blue, green, settings) if with_drift else []
     unready = readiness.read(green, list_tables(blue, settings)) if with_drift else readiness.Readiness()
     return SyncStatus(
@@ -102,9 +144,9 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         retained_wal_bytes=int(slot[3]) if slot and slot[3] is not None else None,
         subscription_enabled=bool(sub[0]) if sub else None,
         subscription_worker=bool(sub and sub[1]),
-        heartbeat_seq=int(hb[0]) if hb else None,
-        heartbeat_lag_seconds=float(hb[1]) if hb and hb[1] is not None else None,
-        heartbeat_age_seconds=float(hb[2]) if hb and hb[2] is not None else None,
+        heartbeat_seq=hb.seq if hb else None,
+        heartbeat_lag_seconds=hb.lag_seconds if hb else None,
+        heartbeat_age_seconds=hb.age_seconds if hb else None,
         drift=[str(d) for d in drift],
         blocking_drift=[str(d) for d in drift if d.blocks_writes],
         new_tables=[d.table for d in drift if d.unreplicated],

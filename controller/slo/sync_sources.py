@@ -10,13 +10,15 @@ from config.slo import SloCheck
 from controller.slo.readings import NO_DATA, Measurement, Reading
 from sync.connections import connect, databases
 from sync.errors import SyncError
-from sync.status import beat, read_status
+from sync.status import beat, heartbeat, running_stream
 from sync.verify import verify
 
 
 class LagSource:
-    """Green's heartbeat lag in seconds. A beat is written on every measure, so a stalled
-    apply shows as the age of the last applied beat, growing, not as its last good lag."""
+    """The heartbeat lag in seconds of the replication that runs now: blue -> green before
+    the switch, green -> blue (the way back) after it. A beat is written on every measure, so a
+    stalled apply shows as the age of the last applied beat, growing, not as its last good lag.
+    With no replication either way (mid-switch, or none configured) it is not judged."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -25,15 +27,22 @@ class LagSource:
         try:
             blue_db, green_db = databases(self.settings)
             with connect(blue_db, "slo-lag") as blue, connect(green_db, "slo-lag") as green:
-                status = read_status(blue, green, self.settings.sync, with_drift=False)
-                if status.heartbeat_lag_seconds is None:
-                    return Measurement(NO_DATA, NO_DATA,
-                                       error="no heartbeat on green: is `cutover sync` running?")
-                beat(blue)
+                stream = running_stream(blue, green, self.settings.sync)
+                if stream is None:
+                    return Measurement(NO_DATA, NO_DATA, error=(
+                        "lag not judged: no replication either way (no subscription on green "
+                        "or blue: is `cutover sync` running?)"))
+                source, follower = (blue, green) if stream.source == "blue" else (green, blue)
+                hb = heartbeat(follower)
+                if hb is None or hb.lag_seconds is None:
+                    return Measurement(NO_DATA, NO_DATA, error=(
+                        f"lag not judged yet: {stream.follower} has applied no heartbeat from "
+                        f"{stream.source}"))
+                beat(source)
         except (SyncError, psycopg.Error) as exc:
             return Measurement(NO_DATA, NO_DATA, error=str(exc).strip())
-        stalled = (status.heartbeat_age_seconds or 0.0) - check.interval
-        return Measurement(Reading(max(status.heartbeat_lag_seconds, stalled)), NO_DATA)
+        stalled = (hb.age_seconds or 0.0) - check.interval
+        return Measurement(Reading(max(hb.lag_seconds, stalled)), NO_DATA)
 
     def close(self) -> None:
         pass

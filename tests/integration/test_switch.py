@@ -21,10 +21,12 @@ from typer.testing import CliRunner
 from config import load_settings
 from config.replication import CommandEndpointSettings, SwitchMethod
 from config.settings import Settings
+from config.slo import SloCheck, SloSource
 from controller.cli import app
 from controller.journal import Journal
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, Pgbench, pgbench_init
+from controller.slo.sync_sources import LagSource
 from controller.slo.watch import watch
 from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.shift import shift
@@ -81,7 +83,15 @@ def test_switch_there_and_back_under_load_loses_nothing(routed: Routed) -> None:
     assert there.pause_ms < 2000
     assert read_only(routed.pair, "blue")
     assert not read_only(routed.pair, "green")
-    time.sleep(3)
+    # The lag check measures the way back now (green -> blue): small, not a growing age.
+    lag_check = SloCheck(name="lag", source=SloSource.LAG, max=10, interval=1.0)
+    lags = []
+    for _ in range(3):
+        time.sleep(1.0)
+        measured = LagSource(routed.settings).measure(lag_check)
+        assert measured.error is None, measured.error
+        lags.append(measured.green.value)
+    assert all(v is not None and 0 <= v < 2 for v in lags), lags
     back = switch(routed.settings, "blue")
     assert routed.primary() == "blue"
     assert not read_only(routed.pair, "blue")
