@@ -27,7 +27,7 @@ from controller.cli_common import (
     settings_or_exit,
     styled,
 )
-from controller.journal import Event
+from controller.journal import Event, EventKind
 from controller.pgstore import StoreError
 from controller.phases import TERMINAL, Intent, Phase, State
 from controller.store import StateStore, open_store
@@ -144,24 +144,24 @@ def status(
         store.close()
 
 
-HISTORY_KINDS = ("start", "stop", "phase", "decision", "job", "breach", "rollback", "hook", "reload",
-                 "switch", "intent")
+HISTORY_KINDS = tuple(k.value for k in EventKind if k is not EventKind.SAMPLE)
+"""Everything but the periodic samples (`--all` shows those too)."""
 
 
 def _describe(e: Event) -> str:
     d = e.data
-    if e.kind == "phase":
+    if e.kind == EventKind.PHASE:
         return f"{d['from']} -> {d['to']}: {d.get('reason', '')}"
-    if e.kind == "decision":
+    if e.kind == EventKind.DECISION:
         effect = d.get("effect")
         return str(d.get("reason", "")) + (f" => {effect['job']}" if effect else "")
-    if e.kind == "job":
+    if e.kind == EventKind.JOB:
         return f"{d['job']} {'ok' if d['ok'] else 'FAILED'} in {d['seconds']:.2f}s: {d.get('detail', '')}"
-    if e.kind == "breach":
+    if e.kind == EventKind.BREACH:
         return f"{d['check']}: {d['reason']}"
-    if e.kind == "switch":
+    if e.kind == EventKind.SWITCH:
         return f"to {d.get('to')}: {d.get('step')}"
-    if e.kind == "intent":
+    if e.kind == EventKind.INTENT:
         return str(d.get("intent"))
     return ", ".join(f"{k}={v}" for k, v in d.items() if k != "state")[:200]
 
@@ -202,7 +202,7 @@ def _intent(kind: Intent, config: Path | None, as_json: bool) -> None:
                       "(after a rollback: `cutover retry`)")
             raise typer.Exit(Exit.USAGE)
         ident = store.add_intent(kind.value)
-        store.record("intent", {"intent": kind.value, "id": ident})
+        store.record(EventKind.INTENT, {"intent": kind.value, "id": ident})
         running = status_data(store)["daemon_running"]
     finally:
         store.close()

@@ -17,6 +17,7 @@ from controller.cli_common import (
     print_json,
     settings_or_exit,
 )
+from controller.journal import EventKind
 from controller.store import open_store
 from sync.errors import BadInputError, SyncError
 from sync.switch import switch
@@ -37,7 +38,7 @@ def switch_cmd(
 
     def record(step: str, details: dict[str, Any]) -> None:
         if journal is not None:
-            journal.record("switch", {"to": to, "step": step, **details})
+            journal.record(EventKind.SWITCH, {"to": to, "step": step, **details})
 
     try:
         report = switch(settings, to, dry_run=dry_run, say=lambda m: console.print(f"  {m}"),

@@ -24,6 +24,7 @@ from config.replication import SwitchMethod, SyncMode
 from config.slo import SloSource
 from controller import sdnotify
 from controller.jobs import Jobs
+from controller.journal import EventKind
 from controller.metrics import DaemonMetrics
 from controller.notify import Notifier
 from controller.observe import SyncProbe, WeightProbe, split_dict
@@ -42,6 +43,7 @@ from controller.phases import (
     State,
     decide,
 )
+from controller.rollback import report_breach
 from controller.slo.judge import Outcome, Verdict
 from controller.slo.readings import MetricSource
 from controller.slo.watch import Watch, build_sources
@@ -178,7 +180,7 @@ class Daemon:
                 self.store = open_store(self.settings, epoch)
                 self.jobs.epoch = epoch
                 self.say(f"leading {self.settings.service!r} (epoch {epoch})")
-                self.store.record("leader", {"epoch": epoch})
+                self.store.record(EventKind.LEADER, {"epoch": epoch})
                 return True
             if not waiting:
                 waiting = True
@@ -199,7 +201,7 @@ class Daemon:
             self.say(f"resuming in {self.state.phase.value}"
                      + (f" stage {self.state.stage + 1}" if self.state.phase is Phase.SHIFTING else "")
                      + f" ({self.state.reason})")
-        self.store.record("start", {"state": self.state.as_dict(), "mode": self.plan.mode.value,
+        self.store.record(EventKind.START, {"state": self.state.as_dict(), "mode": self.plan.mode.value,
                                     "reconciled": self._reconcile()})
         # /status answers with the persisted phase from its first response, not a blank state.
         self.snapshot = replace(self.snapshot, state=self.state, reason=self.state.reason,
@@ -229,7 +231,7 @@ class Daemon:
         if self.deposed is None and (self.leadership is None or self.leadership.epoch is not None):
             try:
                 self.store.save_state(self.state.as_dict())
-                self.store.record("stop", {"state": self.state.as_dict()})
+                self.store.record(EventKind.STOP, {"state": self.state.as_dict()})
             except Deposed as exc:
                 self.deposed = str(exc)
         if self.leadership is not None:
@@ -291,9 +293,7 @@ class Daemon:
         if breach is None:
             return None, passing
         self.metrics.breaches.inc()
-        self.store.record("breach", breach.as_dict())
-        self.notifier.send(NotifyEvent.BREACH, f"SLO breach on green: {breach.check}: {breach.reason}",
-                           breach.as_dict())
+        report_breach(self.settings, self.store, breach)
         return Breach(breach.check, breach.reason), False
 
     def _export_verdict(self, v: Verdict) -> None:
@@ -308,7 +308,7 @@ class Daemon:
         if after.phase is not before.phase:
             text = f"{before.phase.value} -> {after.phase.value}: {after.reason}"
             self.say(text)
-            self.store.record("phase", {"from": before.phase.value, "to": after.phase.value,
+            self.store.record(EventKind.PHASE, {"from": before.phase.value, "to": after.phase.value,
                                         "reason": after.reason, "state": after.as_dict()})
             self.notifier.send(NotifyEvent.PHASE, text, {"from": before.phase.value,
                                                          "to": after.phase.value, "reason": after.reason})
@@ -320,8 +320,9 @@ class Daemon:
                                         "detail": obs.done.detail}
             if obs.breach is not None:
                 inputs["breach"] = {"check": obs.breach.check, "reason": obs.breach.reason}
-            self.store.record("decision", {"reason": d.reason, "effect": d.effect.as_dict() if d.effect
-                                           else None, "inputs": inputs, "state": after.as_dict()})
+            self.store.record(EventKind.DECISION, {
+                "reason": d.reason, "effect": d.effect.as_dict() if d.effect else None,
+                "inputs": inputs, "state": after.as_dict()})
             if d.reason != self.last_reason and after.phase is before.phase:
                 self.say(d.reason)
         self.last_reason = d.reason
@@ -345,7 +346,7 @@ class Daemon:
             if sync is not None:
                 m.sync.export(sync)
             checks = {n: v.as_dict() for n, v in self.watch.latest.items()} if self.watch else {}
-            self.store.record("sample", {
+            self.store.record(EventKind.SAMPLE, {
                 "phase": self.state.phase.value, "stage": self.state.stage, "weights": weights,
                 "lag_seconds": sync.get("heartbeat_lag_seconds") if sync else None,
                 "lag_bytes": sync.get("lag_bytes") if sync else None,
@@ -389,7 +390,7 @@ class Daemon:
         self.notifier = Notifier(new.notify, new.service)
         self.watch = None
         self.say("config reloaded")
-        self.store.record("reload", {"plan": {"stages": [s.weight for s in plan.stages]}})
+        self.store.record(EventKind.RELOAD, {"plan": {"stages": [s.weight for s in plan.stages]}})
 
 
 

@@ -10,7 +10,11 @@ from typing import Any
 
 import httpx
 
-from config.operations import HOOK_FIELDS, Hook, HookPoint
+from config.operations import HOOK_FIELDS, Hook, HookPoint, NotifyEvent
+from config.settings import Settings
+from controller.journal import EventKind
+from controller.notify import Notifier
+from controller.store import StateStore
 
 log = logging.getLogger("cutover.hooks")
 
@@ -49,6 +53,21 @@ def run_hooks(hooks: list[Hook], point: HookPoint, context: dict[str, Any]) -> l
 
 def first_failure(outcomes: list[HookOutcome]) -> HookOutcome | None:
     return next((o for o in outcomes if not o.ok and o.on_failure != "ignore"), None)
+
+
+def run_point(settings: Settings, journal: StateStore, point: HookPoint,
+              context: dict[str, Any]) -> HookOutcome | None:
+    """The hooks of one point, each journaled; the failure that counts (not ignored) is
+    notified and returned, for the caller to hold or roll back."""
+    outcomes = run_hooks(settings.hooks, point, {"service": settings.service, **context})
+    for o in outcomes:
+        journal.record(EventKind.HOOK, {"at": point.value, **o.as_dict()})
+    failed = first_failure(outcomes)
+    if failed is not None:
+        Notifier(settings.notify, settings.service).send(
+            NotifyEvent.HOOK_FAILED, f"hook {failed.name} at {point.value} failed: {failed.detail}",
+            failed.as_dict())
+    return failed
 
 
 def _run_one(hook: Hook, context: dict[str, Any]) -> HookOutcome:

@@ -15,13 +15,14 @@ from typing import Any
 import psycopg
 
 from config import ConfigError
-from config.operations import HookPoint, NotifyEvent
+from config.operations import HookPoint
 from config.replication import SwitchMethod, SyncMode
 from config.settings import Settings, need_traffic
-from controller.hooks import first_failure, run_hooks
+from controller.hooks import run_point
+from controller.journal import EventKind
 from controller.metrics import DaemonMetrics
-from controller.notify import Notifier
 from controller.phases import Effect, Failure, Job, JobResult, State
+from controller.rollback import roll_back
 from controller.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
@@ -98,7 +99,7 @@ class Jobs:
             result = JobResult(effect.job, False, f"internal error: {type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
         self.metrics.jobs.labels(effect.job.value, "ok" if result.ok else "failed").inc()
-        journal.record("job", {"job": effect.job.value, **effect.as_dict(), "ok": result.ok,
+        journal.record(EventKind.JOB, {"job": effect.job.value, **effect.as_dict(), "ok": result.ok,
                                "detail": result.detail, "seconds": round(seconds, 3)})
         journal.close()
         running.result = result
@@ -114,16 +115,9 @@ class _Context:
     state: State
 
     def hooks(self, point: HookPoint) -> None:
-        outcomes = run_hooks(self.settings.hooks, point, {
-            "service": self.settings.service, "phase": self.state.phase.value,
-            "stage": self.effect.stage, "weight": self.effect.weight})
-        for o in outcomes:
-            self.journal.record("hook", {"at": point.value, **o.as_dict()})
-        failed = first_failure(outcomes)
+        failed = run_point(self.settings, self.journal, point, {
+            "phase": self.state.phase.value, "stage": self.effect.stage, "weight": self.effect.weight})
         if failed is not None:
-            Notifier(self.settings.notify, self.settings.service).send(
-                NotifyEvent.HOOK_FAILED, f"hook {failed.name} at {point.value} failed: {failed.detail}",
-                failed.as_dict())
             raise HookFailed(f"hook {failed.name} at {point.value}: {failed.detail}",
                              Failure.ROLLBACK if failed.on_failure == "rollback" else Failure.HOLD)
 
@@ -173,7 +167,7 @@ def _switch(c: _Context) -> JobResult:
     c.hooks(HookPoint.BEFORE_SWITCH)
 
     def record(step: str, details: dict[str, Any]) -> None:
-        c.journal.record("switch", {"to": "green", "step": step, **details})
+        c.journal.record(EventKind.SWITCH, {"to": "green", "step": step, **details})
     report = switch(c.settings, "green", say=c.say, record=record)
     if report.pause_ms is not None:
         c.metrics.write_pause.set(report.pause_ms / 1000)
@@ -196,7 +190,7 @@ def _shift(c: _Context) -> JobResult:
                        confirm_timeout=traffic.confirm_timeout)
     finally:
         lb.close()
-    c.journal.record("shift", result.as_dict())
+    c.journal.record(EventKind.SHIFT, result.as_dict())
     seen = result.observed
     detail = f"green {c.effect.weight} % read back"
     if seen.seen is Seen.CONFIRMED:
@@ -221,34 +215,16 @@ def _finalize(c: _Context) -> JobResult:
 
 
 def _rollback(c: _Context) -> JobResult:
-    lb = balancer_for(need_traffic(c.settings, "a rollback"))
-    started = time.monotonic()
-    try:
-        result = shift(lb, 0, observe=False)  # all at once: the read-back is the proof
-    finally:
-        lb.close()
+    result = roll_back(c.settings, c.journal, c.state.reason, writes_on_green=c.state.switched,
+                       say=c.say)
+    if result.traffic_error is not None:
+        raise TrafficError(result.traffic_error)
     c.metrics.rollbacks.inc()
-    data = {"reason": c.state.reason, "seconds": round(time.monotonic() - started, 3),
-            "result": result.as_dict()}
-    c.journal.record("rollback", data)
-    reverted = False
-    if (c.settings.rollback.database == "revert" and c.state.switched and _moves_writes(c.settings)):
-        def record(step: str, details: dict[str, Any]) -> None:
-            c.journal.record("switch", {"to": "blue", "step": step, **details})
-        # Writes never go back to the side that just breached, whatever a comparison finds.
-        report = switch(c.settings, "blue", say=c.say, record=record, back_on_difference=False)
-        if report.pause_ms is not None:
-            c.metrics.write_pause.set(report.pause_ms / 1000)
-        if report.difference:
-            data["difference"] = report.difference
-        reverted = True
-    Notifier(c.settings.notify, c.settings.service).send(
-        NotifyEvent.ROLLBACK, f"rolled traffic back to blue{' and writes too' if reverted else ''}: "
-        f"{c.state.reason}", data)
-    try:
-        c.hooks(HookPoint.AFTER_ROLLBACK)
-    except HookFailed as exc:
-        c.say(str(exc))
+    if result.revert is not None and result.revert.pause_ms is not None:
+        c.metrics.write_pause.set(result.revert.pause_ms / 1000)
+    if result.revert_error is not None:
+        raise SyncError(f"traffic is on blue, but writes are not: {result.revert_error}")
+    reverted = result.revert is not None
     return JobResult(Job.ROLLBACK, True, "traffic on blue" + (", writes on blue" if reverted else ""),
                      reverted=reverted)
 

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,32 @@ CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 }
 
 
+class EventKind(StrEnum):
+    """Every kind of journal event, in one place: the writers, `cutover history` and the report
+    read the same names."""
+    START = "start"
+    STOP = "stop"
+    LEADER = "leader"
+    RELOAD = "reload"
+    PHASE = "phase"
+    DECISION = "decision"
+    JOB = "job"
+    SAMPLE = "sample"
+    INTENT = "intent"
+    HOOK = "hook"
+    SHIFT = "shift"
+    SWITCH = "switch"
+    """A step of a switch either way ({"to": "green" | "blue", "step": ...})."""
+    BREACH = "breach"
+    PAUSED = "paused"
+    """A breach with rollback.on_breach = "pause": traffic left as it is."""
+    ROLLBACK = "rollback"
+    """Traffic moved back to blue (the first thing a rollback does)."""
+    REVERTED = "reverted"
+    """rollback.database = "revert": writes back on blue too."""
+    REVERT_FAILED = "revert failed"
+
+
 @dataclass(frozen=True)
 class Event:
     id: int
@@ -58,7 +85,7 @@ class Journal:
         for step in range(version + 1, SCHEMA_VERSION + 1):
             self.db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
 
-    def record(self, kind: str, data: dict[str, Any]) -> Event:
+    def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
         at = time.time()
         cur = self.db.execute("INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
                               (at, kind, json.dumps(data, default=str)))

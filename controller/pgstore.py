@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from config.operations import StateSettings
-from controller.journal import Event
+from controller.journal import Event, EventKind
 
 SCHEMA = "cutover_store"
 SCHEMA_VERSION = 1
@@ -133,7 +133,7 @@ class PgStore:
             raise Deposed(f"another daemon leads {self.service!r} now (this one had epoch "
                           f"{self.epoch}); stopping")
 
-    def record(self, kind: str, data: dict[str, Any]) -> Event:
+    def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
         at = time.time()
         payload = json.loads(json.dumps(data, default=str))
         cur = self.db.execute(sql.SQL(

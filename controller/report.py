@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.journal import Event
+from controller.journal import Event, EventKind
 
 MAX_POINTS = 1500
 """Per drawn series: more samples than this are reduced (gaps, minima and maxima kept)."""
@@ -40,7 +40,7 @@ PHASE_FILL = {
     "finalized": "#c5e1a5", "rolling_back": "#ffebee", "rolled_back": "#ffcdd2",
 }
 OTHER_FILL = "#f5f5f5"
-MARKED = ("breach", "rollback")
+MARKED = (EventKind.BREACH, EventKind.ROLLBACK)
 
 SVG_STYLE = """
 text { font: 11px sans-serif; fill: #333; }
@@ -153,7 +153,7 @@ class Timeline:
 def timeline(events: Sequence[Event]) -> Timeline:
     t0 = min(e.at for e in events)
     span = max(e.at for e in events) - t0
-    samples = [e for e in events if e.kind == "sample"]
+    samples = [e for e in events if e.kind == EventKind.SAMPLE]
     weights = [(e.at - t0, num(_dict(e.data.get("weights")).get("green"))) for e in samples]
     lag = [(e.at - t0, num(e.data.get("lag_seconds"))) for e in samples]
     return Timeline(t0, span if span > 0 else 1.0, weights, lag, check_series(samples, t0),
@@ -180,11 +180,11 @@ def _add_verdict(s: CheckSeries, t: float, verdict: dict[str, Any]) -> None:
 
 
 def phase_of(e: Event) -> str | None:
-    if e.kind == "phase":
+    if e.kind == EventKind.PHASE:
         return _str(e.data.get("to"))
-    if e.kind == "sample":
+    if e.kind == EventKind.SAMPLE:
         return _str(e.data.get("phase"))
-    if e.kind in ("start", "stop", "decision"):
+    if e.kind in (EventKind.START, EventKind.STOP, EventKind.DECISION):
         return _str(_dict(e.data.get("state")).get("phase"))
     return None
 
@@ -192,7 +192,7 @@ def phase_of(e: Event) -> str | None:
 def phase_marks(events: Sequence[Event], t0: float) -> list[tuple[float, str]]:
     marks: list[tuple[float, str]] = []
     for e in events:
-        before = _str(e.data.get("from")) if e.kind == "phase" else None
+        before = _str(e.data.get("from")) if e.kind == EventKind.PHASE else None
         if before is not None and not marks:
             marks.append((0.0, before))  # what it was in before the first change we saw
         phase = phase_of(e)
@@ -220,10 +220,10 @@ def final_phase(events: Sequence[Event]) -> str | None:
 def markers(events: Sequence[Event], t0: float) -> list[Marker]:
     found: list[Marker] = []
     for e in events:
-        if e.kind == "breach":
+        if e.kind == EventKind.BREACH:
             check = _str(e.data.get("check"))
             found.append(Marker(e.at - t0, "breach", f"breach {check}" if check else "breach"))
-        elif e.kind == "rollback":
+        elif e.kind == EventKind.ROLLBACK:
             found.append(Marker(e.at - t0, "rollback", "rollback"))
     return found
 
@@ -493,24 +493,32 @@ def _rollback_row(d: dict[str, Any]) -> str:
     return text + (f"; ERROR: {d['error']}" if _str(d.get("error")) else "")
 
 
-ROWS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "phase": _phase_row,
-    "job": _job_row,
-    "breach": verdict_text,
-    "rollback": _rollback_row,
-    "paused": lambda d: "paused after " + verdict_text(_dict(d.get("verdict"))),
-    "reverted": lambda d: "writes back on blue",
-    "revert failed": lambda d: f"writes NOT back on blue: {d.get('error')}",
-    "intent": lambda d: f"operator asked to {d.get('intent', '?')}",
+def _reverted_row(report: dict[str, Any]) -> str:
+    pause = num(report.get("pause_ms"))
+    text = "writes back on blue" + (f" (write pause {pause:.0f} ms)" if pause is not None else "")
+    return text + (f"; blue and green differed: {report['difference']}"
+                   if _str(report.get("difference")) else "")
+
+
+ROWS: dict[EventKind, Callable[[dict[str, Any]], str]] = {
+    EventKind.PHASE: _phase_row,
+    EventKind.JOB: _job_row,
+    EventKind.BREACH: verdict_text,
+    EventKind.ROLLBACK: _rollback_row,
+    EventKind.PAUSED: lambda d: "paused after " + verdict_text(_dict(d.get("verdict"))),
+    EventKind.REVERTED: lambda d: _reverted_row(_dict(d.get("report"))),
+    EventKind.REVERT_FAILED: lambda d: f"writes NOT back on blue: {d.get('error')}",
+    EventKind.INTENT: lambda d: f"operator asked to {d.get('intent', '?')}",
 }
 
 
 def is_bad(e: Event) -> bool:
-    return e.kind in ("breach", "rollback", "revert failed") or (e.kind == "job" and not e.data.get("ok"))
+    return e.kind in (EventKind.BREACH, EventKind.ROLLBACK, EventKind.REVERT_FAILED) or (
+        e.kind == EventKind.JOB and not e.data.get("ok"))
 
 
 def row(e: Event, t0: float) -> str:
-    text = ROWS[e.kind](e.data)
+    text = ROWS[EventKind(e.kind)](e.data)
     css = ' class="bad"' if is_bad(e) else ""
     return (f'<tr{css}><td class="t" title="{esc(utc(e.at))}">{clock(e.at - t0)}</td>'
             f"<td>{esc(e.kind)}</td><td class=\"text\">{esc(text)}</td></tr>")
@@ -535,10 +543,17 @@ def summary(events: Sequence[Event], service: str) -> str:
     first, last = min(e.at for e in events), max(e.at for e in events)
     items = [("service", service), ("from", utc(first)), ("to", f"{utc(last)} ({clock(last - first)})"),
              ("final phase", final_phase(events) or "unknown"),
-             ("rollbacks", str(sum(e.kind == "rollback" for e in events))),
-             ("breaches", str(sum(e.kind == "breach" for e in events))),
-             ("events", f"{len(events):,} ({sum(e.kind == 'sample' for e in events):,} samples)")]
+             ("rollbacks", str(sum(e.kind == EventKind.ROLLBACK for e in events))),
+             ("breaches", str(sum(e.kind == EventKind.BREACH for e in events))),
+             ("writes reverted", _reverts(events)),
+             ("events", f"{len(events):,} ({sum(e.kind == EventKind.SAMPLE for e in events):,} samples)")]
     return _dl(items)
+
+
+def _reverts(events: Sequence[Event]) -> str:
+    done = sum(e.kind == EventKind.REVERTED for e in events)
+    failed = sum(e.kind == EventKind.REVERT_FAILED for e in events)
+    return f"{done}" + (f" ({failed} failed)" if failed else "")
 
 
 def _dl(items: Sequence[tuple[str, str]]) -> str:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from config import Settings
-from controller.journal import Event, Journal
+from controller.journal import Event, EventKind, Journal
 from controller.pgstore import PgStore, StoreMissing
 
 
 class StateStore(Protocol):
-    def record(self, kind: str, data: dict[str, Any]) -> Event: ...
+    def record(self, kind: EventKind, data: dict[str, Any]) -> Event: ...
 
     def events(self, kind: str | None = None, after: int = 0,
                limit: int | None = None) -> list[Event]: ...

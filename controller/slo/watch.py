@@ -11,24 +11,19 @@ from typing import Any
 
 from config import ConfigError
 from config.errors import Problem
-from config.operations import NotifyEvent
-from config.replication import SwitchMethod
 from config.settings import Settings, need_traffic
 from config.slo import SloCheck, SloSource
-from controller.notify import Notifier
+from controller.journal import EventKind
+from controller.rollback import report_breach, roll_back
 from controller.slo.haproxy_source import HAProxySource
 from controller.slo.judge import CheckState, Outcome, Verdict, judge
 from controller.slo.probe_source import HttpProbeSource
 from controller.slo.prometheus_source import PrometheusSource
 from controller.slo.readings import MetricSource
 from controller.slo.sync_sources import DriftSource, LagSource
-from controller.store import StateStore, open_store
-from controller.traffic.balancer import TrafficError
-from controller.traffic.factory import balancer_for
+from controller.store import open_store
 from controller.traffic.haproxy import RuntimeApi
-from controller.traffic.shift import ShiftResult, shift
-from sync.errors import SyncError
-from sync.switch import switch
+from controller.traffic.shift import ShiftResult
 
 Clock = Callable[[], float]
 
@@ -152,51 +147,20 @@ def _act(settings: Settings, result: WatchResult, clock: Clock) -> None:
     verdict = result.breach
     detected = clock()
     journal = open_store(settings)
-    notifier = Notifier(settings.notify, settings.service)
     try:
-        journal.record("breach", verdict.as_dict())
-        notifier.send(NotifyEvent.BREACH, f"SLO breach on green: {verdict.check}: {verdict.reason}",
-                      verdict.as_dict())
+        report_breach(settings, journal, verdict)
         if settings.rollback.on_breach == "pause":
-            journal.record("paused", {"verdict": verdict.as_dict()})
+            journal.record(EventKind.PAUSED, {"verdict": verdict.as_dict()})
             return
-        lb = balancer_for(need_traffic(settings, "a rollback"))
-        try:
-            # All at once, no confirmation wait: the read-back inside shift() is the proof.
-            result.rollback = shift(lb, 0, observe=False)
-        except TrafficError as exc:
-            result.rollback_error = str(exc)
-        finally:
-            lb.close()
-        result.detect_to_rollback_seconds = clock() - detected
-        data = {"verdict": verdict.as_dict(), "seconds": result.detect_to_rollback_seconds,
-                "result": result.rollback.as_dict() if result.rollback else None,
-                "error": result.rollback_error}
-        journal.record("rollback", data)
-        if settings.rollback.database == "revert" and result.rollback is not None:
-            _revert_writes(settings, result, journal)
-        text = (f"rolled traffic back to blue after {verdict.check}: {verdict.reason}"
-                if result.rollback else f"ROLLBACK FAILED after {verdict.check}: {result.rollback_error}")
-        notifier.send(NotifyEvent.ROLLBACK, text, data)
+        started = clock()
+        rolled = roll_back(settings, journal, f"{verdict.check}: {verdict.reason}",
+                           verdict=verdict.as_dict())
+        result.rollback, result.rollback_error = rolled.traffic, rolled.traffic_error
+        result.detect_to_rollback_seconds = started - detected + rolled.traffic_seconds
+        result.revert = rolled.revert.as_dict() if rolled.revert else None
+        result.revert_error = rolled.revert_error
     finally:
         journal.close()
-
-
-def _revert_writes(settings: Settings, result: WatchResult, journal: StateStore) -> None:
-    """rollback.database = "revert": writes back to blue too, by the switch in reverse
-    (blue stayed current through reverse replication, so nothing written on green is lost)."""
-    if settings.switchover is None or settings.switchover.method is SwitchMethod.NONE:
-        return
-    def record(step: str, details: dict[str, Any]) -> None:
-        journal.record("revert", {"step": step, **details})
-
-    try:
-        report = switch(settings, "blue", record=record)
-        result.revert = report.as_dict()
-    except SyncError as exc:
-        result.revert_error = str(exc)
-    journal.record("reverted" if result.revert_error is None else "revert failed",
-                   {"report": result.revert, "error": result.revert_error})
 
 
 def outcome_colour(outcome: Outcome) -> str:

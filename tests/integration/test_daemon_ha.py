@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from config import Settings
 from config.operations import StateSettings
 from controller.cli import app
+from controller.journal import EventKind
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, pgbench_init
 from controller.lab.processes import free_port
@@ -62,7 +63,7 @@ def test_a_deposed_leader_cannot_write(store_dsn: str) -> None:
     with pytest.raises(Deposed):
         old.save_state({"phase": "rolling_back"})
     with pytest.raises(Deposed):
-        old.record("decision", {"reason": "stale"})
+        old.record(EventKind.DECISION, {"reason": "stale"})
     assert old.take_intents() == []
     new = PgStore(state, "svc", 2)
     assert new.load_state() == {"phase": "shifting"}

@@ -348,10 +348,14 @@ def test_a_breach_with_database_revert_puts_writes_back_on_blue(
     routed.pair.wait_caught_up()
     assert_same_data(routed.pair)
     journal = Journal(tmp_path / "state.db")
-    kinds = [e.kind for e in journal.events()]
+    events = journal.events()
     journal.close()
+    kinds = [e.kind for e in events]
+    # The daemon's rollback, journaled as the daemon journals it: the way back's steps are
+    # switch events to blue, and the revert has its own event.
     assert kinds[:2] == ["breach", "rollback"]
     assert kinds[-1] == "reverted"
+    assert "resume: done" in [e.data["step"] for e in events if e.kind == "switch" and e.data["to"] == "blue"]
 
 
 def test_command_endpoint_switches_through_the_users_scripts(routed: Routed, tmp_path: Path) -> None:

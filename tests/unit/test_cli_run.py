@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.journal import Journal
+from controller.journal import EventKind, Journal
 from controller.phases import Phase, State
 
 runner = CliRunner()
@@ -37,7 +37,7 @@ def saved(config: Path, phase: Phase, **state: object) -> Journal:
 
 def test_status_json_reads_state_sample_and_intents(config: Path) -> None:
     store = saved(config, Phase.SHIFTING, stage=1, applied=True, switched=True)
-    store.record("sample", {"weights": {"blue": 50, "green": 50}, "lag_seconds": 0.004,
+    store.record(EventKind.SAMPLE, {"weights": {"blue": 50, "green": 50}, "lag_seconds": 0.004,
                             "lag_bytes": 120, "checks": {"errors": {"outcome": "pass", "green": 0.001}}})
     store.add_intent("pause")
     store.close()
@@ -66,9 +66,9 @@ def test_a_reader_without_a_store_says_where_it_looked_and_creates_nothing(
 
 def test_history_lists_decisions_not_samples(config: Path) -> None:
     store = saved(config, Phase.STREAMING)
-    store.record("phase", {"from": "copying", "to": "streaming", "reason": "green streams"})
-    store.record("sample", {"weights": None})
-    store.record("job", {"job": "copy", "ok": True, "detail": "", "seconds": 1.5})
+    store.record(EventKind.PHASE, {"from": "copying", "to": "streaming", "reason": "green streams"})
+    store.record(EventKind.SAMPLE, {"weights": None})
+    store.record(EventKind.JOB, {"job": "copy", "ok": True, "detail": "", "seconds": 1.5})
     store.close()
     done = runner.invoke(app, ["history", "--json", "--config", str(config)])
     assert done.exit_code == 0, done.output
