@@ -76,6 +76,8 @@ class NotifyEvent(StrEnum):
     BREACH = "breach"
     ROLLBACK = "rollback"
     HOOK_FAILED = "hook_failed"
+    REPLICATION = "replication"
+    """The replication broke (apply errors, subscription disabled, no worker), or works again."""
 
 
 class NotifySettings(Section):

@@ -36,6 +36,7 @@ from controller.cli_common import (
 )
 from controller.metrics import SyncMetrics
 from sync import diff, logical, readiness
+from sync.apply_watch import ApplyWatch
 from sync.catalog import list_tables
 from sync.connections import connect, databases
 from sync.copy import CopyProgress
@@ -45,7 +46,7 @@ from sync.logical import StartResult
 from sync.preflight import Report, Status, run_preflight
 from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
-from sync.status import SyncStatus, beat, read_status
+from sync.status import SyncStatus, beat
 from sync.verify import Verdict, verify
 
 STARTUP_WAIT = 15.0
@@ -295,6 +296,8 @@ def _status_line(s: SyncStatus) -> str:
     def num(v: float | None, unit: str, fmt: str = ",.0f") -> str:
         return "?" if v is None else f"{v:{fmt}}{unit}"
     lag_ms = None if s.heartbeat_lag_seconds is None else s.heartbeat_lag_seconds * 1000
+    if s.broken:
+        return f"BROKEN: {s.broken}"
     return (f"{'streaming' if s.streaming else s.phase}: lag {num(s.lag_bytes, ' B')} / "
             f"{num(lag_ms, ' ms', ',.1f')}, slot {s.wal_status or '-'}, retained WAL "
             f"{num(s.retained_wal_bytes, ' B')}" + (f", DRIFT: {'; '.join(s.drift)}" if s.drift else "")
@@ -302,21 +305,28 @@ def _status_line(s: SyncStatus) -> str:
 
 
 def _show_status(settings: Settings, as_json: bool) -> None:
+    """Streaming health once a heartbeat got through; exit 1 when the replication is broken."""
     blue_db, green_db = databases(settings)
+    watch = ApplyWatch()
     with connect(blue_db, "status") as blue, connect(green_db, "status") as green:
-        # A new subscription's apply worker takes a few seconds to start: wait for it, so
-        # "--once" reports streaming health rather than a start-up moment.
+        watch.read(blue, green, settings.sync, with_drift=False)  # the error counters before
+        # A new subscription's apply worker takes a few seconds to start, and a failing one
+        # comes back every few seconds to fail again: wait for a heartbeat to get through (or
+        # for a failure), so "--once" reports streaming health rather than a start-up moment.
         deadline = time.monotonic() + STARTUP_WAIT
         while True:
             seq = beat(blue)
             time.sleep(0.2)
-            status = read_status(blue, green, settings.sync)
-            if (status.streaming and status.heartbeat_seq == seq) or time.monotonic() > deadline:
+            status = watch.read(blue, green, settings.sync)
+            if (status.streaming and status.heartbeat_seq == seq) or status.broken \
+                    or time.monotonic() > deadline:
                 break
     if as_json:
         print_json(status.as_dict())
     else:
         out.print(_status_line(status))
+    if status.broken:
+        raise SyncError(f"replication is broken: {status.broken}")
 
 
 def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
@@ -334,6 +344,8 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
     report_every = max(period, min(settings.sync.interval, 10.0))
     next_report = 0.0
     link = LivePair(settings, "follow")
+    watch = ApplyWatch()
+    broken: str | None = None
     said: set[str] = set()
     refused: set[str] = set()
     try:
@@ -345,7 +357,7 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
             try:
                 blue, green = link.open()
                 beat(blue)
-                status = read_status(blue, green, settings.sync, with_drift=with_drift)
+                status = watch.read(blue, green, settings.sync, with_drift=with_drift)
             except (SyncError, psycopg.Error) as exc:
                 _lost(exc, link, was_down, metrics)
                 _say_once(console, said, exc, link, period)
@@ -354,6 +366,7 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
                     console.print(f"{env} reachable again after {seconds:.1f}s")
                 said.clear()
                 _export(metrics, status, with_drift)
+                broken = _say_broken(console, status, broken)
                 if status.new_tables and settings.sync.join_new_tables:
                     _join(settings, console, refused)
                 if with_drift:
@@ -369,6 +382,14 @@ def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
             stop.wait(max(0.0, next_tick - time.monotonic()))
     finally:
         link.close()
+
+
+def _say_broken(console: Console, status: SyncStatus, said: str | None) -> str | None:
+    """A broken replication, said once per failure, and when it heals."""
+    if status.broken != said:
+        console.print(f"replication is broken: {status.broken}" if status.broken else
+                      "replication works again: a heartbeat got through")
+    return status.broken
 
 
 def _lost(exc: BaseException, link: LivePair, was_down: set[str], metrics: SyncMetrics) -> None:

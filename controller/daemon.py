@@ -48,6 +48,7 @@ from controller.slo.judge import Outcome, Verdict
 from controller.slo.readings import MetricSource
 from controller.slo.watch import Watch, build_sources
 from controller.store import StateStore, open_store
+from sync.status import SyncStatus
 
 log = logging.getLogger("cutover.daemon")
 Say = Callable[[str], None]
@@ -119,6 +120,8 @@ class Daemon:
         self.reload = threading.Event()
         self.state = State()
         self.last_reason = ""
+        self.broken: str | None = None
+        """Why the replication does not work, as last told."""
         self.snapshot = Snapshot(self.state, "", None, None, None, {}, time.monotonic())
         self.server: ThreadingHTTPServer | None = None
         self.next_sample = 0.0
@@ -258,6 +261,7 @@ class Daemon:
         sync_status = None
         if self.sync is not None and self.state.phase is Phase.STREAMING:
             sync_status = self.sync.read()
+            self._tell_broken(sync_status)
         breach, passing = self._watch_slo()
         obs = Observations(elapsed=elapsed, intents=intents, running=running, done=done,
                            sync_ready=self.sync is not None and (sync_status is not None or self.sync.by_diff)
@@ -271,6 +275,16 @@ class Daemon:
             self.jobs.start(decision.effect, self.state)
         self._publish(decision, sync_status.as_dict() if sync_status else None)
         return decision
+
+    def _tell_broken(self, status: SyncStatus | None) -> None:
+        """A replication that breaks, or heals, is logged and notified once."""
+        broken = status.broken if status is not None else self.broken
+        if broken == self.broken:
+            return
+        self.broken = broken
+        text = f"replication is broken: {broken}" if broken else "replication works again"
+        (log.error if broken else log.info)("%s", text)
+        self.notifier.send(NotifyEvent.REPLICATION, text, {"broken": broken})
 
     def _watch_slo(self) -> tuple[Breach | None, bool]:
         if self.state.phase not in LIVE_TRAFFIC:

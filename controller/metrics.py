@@ -26,6 +26,12 @@ class SyncMetrics:
                                   "WAL blue keeps for the slot", registry=r)
         self.streaming = Gauge("cutover_sync_streaming", "1 while green streams from blue",
                                registry=r)
+        self.apply_errors = Gauge("cutover_sync_apply_errors",
+                                  "Errors green's apply and table-sync workers hit since the "
+                                  "subscription was made (pg_stat_subscription_stats)", registry=r)
+        self.broken = Gauge("cutover_sync_broken",
+                            "1 while the replication does not work (apply errors rising, "
+                            "subscription disabled, no apply worker)", registry=r)
         self.drift = Gauge("cutover_sync_schema_drift_tables",
                            "Tables whose schema differs between blue and green", registry=r)
         self.not_ready = Gauge("cutover_sync_green_not_ready_objects",
@@ -65,6 +71,9 @@ class SyncMetrics:
             if status.get(key) is not None:
                 gauge.set(float(status[key]))
         self.streaming.set(1 if status.get("streaming") else 0)
+        self.broken.set(1 if status.get("broken") else 0)
+        if status.get("apply_errors") is not None:
+            self.apply_errors.set(float(status["apply_errors"]))
         if with_drift:
             self.drift.set(len(status.get("drift") or []))
             self.not_ready.set(len(status.get("not_ready") or []))

@@ -15,9 +15,10 @@ from config.replication import SyncMode
 from config.settings import Settings
 from controller.traffic.balancer import LoadBalancer, Split, TrafficError
 from controller.traffic.factory import balancer_for
+from sync.apply_watch import ApplyWatch
 from sync.errors import SyncError
 from sync.livepair import LivePair
-from sync.status import SyncStatus, beat, read_status
+from sync.status import SyncStatus, beat
 
 log = logging.getLogger("cutover.observe")
 DRIFT_EVERY = 10.0
@@ -35,6 +36,7 @@ class SyncProbe:
         self.next_drift = 0.0
         self.latest: SyncStatus | None = None
         self._problem: str | None = None
+        self.apply = ApplyWatch()
 
     def read(self) -> SyncStatus | None:
         if self.by_diff:
@@ -50,7 +52,7 @@ class SyncProbe:
             with_drift = now >= self.next_drift
             if with_drift:
                 self.next_drift = now + DRIFT_EVERY
-            status = read_status(blue, green, self.settings.sync, with_drift=with_drift)
+            status = self.apply.read(blue, green, self.settings.sync, with_drift=with_drift)
         except (SyncError, psycopg.Error) as exc:
             # A server restarting, a dropped connection: unknown this tick, reconnect the next.
             if self.link is not None:
@@ -88,7 +90,11 @@ class SyncProbe:
     def held(self) -> str:
         """Why the switch must wait beyond lag, when green lacks what blue's writes need."""
         s = self.latest
-        if self.by_diff or s is None or not s.blocking_drift:
+        if self.by_diff or s is None:
+            return ""
+        if s.broken:
+            return f"replication is broken: {s.broken}"
+        if not s.blocking_drift:
             return ""
         return (f"schema drift: {'; '.join(s.blocking_drift[:3])}; re-run `cutover sync` to add "
                 "new tables, add missing columns on green")

@@ -315,7 +315,7 @@ def _streaming(s: State, o: Observations, plan: Plan) -> Decision:
     if switching:
         return Decision(replace(s, phase=Phase.SWITCHING, reason="lag under the limits"),
                         Effect(Job.SWITCH), "green caught up: switching writes")
-    if plan.auto_switch and o.sync_held:
+    if o.sync_held:  # said in manual mode too: a promote would only fail on it
         return Decision(s, None, f"streaming; the switch waits: {o.sync_held}")
     return Decision(s, None, "streaming; waiting for `cutover promote`" if not plan.auto_switch
                     else "streaming; waiting for lag under the limits")

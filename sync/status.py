@@ -42,10 +42,19 @@ class SyncStatus:
     not_ready: list[str] = field(default_factory=list)
     """What keeps green from being ready for traffic: tables never analyzed, materialized
     views not populated (sync.readiness; `cutover sync` puts them right)."""
+    heartbeat_written_seq: int | None = None
+    """The newest heartbeat written on blue (heartbeat_seq is the newest green applied)."""
+    apply_errors: int | None = None
+    """Errors green's apply and table-sync workers hit since the subscription was made
+    (pg_stat_subscription_stats; None before PostgreSQL 15)."""
+    broken: str | None = None
+    """Why the replication does not work, seen across reads (sync.apply_watch): never
+    "streaming" while set."""
 
     @property
     def streaming(self) -> bool:
-        return self.phase == "streaming" and self.slot_active and bool(self.subscription_worker)
+        return (self.phase == "streaming" and self.slot_active and bool(self.subscription_worker)
+                and self.broken is None)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "streaming": self.streaming}
@@ -133,6 +142,12 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         "WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL) "
         "FROM pg_subscription s WHERE s.subname = %s", [name]).fetchone()
     hb = heartbeat(green)
+    written = heartbeat(blue)
+    errors = None
+    if green.execute("SELECT to_regclass('pg_catalog.pg_stat_subscription_stats')").fetchone() != (None,):
+        row = green.execute("SELECT apply_error_count + sync_error_count FROM pg_stat_subscription_stats "
+                            "WHERE subname = %s", [name]).fetchone()
+        errors = int(row[0]) if row and row[0] is not None else None
     drift = schema_drift(blue, green, settings) if with_drift else []
     unready = readiness.read(green, list_tables(blue, settings)) if with_drift else readiness.Readiness()
     return SyncStatus(
@@ -151,6 +166,8 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
         blocking_drift=[str(d) for d in drift if d.blocks_writes],
         new_tables=[d.table for d in drift if d.unreplicated],
         not_ready=unready.items(),
+        heartbeat_written_seq=written.seq if written else None,
+        apply_errors=errors,
     )
 
 
@@ -211,3 +228,30 @@ def schema_drift(src: Conn, dst: Conn, settings: SyncSettings, *, publication: s
                                    f"{dst_types[col]} on {theirs}; alter it on {theirs} the same "
                                    "way, or values may fail to apply", False))
     return drift
+
+
+_NO_IDENTITY = """
+SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest(%s::text[], %s::text[]) AS w(s, t) ON w.s = n.nspname AND w.t = c.relname
+WHERE c.relkind = 'r' AND (c.relreplident = 'n'
+    OR (c.relreplident = 'd' AND NOT EXISTS (
+        SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+    OR (c.relreplident = 'i' AND NOT EXISTS (
+        SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+"""
+
+
+def apply_blockers(blue: Conn, green: Conn, settings: SyncSettings) -> list[str]:
+    """What green lacks that makes its apply fail, found by the catalogs: a table blue
+    identifies rows of (a key, or REPLICA IDENTITY FULL) that green cannot (no primary key
+    or replica identity index: every UPDATE and DELETE fails there), and the columns green
+    lacks (schema_drift)."""
+    tables = list_tables(blue, settings)
+    names = [[t.schema for t in tables], [t.name for t in tables]]
+    on_green = {str(r[0]) for r in green.execute(_NO_IDENTITY, names).fetchall()}
+    on_blue = {str(r[0]) for r in blue.execute(_NO_IDENTITY, names).fetchall()}
+    found = [f"{t} has no primary key or replica identity index on green (blue's has): every UPDATE "
+             "and DELETE of it fails there; add it on green" for t in sorted(on_green - on_blue)]
+    return found + [str(d) for d in schema_drift(blue, green, settings) if d.blocks_writes]
+

@@ -12,11 +12,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from config import load_settings
 from controller.cli import app
 from controller.lab.load import Pgbench, pgbench_init
+from controller.metrics import SyncMetrics
+from controller.observe import SyncProbe
 from sync import logical
 from sync.catalog import table_by_name
 from sync.checksums import row_hash
@@ -404,6 +407,50 @@ def test_status_shows_heartbeat_lag_and_schema_drift(pair: DbPair, tmp_path: Pat
                                             "--json"]).stdout)
     assert "public.t.id is bigint on blue but integer on green; alter it on green the same " \
         "way, or values may fail to apply" in status["drift"]
+
+
+def test_an_apply_that_keeps_failing_is_broken_never_streaming(pair: DbPair, tmp_path: Path) -> None:
+    """Green's table lost its key: every UPDATE fails to apply, the worker comes back every few
+    seconds to fail again. That is a failure in `sync --once` (exit 1, the cause named), on
+    /metrics and in the daemon's hold reason, until the cause is fixed."""
+    with pair.blue() as b:
+        b.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int);"
+                  "INSERT INTO accounts SELECT i, 0 FROM generate_series(1, 100) i")
+    config = pair.config_file(tmp_path)
+    assert runner.invoke(app, ["sync", "--config", str(config)]).exit_code == 0
+    with pair.green() as g:
+        g.execute("ALTER TABLE accounts DROP CONSTRAINT accounts_pkey")
+    with pair.blue() as b:
+        b.execute("UPDATE accounts SET balance = 1 WHERE id <= 10")
+    once = runner.invoke(app, ["sync", "--once", "--json", "--config", str(config)])
+    assert once.exit_code == 1, once.output
+    status = json.loads(once.stdout)
+    assert status["streaming"] is False
+    assert "public.accounts has no primary key or replica identity index on green" in status["broken"]
+    assert "replication is broken" in once.stderr
+    probe = SyncProbe(load_settings(config))
+    metrics = SyncMetrics()
+    try:
+        deadline = time.monotonic() + 30
+        while (seen := probe.read()) is None or seen.broken is None:
+            assert time.monotonic() < deadline, "the daemon's probe never saw the failures"
+            time.sleep(0.5)
+        metrics.export(seen.as_dict())
+        assert probe.held().startswith("replication is broken: green's apply worker failed")
+        assert not probe.ready()
+    finally:
+        probe.close()
+    exposed = generate_latest(metrics.registry).decode()
+    assert "cutover_sync_broken 1.0" in exposed
+    assert "cutover_sync_streaming 0.0" in exposed
+    with pair.green() as g:  # the cause fixed: the stuck transaction applies, streaming again
+        g.execute("ALTER TABLE accounts ADD PRIMARY KEY (id)")
+    deadline = time.monotonic() + 60
+    while (again := runner.invoke(app, ["sync", "--once", "--json", "--config", str(config)])).exit_code:
+        assert time.monotonic() < deadline, again.output
+    assert json.loads(again.stdout)["streaming"] is True
+    pair.wait_caught_up()
+    assert_same_data(pair)
 
 
 def test_a_table_created_on_blue_while_streaming_joins_when_sync_is_run_again(

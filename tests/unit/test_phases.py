@@ -81,6 +81,14 @@ def test_schema_drift_holds_the_auto_switch_and_says_why() -> None:
     assert "public.newer is on blue but not replicated" in held.reason
 
 
+def test_a_broken_replication_is_the_reason_shown_without_auto_switch_too() -> None:
+    manual = replace(FULL, auto_switch=False)
+    held = decide(State(phase=Phase.STREAMING), Observations(
+        sync_held="replication is broken: green's apply worker failed 1 more time(s)"), manual)
+    assert held.effect is None
+    assert "replication is broken" in held.reason
+
+
 def test_without_auto_switch_streaming_waits_for_promote() -> None:
     manual = replace(FULL, auto_switch=False)
     s = State(phase=Phase.STREAMING)
