@@ -104,6 +104,14 @@ class SwitchoverSettings(Section):
     """Hard limit for the whole switch; past it everything is put back on blue."""
     max_write_xact_age: Duration = 2.0
     """Write transactions older than this on blue make the switch wait (precheck)."""
+    catch_up_timeout: Duration = 600.0
+    """How long a switch (either way) waits, before its pause and with writes flowing, for the
+    new primary to catch up: until a heartbeat written on the old one is applied within
+    catch_up_tail and the lag is under sync.max_lag_bytes. Past it the switch fails without
+    having paused anything."""
+    catch_up_tail: Duration = 0.5
+    """The backlog the pause may still drain: a heartbeat must reach the new primary within
+    this before writers are paused (a transaction still being applied delays it)."""
     verify: Literal["counts", "checksums", "none"] = "counts"
     """What is compared between the old primary and the new one as they stand at the fence:
     counts (exact), checksums (every value; slower), or none (the drain to the old
@@ -126,7 +134,7 @@ class SwitchoverSettings(Section):
     pgbouncer: PgBouncerSettings | None = None
     command: CommandEndpointSettings | None = None
 
-    @field_validator("fence_timeout", "timeout")
+    @field_validator("fence_timeout", "timeout", "catch_up_timeout", "catch_up_tail")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:

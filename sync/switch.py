@@ -3,7 +3,9 @@ of milliseconds, and leave the old side current through replication the other wa
 back loses nothing.
 
 Blue -> green, in order (green -> blue mirrors it):
- 1. precheck: green streams, lag under max_lag_bytes, no write transaction older than a limit;
+ 1. precheck: green streams, no write transaction older than a limit; then, writes flowing,
+    wait until green has applied all but a bounded tail (a heartbeat gets through within
+    catch_up_tail, lag under max_lag_bytes): the pause never drains a backlog;
  2. pause the endpoint; fence blue (database read-only for new sessions, every remaining
     client session ended);
  3. a heartbeat on blue, and wait until green applied it: green now holds every commit blue
@@ -200,16 +202,42 @@ class _Switch:
                             "streaming from the current primary; run `cutover sync` first")
         if not state:
             raise SyncError(f"subscription {d.old!r} on {d.dst_db.describe()} is disabled")
-        row = self.src.execute(
-            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
-            "WHERE slot_name = %s", [d.old]).fetchone()
-        lag = int(row[0]) if row and row[0] is not None else None
-        if lag is None or lag > self.settings.sync.max_lag_bytes:
-            raise SyncError(f"{d.to} is {'?' if lag is None else f'{lag:,}'} bytes behind (limit "
-                            f"sync.max_lag_bytes {self.settings.sync.max_lag_bytes:,}); wait for it "
-                            "to catch up")
+        if self._lag_bytes() is None:
+            raise SyncError(f"no replication slot {d.old!r} on {d.src_db.describe()}: {d.to} does "
+                            "not follow the current primary; run `cutover sync` first")
         self._precheck_schema()
         self._precheck_writers()
+
+    def _lag_bytes(self) -> int | None:
+        row = self.src.execute(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
+            "WHERE slot_name = %s", [self.d.old]).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def catch_up(self) -> None:
+        """Before the pause, with writes flowing: wait until the new primary has applied all
+        but a bounded tail (a heartbeat gets through within catch_up_tail, the lag is under
+        sync.max_lag_bytes), so the drain in the pause never waits on a backlog, such as a
+        big transaction still being applied."""
+        if self.by_diff:
+            return
+        sw, limit = self.sw, self.settings.sync.max_lag_bytes
+        deadline = time.monotonic() + sw.catch_up_timeout
+        said = False
+        while True:
+            lag = self._lag_bytes() or 0
+            started = time.monotonic()
+            if not wait_applied(self.src, self.dst, max(0.0, deadline - started)):
+                raise SyncError(f"{self.d.to} did not catch up within switchover.catch_up_timeout "
+                                f"({sw.catch_up_timeout:g}s; {lag:,} bytes behind); writes were "
+                                "never paused")
+            took = time.monotonic() - started
+            if took <= sw.catch_up_tail and lag <= limit:
+                return
+            if not said:
+                said = True
+                self.say(f"waiting for {self.d.to} to catch up before pausing writes ({lag:,} bytes "
+                         f"behind; a heartbeat took {took:.1f}s to apply); writes flow meanwhile")
 
     def make_ready(self, dry_run: bool) -> None:
         """Before the pause, never inside it: the new primary's planner statistics, and (going
@@ -512,9 +540,15 @@ class _Switch:
             return self.report
         self.step("precheck", self.precheck)  # before the work of making ready, and after it:
         self.step("make ready", lambda: self.make_ready(dry_run))
-        self.step("precheck", self.precheck)  # lag may have grown meanwhile
+        self.step("precheck", self.precheck)
+        if not dry_run:
+            self.step("catch up", self.catch_up)
         if dry_run:  # reads only: nothing created on either server
             self._tables_back()
+            lag = self._lag_bytes()
+            if lag and lag > self.settings.sync.max_lag_bytes:
+                self.say(f"{self.d.to} is {lag:,} bytes behind: a switch would wait for it to catch "
+                         "up before pausing writes")
             self.report.dry_run = True
             self.say(f"dry run: prechecks pass; a switch to {self.d.to} would start now")
             return self.report

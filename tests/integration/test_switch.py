@@ -111,6 +111,34 @@ def test_switch_there_and_back_under_load_loses_nothing(routed: Routed) -> None:
     assert there.tables_verified == 4
 
 
+def test_the_way_back_pauses_writers_only_once_blue_has_applied_a_big_transaction(
+        routed: Routed) -> None:
+    """A big transaction on green just before going back: blue is still applying it when the
+    switch starts. Writers wait outside the pause (and are told so); the pause itself stays
+    short, and nothing is lost."""
+    start_sync(routed, scale=4)
+    # A lag limit in bytes it stays under: what is still being applied must hold it anyway.
+    settings = routed.settings.model_copy(update={
+        "sync": routed.settings.sync.model_copy(update={"max_lag_bytes": 1 << 30})})
+    switch(settings, "green")
+    said: list[str] = []
+    with AckedWriter(routed) as writer:
+        with routed.connect() as conn:  # through PgBouncer, on green: 400,000 rows in one go
+            conn.execute("UPDATE pgbench_accounts SET abalance = abalance + 1")
+        back = switch(settings, "blue", say=said.append)
+        time.sleep(0.5)
+    assert any("waiting for blue to catch up before pausing writes" in m for m in said), said
+    assert back.pause_ms is not None
+    assert back.pause_ms < 1000, f"the pause drained the backlog: {back.pause_ms:.0f} ms"
+    assert back.steps["catch up"] > back.pause_ms / 1000
+    assert routed.primary() == "blue"
+    with routed.pair.blue() as b:
+        assert not writer.missing_on(b), "an acknowledged write is missing"
+        assert b.execute("SELECT min(abalance) FROM pgbench_accounts").fetchone() == (1,)
+    routed.pair.wait_caught_up()
+    assert_same_data(routed.pair)
+
+
 def with_switchover(routed: Routed, **update: Any) -> Settings:
     assert routed.settings.switchover is not None
     return routed.settings.model_copy(update={
