@@ -22,7 +22,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from config.environments import DatabaseSettings
-from config.replication import CommandEndpointSettings, PgBouncerSettings
+from config.replication import CommandEndpointSettings, PgBouncerSettings, SwitchMethod, SwitchoverSettings
 from sync import pgbouncer_ini
 from sync.errors import BadInputError, SyncError
 
@@ -196,3 +196,15 @@ class CommandEndpoint:
 
 def target_of(db: DatabaseSettings) -> tuple[str, int, str]:
     return _target(db)
+
+
+def endpoint_from(sw: SwitchoverSettings) -> WriteEndpoint:
+    if sw.method is SwitchMethod.PGBOUNCER:
+        assert sw.pgbouncer is not None
+        return PgBouncerEndpoint(sw.pgbouncer)
+    if sw.method is SwitchMethod.COMMAND:
+        assert sw.command is not None
+        return CommandEndpoint(sw.command)
+    raise BadInputError("switchover.method is 'none' (blue and green share one database): "
+                        "there are no writes to switch")
+

@@ -1,19 +1,33 @@
 """The fence guardian: writes flow again after a switch's pause even when the controller that
 paused them is gone.
 
-PgBouncer keeps a PAUSE after the admin session that set it ends, and the old primary keeps
-default_transaction_read_only: a controller killed (or hung, or its host lost) between PAUSE
-and RESUME would hold every writer until someone intervened. So before pausing, the switch
-starts this small process of its own, in its own session, and hands it what it needs on its
-stdin (never argv or the environment: it holds passwords). The guardian waits for one line.
-"done" ends it. Anything else, the pipe closing (the controller died), SIGTERM, or the
-deadline passing (the controller hung), and it acts: if PgBouncer still serves the old
-primary, it lifts that side's fence; then it RESUMEs. Writes then flow to whichever side
-PgBouncer points at, and the next `cutover switch` (or the daemon's restart) reconciles.
+A PgBouncer PAUSE outlives the admin session that set it, the old primary keeps
+default_transaction_read_only, and a command endpoint's pause is whatever the user's tooling
+holds: a controller killed (or hung, or its host lost) between pause and resume would hold
+every writer until someone intervened. So before pausing, the switch starts this small process
+of its own, in its own session, and hands it what it needs on its stdin (never argv or the
+environment: it holds passwords). Then it tells the guardian, line by line, how far it got:
+
+- "repointing": the endpoint is being pointed at the new primary (no write reaches it
+  before the resume);
+- "forward": the switch reached its point of no return (sync.objects.SWITCH_MARK_DDL), just
+  before the resume: from here it only goes forward, to the new primary;
+- "back": the mark could not be written after all: back to the old primary;
+- "done": the switch is done or undone: the guardian leaves without touching anything;
+- "act": the controller asks it to release the writers now (its own undo failed).
+
+The pipe closing (the controller died), SIGTERM, or the deadline passing (the controller hung)
+count as "act". Acting follows the one rule every part of the switch follows: before the point
+of no return, point the endpoint back if it may have moved, lift the old primary's fence and
+resume; after it, make sure the mark is on the new primary and the endpoint points there, and
+resume.
+The next `cutover switch` (or the daemon's restart) then finds the same state and finishes or
+undoes the switch accordingly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import selectors
 import signal
@@ -27,8 +41,9 @@ from psycopg import sql
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from config.environments import DatabaseSettings
-from config.replication import PgBouncerSettings
-from sync.endpoint import PgBouncerEndpoint, target_of
+from config.replication import SwitchoverSettings
+from sync import objects
+from sync.endpoint import PgBouncerEndpoint, WriteEndpoint, endpoint_from, target_of
 from sync.errors import SyncError
 
 READY_TIMEOUT = 10.0
@@ -43,16 +58,19 @@ class Guardian:
         self.proc = proc
 
     @classmethod
-    def start(cls, pgbouncer: PgBouncerSettings, old_primary: DatabaseSettings, deadline: float) -> Guardian:
-        """Started before the pause (its start-up is no part of it); returns once it listens."""
+    def start(cls, switchover: SwitchoverSettings, old_primary: DatabaseSettings,
+              new_primary: DatabaseSettings, mark: tuple[str, str], deadline: float) -> Guardian:
+        """Started before the pause (its start-up is no part of it); returns once it listens.
+        mark: (sync name, side) of the switch's mark on the new primary."""
         proc = subprocess.Popen([sys.executable, "-m", "sync.guardian"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 start_new_session=True)  # a signal to our group spares it
         assert proc.stdin is not None
         assert proc.stdout is not None
-        proc.stdin.write(json.dumps({"pgbouncer": _secret_dump(pgbouncer),
+        proc.stdin.write(json.dumps({"switchover": _secret_dump(switchover),
                                      "old_primary": _secret_dump(old_primary),
-                                     "deadline": deadline}) + "\n")
+                                     "new_primary": _secret_dump(new_primary),
+                                     "mark": list(mark), "deadline": deadline}) + "\n")
         proc.stdin.flush()
         if not _readline(proc.stdout, READY_TIMEOUT).startswith("ready"):
             proc.kill()
@@ -60,14 +78,39 @@ class Guardian:
             raise SyncError("the fence guardian did not start; the switch did not pause")
         return cls(proc)
 
-    def done(self) -> None:
-        """The switch is done or undone: the guardian leaves without touching anything."""
+    def _send(self, line: str) -> bool:
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write("done\n")
-            self.proc.stdin.close()
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
         except OSError:  # it acted already (deadline) and left
-            pass
+            return False
+        return True
+
+    def repointing(self) -> None:
+        self._send("repointing")
+
+    def forward(self) -> None:
+        self._send("forward")
+
+    def back(self) -> None:
+        self._send("back")
+
+    def release(self, timeout: float = 10.0) -> str:
+        """Ask it to release the writers now; what it did."""
+        if not self._send("act"):
+            return "the guardian had already released the writers"
+        assert self.proc.stdout is not None
+        return _readline(self.proc.stdout, timeout).strip() or "the guardian did not answer in time"
+
+    def done(self) -> None:
+        """The switch is done or undone: the guardian leaves without touching anything."""
+        if self._send("done"):
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except OSError:
+                pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -75,12 +118,15 @@ class Guardian:
             self.proc.wait()
 
 
-def _secret_dump(model: PgBouncerSettings | DatabaseSettings) -> dict[str, Any]:
+def _secret_dump(model: SwitchoverSettings | DatabaseSettings) -> dict[str, Any]:
+    """The settings with their secrets in clear, for the guardian's pipe only."""
     data = model.model_dump(mode="json")
-    for key in ("password", "admin_password"):
-        secret = getattr(model, key, None)
-        if secret is not None:
-            data[key] = secret.get_secret_value()
+    if isinstance(model, DatabaseSettings):
+        if model.password is not None:
+            data["password"] = model.password.get_secret_value()
+        return data
+    if model.pgbouncer is not None and model.pgbouncer.admin_password is not None:
+        data["pgbouncer"]["admin_password"] = model.pgbouncer.admin_password.get_secret_value()
     return data
 
 
@@ -101,43 +147,94 @@ def _on_signal(*_: object) -> None:
     raise _Signalled
 
 
-def release(pgbouncer: PgBouncerSettings, old_primary: DatabaseSettings) -> str:
-    """Lift the old primary's fence if PgBouncer still serves it, then RESUME; what was done."""
-    endpoint = PgBouncerEndpoint(pgbouncer)
-    serving = endpoint.serving()
-    lifted = serving is None or serving == target_of(old_primary)
-    if lifted:
-        with psycopg.connect(old_primary.conninfo(application_name="cutover-guardian"),
-                             autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
-                sql.Identifier(str(conn.info.dbname))))
+def _connect(db: DatabaseSettings) -> psycopg.Connection[Any]:
+    return psycopg.connect(db.conninfo(application_name="cutover-guardian", connect_timeout=2,
+                                       options="-c default_transaction_read_only=off"),
+                           autocommit=True)
+
+
+def _points_at(endpoint: WriteEndpoint, db: DatabaseSettings) -> bool:
+    """PgBouncer can be read back (its file and what it serves); a command endpoint cannot."""
+    if isinstance(endpoint, PgBouncerEndpoint):
+        return endpoint.points_at() == endpoint.serving() == target_of(db)
+    return False
+
+
+def _forward(endpoint: WriteEndpoint, new_primary: DatabaseSettings, mark: tuple[str, str]) -> str:
+    try:  # the mark may not have been written yet: the next run must find it
+        with _connect(new_primary) as conn:
+            conn.execute(objects.SWITCH_MARK_DDL)
+            objects.mark_switch(conn, *mark)
+    except psycopg.Error:
+        pass  # the new primary is unreachable: the writers will find it so
+    if not _points_at(endpoint, new_primary):
+        endpoint.repoint(new_primary)
     endpoint.resume()
-    return "old primary unfenced, writes resumed" if lifted else "writes resumed on the new primary"
+    return "released: the switch went forward, writes resumed on the new primary"
+
+
+def release(switchover: SwitchoverSettings, old_primary: DatabaseSettings,
+            new_primary: DatabaseSettings, mark: tuple[str, str], progress: set[str]) -> str:
+    """Writes flow again, by the rule of the point of no return; what was done."""
+    endpoint = endpoint_from(switchover)
+    if "forward" in progress:
+        return _forward(endpoint, new_primary, mark)
+    # Before the mark no write reached the new primary: point back (if the repoint may have
+    # run), lift the old primary's fence, resume. An endpoint that cannot be pointed back is
+    # pointed forward instead: writes must not land where nothing follows them.
+    if ("repointing" in progress and not isinstance(endpoint, PgBouncerEndpoint)) or (
+            isinstance(endpoint, PgBouncerEndpoint) and not _points_at(endpoint, old_primary)):
+        try:
+            endpoint.repoint(old_primary)
+        except (SyncError, OSError):
+            return _forward(endpoint, new_primary, mark)
+    with _connect(old_primary) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+            sql.Identifier(str(conn.info.dbname))))
+    endpoint.resume()
+    return "released: old primary unfenced, writes resumed on it"
 
 
 def main() -> int:
     spec = json.loads(sys.stdin.readline())
-    pgbouncer = PgBouncerSettings.model_validate(spec["pgbouncer"])
+    switchover = SwitchoverSettings.model_validate(spec["switchover"])
     old_primary = DatabaseSettings.model_validate(spec["old_primary"])
+    new_primary = DatabaseSettings.model_validate(spec["new_primary"])
+    mark = (str(spec["mark"][0]), str(spec["mark"][1]))
     deadline = time.monotonic() + float(spec["deadline"])
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     print("ready", flush=True)
+    progress: set[str] = set()
     try:
-        line = _readline(sys.stdin, max(0.0, deadline - time.monotonic()))
+        while True:
+            line = _readline(sys.stdin, max(0.0, deadline - time.monotonic())).strip()
+            if line == "done":
+                return 0
+            if line == "back":
+                progress.discard("forward")
+            elif line in ("repointing", "forward"):
+                progress.add(line)
+            else:
+                break  # "act", the pipe closed (EOF), or the deadline
     except _Signalled:
-        line = ""
-    if line.strip() == "done":
-        return 0
-    # PgBouncer or the database may be restarting: keep trying for a while.
+        pass
+    # PgBouncer, a command's target or the database may be restarting: keep trying a while.
     retrying = Retrying(stop=stop_after_delay(RELEASE_FOR), wait=wait_exponential(0.05, max=1.0),
                         retry=retry_if_exception_type((SyncError, psycopg.Error, OSError)),
                         reraise=True)
     try:
-        retrying(release, pgbouncer, old_primary)
-    except (SyncError, psycopg.Error, OSError):
+        what = retrying(release, switchover, old_primary, new_primary, mark, progress)
+    except (SyncError, psycopg.Error, OSError) as exc:
+        _tell(f"failed: {str(exc).strip() or type(exc).__name__}")
         return 1
+    _tell(what)
     return 0
+
+
+def _tell(line: str) -> None:
+    with contextlib.suppress(OSError):  # the controller may be gone: nobody to tell then
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

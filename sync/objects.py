@@ -101,6 +101,37 @@ def write_phase(green: Conn, name: str, phase: str, schema_from_blue: bool,
         [name, phase, schema_from_blue, slot_lsn])
 
 
+SWITCH_MARK_DDL = """
+CREATE SCHEMA IF NOT EXISTS cutover;
+CREATE TABLE IF NOT EXISTS cutover.switch_mark (
+    name text PRIMARY KEY,
+    to_side text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+"""
+"""On the new primary, a switch's point of no return: written in the pause just before the
+endpoint is repointed, removed once the switch is finished (or by its undo, before the
+endpoint is pointed back). While it is there the switch can only go forward: whoever finds
+it (the next run, the fence guardian) repoints to this side, never lifts the old one's fence."""
+
+
+def mark_switch(conn: Conn, name: str, to: str) -> None:
+    conn.execute("INSERT INTO cutover.switch_mark (name, to_side) VALUES (%s, %s) "
+                 "ON CONFLICT (name) DO UPDATE SET to_side = EXCLUDED.to_side, at = now()", [name, to])
+
+
+def switch_marked(conn: Conn, name: str, to: str) -> bool:
+    if conn.execute("SELECT to_regclass('cutover.switch_mark')").fetchone() == (None,):
+        return False
+    return conn.execute("SELECT 1 FROM cutover.switch_mark WHERE name = %s AND to_side = %s",
+                        [name, to]).fetchone() is not None
+
+
+def clear_switch_mark(conn: Conn, name: str) -> None:
+    if conn.execute("SELECT to_regclass('cutover.switch_mark')").fetchone() != (None,):
+        conn.execute("DELETE FROM cutover.switch_mark WHERE name = %s", [name])
+
+
 def slot_exists(blue: Conn, name: str) -> bool:
     return blue.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
                         [name]).fetchone() is not None

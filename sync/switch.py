@@ -22,10 +22,14 @@ follow green yet, and green is read in the snapshot its reverse slot exported at
 so the pause does not grow with the data; a difference switches writes straight back to blue
 (the reverse replication carries what green took meanwhile). With verify_at = "in_pause" it
 runs before step 5 and a difference aborts.
-Any failure or the hard timeout before step 6 completes undoes what was done (reverse objects
-dropped, blue -> green re-enabled, blue unfenced) and resumes writes on blue. A switch killed
-midway is reconciled by the next run: completed if the endpoint already points at the
-target (writes may have landed there: only forward), undone otherwise, then run again. One
+The point of no return is a mark written on the new primary after the repoint, just before
+the resume (objects.SWITCH_MARK_DDL). Any failure of any kind, or the hard timeout, before it
+undoes what was done (reverse objects dropped, blue -> green re-enabled, blue unfenced,
+endpoint pointed back) and resumes writes on blue; after it the switch only goes forward. A
+fence guardian (sync.guardian) started before the pause applies the same rule should this
+process die or hang. A switch killed midway is reconciled by the next run: completed if the
+endpoint already points at the target or the mark is there while the old primary is still
+fenced (writes may have landed there: only forward), undone otherwise, then run again. One
 killed before its comparison after the resume is compared live by the next, once the old
 primary has caught up (the fence snapshot died with the killed run).
 """
@@ -42,14 +46,14 @@ import psycopg
 from psycopg import sql
 
 from config.environments import DatabaseSettings
-from config.replication import SwitchMethod, SyncMode
+from config.replication import SyncMode
 from config.settings import Settings, need_switchover
 from sync import diff, objects, readiness
 from sync.catalog import Table, list_tables, table_by_name
 from sync.checksums import KeyRange, chunk_sum, row_hash
 from sync.connections import Conn, connect, databases
 from sync.diff import CycleReport
-from sync.endpoint import CommandEndpoint, PgBouncerEndpoint, WriteEndpoint, target_of
+from sync.endpoint import PgBouncerEndpoint, WriteEndpoint, endpoint_from, target_of
 from sync.errors import BadInputError, SyncError
 from sync.guardian import Guardian
 from sync.logical import drop_subscription, ensure_publication
@@ -96,15 +100,7 @@ class SwitchReport:
 
 
 def endpoint_for(settings: Settings) -> WriteEndpoint:
-    sw = need_switchover(settings, "the switch")
-    if sw.method is SwitchMethod.PGBOUNCER:
-        assert sw.pgbouncer is not None
-        return PgBouncerEndpoint(sw.pgbouncer)
-    if sw.method is SwitchMethod.COMMAND:
-        assert sw.command is not None
-        return CommandEndpoint(sw.command)
-    raise BadInputError("switchover.method is 'none' (blue and green share one database): "
-                        "there are no writes to switch")
+    return endpoint_from(need_switchover(settings, "the switch"))
 
 
 @dataclass(frozen=True)
@@ -163,6 +159,10 @@ class _Switch:
         self.fence_snapshot: str | None = None
         self.sequence_schemas = list(settings.sync.schemas)
         """Where sequences are copied from in the pause: found before it (precheck)."""
+        self.name = objects.pg_name(settings.sync)
+        self.guardian: Guardian | None = None
+        self.marked = False
+        """Past the point of no return (the mark is on the new primary): only forward now."""
 
     def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
         self.record(f"{name}: start", details)
@@ -370,6 +370,7 @@ class _Switch:
     def prepare_back(self) -> None:
         """Before the pause (captures nothing yet): the reverse publication on the new primary,
         the heartbeat stamp on the old one."""
+        self.dst.execute(objects.SWITCH_MARK_DDL)  # the mark's table, so the pause only inserts
         tables = self._tables_back()
         if tables is None:
             return
@@ -429,6 +430,35 @@ class _Switch:
         assert row is not None
         self.fence_snapshot = str(row[2])
 
+    def repoint(self) -> None:
+        if self.guardian is not None:
+            self.guardian.repointing()
+        self.endpoint.repoint(self.d.dst_db)
+
+    def mark(self) -> None:
+        """The point of no return, after the repoint and just before the resume (no write has
+        reached the new primary yet): the guardian is told first, then the mark goes on the
+        new primary. From here a failure, a kill or a hang only goes forward (sync.guardian
+        has the rule); before it, everything is undone."""
+        if self.guardian is not None:
+            self.guardian.forward()
+        objects.mark_switch(self.dst, self.name, self.d.to)
+        self.marked = True
+
+    def _marked(self) -> bool:
+        """A mark on the new primary that still counts: the old primary is still fenced (an
+        undo or the guardian going back lifts that fence, which leaves a mark stale)."""
+        return objects.switch_marked(self.dst, self.name, self.d.to) and self._fenced(self.src)
+
+    def _complete_repoint(self) -> None:
+        """The endpoint really pointed at the new primary: PgBouncer as it serves (the file
+        may have been written without its RELOAD), a command endpoint by running its repoint
+        again (it cannot be read back)."""
+        if isinstance(self.endpoint, PgBouncerEndpoint) and \
+                self.endpoint.serving() == target_of(self.d.dst_db):
+            return
+        self.endpoint.repoint(self.d.dst_db)
+
     def subscribe_back(self) -> None:
         """After the resume: the old primary follows the slot, which kept every change since."""
         d = self.d
@@ -453,8 +483,10 @@ class _Switch:
         _drop_slot(self.src, d.old)
 
     def undo(self) -> None:
-        """Back to writes on the old primary with src -> dst replication, whatever was done."""
+        """Back to writes on the old primary with src -> dst replication, whatever was done
+        before the point of no return."""
         d = self.d
+        objects.clear_switch_mark(self.dst, self.name)
         if self._sub_state(self.src, d.new) is not None:
             drop_subscription(self.src, d.new)
         _drop_slot(self.dst, d.new)
@@ -476,6 +508,7 @@ class _Switch:
             self.say(f"writes already go to {d.to}: finishing what an earlier run left")
             uncompared = self._uncompared()
             self.unfence(self.dst)
+            self._complete_repoint()
             self.endpoint.resume()
             self.report.already = True
             if not uncompared:
@@ -498,7 +531,7 @@ class _Switch:
         """What an earlier run left: "finish" (the endpoint points at the target already),
         "undo" (objects or a fence of a switch that did not get that far), or None."""
         d = self.d
-        if self._points_at(d.dst_db):
+        if self._points_at(d.dst_db) or self._marked():
             return "finish"
         if (objects.slot_exists(self.dst, d.new) or self._fenced(self.src)
                 or self._sub_state(self.dst, d.old) is False):
@@ -515,6 +548,7 @@ class _Switch:
     def finish(self) -> None:
         self.step("subscribe back", self.subscribe_back)
         self.step("drop old replication", self.drop_old)
+        objects.clear_switch_mark(self.dst, self.name)
 
     def run(self, dry_run: bool) -> SwitchReport:
         try:
@@ -559,13 +593,13 @@ class _Switch:
             in_pause.append(("verify", self.verify))
         in_pause += [("stop and slot", self.stop_and_slot),
                      ("unfence new primary", lambda: self.unfence(self.dst)),
-                     ("repoint", lambda: self.endpoint.repoint(self.d.dst_db))]
-        guardian = self._start_guardian()
+                     ("repoint", self.repoint),
+                     ("mark", self.mark)]
+        self.guardian = self._start_guardian()
         try:
             self._pause_and_switch(in_pause)
         finally:
-            if guardian is not None:
-                guardian.done()
+            self.guardian.done()
         self.say(f"writes now go to {self.d.to}; the pause lasted {self.report.pause_ms:.0f} ms")
         if self.compare:
             self.report.verified = "after resume" if self.after_resume else "in pause"
@@ -577,12 +611,11 @@ class _Switch:
         self.finish()
         return self.report
 
-    def _start_guardian(self) -> Guardian | None:
+    def _start_guardian(self) -> Guardian:
         """Writes flow again even if this process dies in the pause (sync.guardian); started
         before it, so its start-up is no part of the pause."""
-        if not isinstance(self.endpoint, PgBouncerEndpoint) or self.sw.pgbouncer is None:
-            return None  # a command endpoint's own tooling owns its pause
-        return Guardian.start(self.sw.pgbouncer, self.d.src_db, self.sw.timeout + GUARDIAN_GRACE)
+        return Guardian.start(self.sw, self.d.src_db, self.d.dst_db, (self.name, self.d.to),
+                              self.sw.timeout + GUARDIAN_GRACE)
 
     def _pause_and_switch(self, in_pause: list[tuple[str, Callable[[], Any]]]) -> None:
         deadline = time.monotonic() + self.sw.timeout
@@ -590,26 +623,47 @@ class _Switch:
         self.step("pause", lambda: self.endpoint.pause(self.sw.fence_timeout))
         try:
             for name, fn in in_pause:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline and not self.marked:
                     raise SyncError(f"the switch passed switchover.timeout ({self.sw.timeout:g}s)")
                 self.step(name, fn)
             self.step("resume", self.endpoint.resume)
         except Exception as exc:
             # Whatever failed, of whatever kind (a full disk, a bad template, a bug), writes
-            # must not stay held: undo, and if even that fails, resume on the old primary
-            # when the endpoint still points at it.
+            # must not stay held: past the mark the switch goes forward, before it it is
+            # undone; and if that fails too, the guardian releases the writers by its rule.
             what = _describe(exc)
-            self.say(f"switch failed ({what}); undoing: writes resume on the old primary")
-            try:
-                self.step("undo", self.undo)
-            except Exception as undo_exc:
-                resumed = self._resume_anyway()
-                raise SyncError(f"switch failed: {what}; AND undoing it failed: "
-                                f"{_describe(undo_exc)}; {resumed}; check the endpoint and "
-                                "default_transaction_read_only on both databases") from None
-            raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
-                            f"old primary, nothing lost): {what}") from None
+            if self.marked:
+                self._forward_anyway(what)
+            else:
+                self._undo_after(what)
         self.report.pause_ms = (time.monotonic() - paused) * 1000
+
+    def _forward_anyway(self, what: str) -> None:
+        """A failure past the point of no return: repoint and resume once more; if that fails
+        too, the guardian goes forward and the next run finishes."""
+        assert self.guardian is not None
+        self.say(f"switch step failed past its point of no return ({what}); going forward")
+        try:
+            self.step("resume", self.endpoint.resume)
+        except Exception as again:
+            released = self.guardian.release()
+            raise SyncError(f"switch to {self.d.to} failed past its point of no return ({what}), "
+                            f"and resuming again failed ({_describe(again)}); {released}; run "
+                            f"`cutover switch --to {self.d.to}` to finish it") from None
+
+    def _undo_after(self, what: str) -> None:
+        assert self.guardian is not None
+        self.say(f"switch failed ({what}); undoing: writes resume on the old primary")
+        try:
+            self.guardian.back()  # in case the mark was being written when it failed
+            self.step("undo", self.undo)
+        except Exception as undo_exc:
+            released = self.guardian.release()
+            raise SyncError(f"switch failed: {what}; AND undoing it failed: {_describe(undo_exc)}; "
+                            f"{released}; run `cutover switch --to {self.d.to}` again to reconcile "
+                            "once both databases answer") from None
+        raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
+                        f"old primary, nothing lost): {what}") from None
 
     def verify_caught_up(self) -> None:
         """Both sides compared live, once the old primary has applied the new one's writes so
@@ -629,20 +683,6 @@ class _Switch:
                             f"{t.green_rows} on green)" for t in report.tables
                             if t.verdict not in (Verdict.COMPLETE, Verdict.CHANGING))
             raise VerifyDifference(bad)
-
-    def _resume_anyway(self) -> str:
-        """The last resort of a failed undo: writes flow again on the old primary, when the
-        endpoint still points at it. Pointed at the new one, whose way back the undo may have
-        half taken apart, it stays paused: the next `cutover switch` reconciles."""
-        try:
-            if not self._points_at(self.d.src_db):
-                return (f"the endpoint points at {self.d.to} and stays paused; run `cutover switch` "
-                        "again to finish or undo")
-            self.unfence(self.src)
-            self.endpoint.resume()
-        except Exception as exc:
-            return f"resuming the endpoint failed too ({_describe(exc)}): writes may be held"
-        return "writes resumed on the old primary"
 
     def _compare_or_switch_back(self, name: str, compare: Callable[[], None]) -> None:
         """Compare while writes flow on the new primary; on a difference, switch writes
