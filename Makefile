@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit lint bench docs clean
+.PHONY: setup demo test test-unit lint bench matrix docs clean
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+matrix: setup
+	$(BIN)/pytest tests/integration/test_fault_matrix.py -m matrix -s -p no:cacheprovider
 
 bench: setup
 	$(BIN)/pytest tests/bench -s -p no:cacheprovider

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -54,8 +55,8 @@ RELEASE_FOR = 60.0
 class Guardian:
     """The controller's handle on its guardian process."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
+    def __init__(self, proc: subprocess.Popen[str], lines: _Lines) -> None:
+        self.proc, self.lines = proc, lines
 
     @classmethod
     def start(cls, switchover: SwitchoverSettings, old_primary: DatabaseSettings,
@@ -72,11 +73,12 @@ class Guardian:
                                      "new_primary": _secret_dump(new_primary),
                                      "mark": list(mark), "deadline": deadline}) + "\n")
         proc.stdin.flush()
-        if not _readline(proc.stdout, READY_TIMEOUT).startswith("ready"):
+        lines = _Lines(proc.stdout.fileno())
+        if not lines.readline(READY_TIMEOUT).startswith("ready"):
             proc.kill()
             proc.wait()
             raise SyncError("the fence guardian did not start; the switch did not pause")
-        return cls(proc)
+        return cls(proc, lines)
 
     def _send(self, line: str) -> bool:
         try:
@@ -100,8 +102,7 @@ class Guardian:
         """Ask it to release the writers now; what it did."""
         if not self._send("act"):
             return "the guardian had already released the writers"
-        assert self.proc.stdout is not None
-        return _readline(self.proc.stdout, timeout).strip() or "the guardian did not answer in time"
+        return self.lines.readline(timeout).strip() or "the guardian did not answer in time"
 
     def done(self) -> None:
         """The switch is done or undone: the guardian leaves without touching anything."""
@@ -130,10 +131,29 @@ def _secret_dump(model: SwitchoverSettings | DatabaseSettings) -> dict[str, Any]
     return data
 
 
-def _readline(stream: IO[str], timeout: float) -> str:
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        return stream.readline() if sel.select(timeout) else ""
+class _Lines:
+    """Lines from a pipe with a timeout. Read from the descriptor itself: a buffered stream
+    may hold a second line already read ahead, which select() on the descriptor never sees."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer, self.eof = fd, b"", False
+
+    def readline(self, timeout: float) -> str:
+        """The next line, "" at end of file or when none came within timeout."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer and not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return ""
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.fd, selectors.EVENT_READ)
+                if not sel.select(left):
+                    return ""
+            chunk = os.read(self.fd, 4096)
+            self.eof = not chunk
+            self.buffer += chunk
+        line, sep, self.buffer = self.buffer.partition(b"\n")
+        return (line + sep).decode()
 
 
 # -- the guardian process ----------------------------------------------------------------------
@@ -167,10 +187,16 @@ def _forward(endpoint: WriteEndpoint, new_primary: DatabaseSettings, mark: tuple
             objects.mark_switch(conn, *mark)
     except psycopg.Error:
         pass  # the new primary is unreachable: the writers will find it so
+    repointed = ""
     if not _points_at(endpoint, new_primary):
-        endpoint.repoint(new_primary)
+        try:
+            endpoint.repoint(new_primary)
+        except (SyncError, OSError) as exc:
+            # Pointed neither way: resume where it points. The old primary stays fenced, so
+            # writes land on the new one or nowhere, and the mark makes the next run finish.
+            repointed = f" (repointing failed: {str(exc).strip()}; the endpoint stays where it was)"
     endpoint.resume()
-    return "released: the switch went forward, writes resumed on the new primary"
+    return "released: the switch went forward, writes resumed on the new primary" + repointed
 
 
 def release(switchover: SwitchoverSettings, old_primary: DatabaseSettings,
@@ -180,14 +206,21 @@ def release(switchover: SwitchoverSettings, old_primary: DatabaseSettings,
     if "forward" in progress:
         return _forward(endpoint, new_primary, mark)
     # Before the mark no write reached the new primary: point back (if the repoint may have
-    # run), lift the old primary's fence, resume. An endpoint that cannot be pointed back is
-    # pointed forward instead: writes must not land where nothing follows them.
-    if ("repointing" in progress and not isinstance(endpoint, PgBouncerEndpoint)) or (
-            isinstance(endpoint, PgBouncerEndpoint) and not _points_at(endpoint, old_primary)):
-        try:
-            endpoint.repoint(old_primary)
-        except (SyncError, OSError):
-            return _forward(endpoint, new_primary, mark)
+    # run), lift the old primary's fence, resume.
+    if isinstance(endpoint, PgBouncerEndpoint):
+        serving_new = endpoint.serving() == target_of(new_primary)
+        if not _points_at(endpoint, old_primary):
+            try:
+                endpoint.repoint(old_primary)
+            except (SyncError, OSError):
+                if serving_new:  # it serves the new primary and cannot be moved: go there
+                    return _forward(endpoint, new_primary, mark)
+    elif "repointing" in progress:
+        # Should it fail both ways for fence_timeout, the endpoint most likely never moved.
+        with contextlib.suppress(SyncError, OSError):
+            Retrying(stop=stop_after_delay(switchover.fence_timeout), wait=wait_exponential(0.05, max=0.5),
+                     retry=retry_if_exception_type((SyncError, OSError)), reraise=True)(
+                endpoint.repoint, old_primary)
     with _connect(old_primary) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
             sql.Identifier(str(conn.info.dbname))))
@@ -196,7 +229,8 @@ def release(switchover: SwitchoverSettings, old_primary: DatabaseSettings,
 
 
 def main() -> int:
-    spec = json.loads(sys.stdin.readline())
+    stdin = _Lines(sys.stdin.fileno())
+    spec = json.loads(stdin.readline(READY_TIMEOUT))
     switchover = SwitchoverSettings.model_validate(spec["switchover"])
     old_primary = DatabaseSettings.model_validate(spec["old_primary"])
     new_primary = DatabaseSettings.model_validate(spec["new_primary"])
@@ -208,7 +242,7 @@ def main() -> int:
     progress: set[str] = set()
     try:
         while True:
-            line = _readline(sys.stdin, max(0.0, deadline - time.monotonic())).strip()
+            line = stdin.readline(max(0.0, deadline - time.monotonic())).strip()
             if line == "done":
                 return 0
             if line == "back":

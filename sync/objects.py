@@ -109,10 +109,12 @@ CREATE TABLE IF NOT EXISTS cutover.switch_mark (
     at timestamptz NOT NULL DEFAULT now()
 );
 """
-"""On the new primary, a switch's point of no return: written in the pause just before the
-endpoint is repointed, removed once the switch is finished (or by its undo, before the
-endpoint is pointed back). While it is there the switch can only go forward: whoever finds
-it (the next run, the fence guardian) repoints to this side, never lifts the old one's fence."""
+"""On the new primary, a switch's point of no return: written in the pause after the repoint,
+just before the resume, and kept: it records where the writes went, which a command endpoint
+cannot be asked. While it is there and the old primary is still fenced, the switch can only
+go forward: whoever finds it (the next run, the fence guardian) points the endpoint at this
+side, never lifts the old one's fence. An undo removes it; the next switch the other way
+removes it when it passes its own point of no return."""
 
 
 def mark_switch(conn: Conn, name: str, to: str) -> None:

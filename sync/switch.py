@@ -163,6 +163,9 @@ class _Switch:
         self.guardian: Guardian | None = None
         self.marked = False
         """Past the point of no return (the mark is on the new primary): only forward now."""
+        self.reconciling = False
+        """Undoing what an earlier run left: where a command endpoint points is unknown."""
+        self.repoint_tried = False
 
     def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
         self.record(f"{name}: start", details)
@@ -371,6 +374,7 @@ class _Switch:
         """Before the pause (captures nothing yet): the reverse publication on the new primary,
         the heartbeat stamp on the old one."""
         self.dst.execute(objects.SWITCH_MARK_DDL)  # the mark's table, so the pause only inserts
+        objects.clear_switch_mark(self.dst, self.name)  # from an earlier switch this way: stale
         tables = self._tables_back()
         if tables is None:
             return
@@ -433,6 +437,7 @@ class _Switch:
     def repoint(self) -> None:
         if self.guardian is not None:
             self.guardian.repointing()
+        self.repoint_tried = True
         self.endpoint.repoint(self.d.dst_db)
 
     def mark(self) -> None:
@@ -444,6 +449,7 @@ class _Switch:
             self.guardian.forward()
         objects.mark_switch(self.dst, self.name, self.d.to)
         self.marked = True
+        objects.clear_switch_mark(self.src, self.name)  # the earlier switch's, now superseded
 
     def _marked(self) -> bool:
         """A mark on the new primary that still counts: the old primary is still fenced (an
@@ -492,10 +498,25 @@ class _Switch:
         _drop_slot(self.dst, d.new)
         if self._sub_state(self.dst, d.old) is False:
             self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(objects.ident(d.old)))
+        if self._may_point_elsewhere():
+            try:
+                self.endpoint.repoint(d.src_db)
+            except SyncError as exc:
+                if isinstance(self.endpoint, PgBouncerEndpoint):
+                    raise
+                # The user's repoint failed both ways: the endpoint most likely never moved.
+                self.say(f"pointing the endpoint back failed too ({str(exc).strip()}); it most "
+                         "likely still points at the old primary: resuming there")
         self.unfence(self.src)
-        if not self._points_at(d.src_db):
-            self.endpoint.repoint(d.src_db)
         self.endpoint.resume()
+
+    def _may_point_elsewhere(self) -> bool:
+        """Whether the endpoint may not point at the old primary any more: PgBouncer's file
+        says so; a command endpoint this run tried to repoint (a failed script may have done
+        part of its work), or one an earlier run may have repointed."""
+        if isinstance(self.endpoint, PgBouncerEndpoint):
+            return not self._points_at(self.d.src_db)
+        return self.repoint_tried or self.reconciling
 
     # -- the whole -------------------------------------------------------------------------
 
@@ -523,6 +544,7 @@ class _Switch:
             return True
         if left == "undo":
             self.say("undoing an interrupted switch first: writes resume on the current primary")
+            self.reconciling = True
             self.step("undo interrupted", self.undo)
             self.report.undid_interrupted = True
         return False
@@ -548,7 +570,6 @@ class _Switch:
     def finish(self) -> None:
         self.step("subscribe back", self.subscribe_back)
         self.step("drop old replication", self.drop_old)
-        objects.clear_switch_mark(self.dst, self.name)
 
     def run(self, dry_run: bool) -> SwitchReport:
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Self
 
 import psycopg
@@ -15,6 +16,7 @@ from config.settings import Settings
 from controller.lab.lab import Lab
 from controller.lab.pgbouncer import DATABASES_FILE
 from sync.endpoint import PgBouncerEndpoint
+from sync.pgtools import pg_bindir
 from tests.syncfixtures import DbPair
 
 
@@ -63,8 +65,8 @@ class BackgroundWriter:
     """A client writing through PgBouncer in a thread until stopped, one acknowledged write
     at a time, reconnecting after errors (a pause, a repoint, a server restart)."""
 
-    def __init__(self, routed: Routed) -> None:
-        self.routed = routed
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+        self.connect = connect
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, daemon=True)
 
@@ -82,7 +84,7 @@ class BackgroundWriter:
     def _write(self) -> None:
         while not self._stop.is_set():
             try:
-                with self.routed.connect() as conn:
+                with self.connect() as conn:
                     while not self._stop.is_set():
                         self.write_once(conn)
                         time.sleep(0.005)
@@ -95,7 +97,7 @@ class AckedWriter(BackgroundWriter):
     acknowledged."""
 
     def __init__(self, routed: Routed) -> None:
-        super().__init__(routed)
+        super().__init__(routed.connect)
         self.written: list[int] = []
 
     def write_once(self, conn: psycopg.Connection[Any]) -> None:
@@ -107,6 +109,35 @@ class AckedWriter(BackgroundWriter):
     def missing_on(self, conn: psycopg.Connection[Any]) -> set[int]:
         rows = {int(r[0]) for r in conn.execute("SELECT delta FROM pgbench_history").fetchall()}
         return set(self.written) - rows
+
+
+def user_commands(admin: str, db: str, file: Path, scripts: Path) -> dict[str, Any]:
+    """A command endpoint as a user would write one for PgBouncer: psql against the admin
+    console, a repoint script that writes the databases file the way PgBouncer's own repoint
+    does (a new file beside it, then renamed: an unwritable directory fails it) and RELOADs,
+    and a resume that is idempotent, as the README asks (not paused is fine)."""
+    psql = str(pg_bindir() / "psql")
+    repoint, resume = scripts / "repoint.sh", scripts / "resume.sh"
+    repoint.write_text(f"""#!/bin/bash
+set -euo pipefail
+f={file}
+tmp={file.with_name(f".{file.name}.cutover")}
+grep -v "^{db} " "$f" > "$tmp" || true
+echo "{db} = host=$1 port=$2 dbname=$3" >> "$tmp"
+mv "$tmp" "$f"
+{psql} -X -q "{admin}" -c RELOAD
+""")
+    resume.write_text(f"""#!/bin/bash
+out=$({psql} -X -q "{admin}" -c "RESUME {db}" 2>&1) && exit 0
+grep -q "is not paused" <<< "$out" && exit 0
+echo "$out" >&2
+exit 1
+""")
+    for script in (repoint, resume):
+        script.chmod(0o755)
+    return {"pause": [psql, "-X", "-q", admin, "-c", f"PAUSE {db}"],
+            "repoint": [str(repoint), "{host}", "{port}", "{dbname}"],
+            "resume": [str(resume)], "timeout": "10s"}
 
 
 @contextmanager

@@ -49,7 +49,7 @@ class AppWriter(BackgroundWriter):
     `acked` keeps each acknowledged one."""
 
     def __init__(self, routed: Routed) -> None:
-        super().__init__(routed)
+        super().__init__(routed.connect)
         self.acked: list[Write] = []
 
     def write_once(self, conn: psycopg.Connection[Any]) -> None:
