@@ -6,7 +6,12 @@ diff see no false difference, and green is ready for traffic."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +274,71 @@ def test_preflight_names_database_settings_green_lacks(pair: DbPair) -> None:
             sql.Identifier(pair.name)))
     check = next(c for c in run_preflight(pair.settings()).checks if c.name == "database_settings")
     assert check.status is Status.PASS
+
+
+class KillAt(threading.Thread):
+    """SIGKILLs a process group as soon as the nth statement matching `where` (SQL over
+    pg_stat_activity) is seen running on one side: `cutover sync` killed at that point, with
+    the tools it started (pg_restore), as systemd stopping its unit would."""
+
+    def __init__(self, dsn: str, where: str, nth: int, pgid: int) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.where, self.nth, self.pgid = dsn, where, nth, pgid
+        self.killed = threading.Event()
+        self.stop = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        seen: set[tuple[int, Any]] = set()
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                rows = conn.execute("SELECT pid, query_start FROM pg_stat_activity WHERE "
+                                    f"pid <> pg_backend_pid() AND state = 'active' AND ({self.where})"
+                                    ).fetchall()
+                seen.update((int(r[0]), r[1]) for r in rows)
+                if len(seen) >= self.nth:
+                    os.killpg(self.pgid, signal.SIGKILL)
+                    self.killed.set()
+                    return
+                time.sleep(0.001)
+
+
+KILL_POINTS = {
+    "schema pre-data": ("green", "application_name = 'pg_restore' AND query ~* 'CREATE (TABLE|TYPE)'", 3),
+    "a copy chunk": ("blue", "application_name LIKE 'cutover-copy%' AND query ~* '^COPY'", 2),
+    "an index": ("green", "query ~* '^\\s*CREATE (UNIQUE )?INDEX'", 2),
+    "a constraint": ("green", "query ~* 'ADD CONSTRAINT'", 2),
+    "foreign key validation": ("green", "query ~* 'VALIDATE CONSTRAINT'", 1),
+    "subscription creation": ("green", "query ~* '^\\s*CREATE SUBSCRIPTION'", 1),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_sync_killed_at_any_point_is_completed_by_the_next_run(pair: DbPair, tmp_path: Path,
+                                                                 point: str) -> None:
+    """`cutover sync` SIGKILLed (with pg_restore, if running) at each point of an initial sync;
+    the next run ends with blue's whole schema and rows on green, every key built, every
+    foreign key validated, streaming."""
+    _realistic_blue(pair, rows=4000)
+    config = pair.config_file(tmp_path, extra='schemas = ["records"]\n')
+    side, where, nth = KILL_POINTS[point]
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "sync", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    killer = KillAt(pair.dsn(side), where, nth, proc.pid)
+    proc.wait(300)
+    killer.stop.set()
+    assert killer.killed.is_set(), f"the sync ended (exit {proc.returncode}) before {point}"
+    settings = pair.settings(schemas=["records"])
+    logical.settle(settings, logical.start(settings))
+    assert _normalized(pair, "green") == _normalized(pair, "blue")
+    with pair.blue() as b:
+        write_some(b, 100, seed=3)
+    pair.wait_caught_up()
+    _assert_same_rows(pair)
+    with pair.green() as g:
+        pending = g.execute("SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = "
+                            "c.connamespace WHERE n.nspname = 'records' AND NOT c.convalidated").fetchall()
+    with pair.blue() as b:
+        on_blue = b.execute("SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = "
+                            "c.connamespace WHERE n.nspname = 'records' AND NOT c.convalidated").fetchall()
+    assert sorted(pending) == sorted(on_blue), "a foreign key left NOT VALID"
