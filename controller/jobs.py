@@ -31,7 +31,7 @@ from sync import diff, logical, readiness
 from sync.copy import CopyProgress
 from sync.errors import SyncError
 from sync.preflight import Status, run_preflight
-from sync.switch import switch
+from sync.switch import SwitchUnfinished, switch
 
 log = logging.getLogger("cutover.jobs")
 Say = Callable[[str], None]
@@ -92,6 +92,8 @@ class Jobs:
             result = _JOBS[effect.job](ctx)
         except HookFailed as exc:
             result = JobResult(effect.job, False, str(exc), exc.failure)
+        except SwitchUnfinished as exc:
+            result = JobResult(effect.job, False, str(exc).strip(), Failure.FINISH)
         except (SyncError, TrafficError, ConfigError, psycopg.Error, OSError) as exc:
             result = JobResult(effect.job, False, str(exc).strip())
         except Exception as exc:  # a bug must not kill the loop: report it, the decision holds

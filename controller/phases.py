@@ -65,6 +65,8 @@ class Failure(StrEnum):
     """What a failed job asks for (from the job itself or a hook's on_failure)."""
     HOLD = "hold"
     ROLLBACK = "rollback"
+    FINISH = "finish"
+    """Past a point it cannot undo (the switch's mark): run it again, it finishes."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,9 @@ def _job_finished(s: State, r: JobResult, plan: Plan) -> State:
         return replace(s, reason=f"rollback failed, retrying: {r.detail}")
     if r.job is Job.SYNC_CYCLE:  # the continuous sync keeps going: the next cycle retries
         return replace(s, reason=f"diff cycle failed, retrying in the next: {r.detail}")
+    if r.job is Job.SWITCH and r.failure is Failure.FINISH:
+        # Writes went to green already: stay switching, the next run finishes the switch.
+        return replace(s, reason=f"switch unfinished, finishing it: {r.detail}")
     if r.job is Job.SWITCH:
         # The switch undoes itself on failure: writes are on blue, green still streams.
         return replace(s, phase=Phase.STREAMING, paused=True, reason=f"switch failed: {r.detail}")

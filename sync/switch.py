@@ -128,6 +128,11 @@ class VerifyDifference(SyncError):
     """The two sides differed at the fence."""
 
 
+class SwitchUnfinished(SyncError):
+    """A switch that failed past its point of no return: writes go to the new primary (or
+    will, once the endpoint takes them); running it again finishes it."""
+
+
 GUARDIAN_GRACE = 2.0
 """The guardian acts this long after switchover.timeout, should the switch hang past its own
 limit; a controller that dies is seen at once (its pipe closes)."""
@@ -668,7 +673,7 @@ class _Switch:
             self.step("resume", self.endpoint.resume)
         except Exception as again:
             released = self.guardian.release()
-            raise SyncError(f"switch to {self.d.to} failed past its point of no return ({what}), "
+            raise SwitchUnfinished(f"switch to {self.d.to} failed past its point of no return ({what}), "
                             f"and resuming again failed ({_describe(again)}); {released}; run "
                             f"`cutover switch --to {self.d.to}` to finish it") from None
 

@@ -335,3 +335,15 @@ def test_state_round_trips_through_json_dicts() -> None:
     s = State(phase=Phase.SHIFTING, stage=2, applied=True, bake_seconds=12.5, switched=True)
     assert State.from_dict(s.as_dict()) == s
     assert State.from_dict({**s.as_dict(), "unknown_future_field": 1}) == s
+
+
+def test_a_switch_failed_past_its_point_of_no_return_is_run_again_to_finish() -> None:
+    s = State(phase=Phase.SWITCHING)
+    failed = JobResult(Job.SWITCH, False, "resume failed", Failure.FINISH)
+    d = decide(s, Observations(done=failed), FULL)
+    assert d.state.phase is Phase.SWITCHING
+    assert not d.state.paused
+    assert d.effect == Effect(Job.SWITCH)
+    undone = decide(s, Observations(done=JobResult(Job.SWITCH, False, "precheck failed")), FULL)
+    assert (undone.state.phase, undone.state.paused) == (Phase.STREAMING, True)
+
