@@ -171,6 +171,9 @@ class _Switch:
         self.reconciling = False
         """Undoing what an earlier run left: where a command endpoint points is unknown."""
         self.repoint_tried = False
+        self.dst_fenced: bool | None = None
+        """Whether the new primary was fenced before this run (the way back: the old primary of
+        the switch before), so an undo puts that fence back; None: unknown (a later run)."""
 
     def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
         self.record(f"{name}: start", details)
@@ -200,6 +203,7 @@ class _Switch:
 
     def precheck(self) -> None:
         d = self.d
+        self.dst_fenced = self._fenced(self.dst)
         self.sequence_schemas = synced_schemas(self.src, self.settings)
         if self.by_diff:
             self._precheck_writers()
@@ -306,11 +310,14 @@ class _Switch:
                             f"than switchover.max_write_xact_age; the pause would wait for it. "
                             "Let it finish, or end it, then retry")
 
-    def fence_src(self) -> None:
-        db = self.src.execute("SELECT current_database()").fetchone()
+    def _fence(self, conn: Conn) -> None:
+        db = conn.execute("SELECT current_database()").fetchone()
         assert db is not None
-        self.src.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
             sql.Identifier(str(db[0]))))
+
+    def fence_src(self) -> None:
+        self._fence(self.src)
         # Every remaining client session ends: none may write after the fence, whatever its role.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -513,7 +520,17 @@ class _Switch:
                 self.say(f"pointing the endpoint back failed too ({str(exc).strip()}); it most "
                          "likely still points at the old primary: resuming there")
         self.unfence(self.src)
+        if self._was_fenced():  # only one side takes writes, also after an undone way back
+            self._fence(self.dst)
         self.endpoint.resume()
+
+    def _was_fenced(self) -> bool:
+        """The new primary was the old primary of an earlier switch, fenced since: this run
+        knows from its precheck; a later run from the earlier switch's mark on this side."""
+        if self.dst_fenced is not None:
+            return self.dst_fenced
+        src_side = "blue" if self.d.to == "green" else "green"
+        return objects.switch_marked(self.src, self.name, src_side)
 
     def _may_point_elsewhere(self) -> bool:
         """Whether the endpoint may not point at the old primary any more: PgBouncer's file

@@ -623,6 +623,29 @@ def test_a_failure_of_an_unexpected_kind_in_the_pause_is_undone(routed: Routed) 
     assert routed.primary() == "green"
 
 
+def test_an_undone_way_back_leaves_only_green_writable(routed: Routed) -> None:
+    """The way back fails after blue was unfenced for it (here at the repoint): undone, blue is
+    fenced again, writes stay on green, and blue keeps following it."""
+    start_sync(routed, scale=1)
+    switch(routed.settings, "green")
+
+    def fail_at_repoint(step: str, _: dict[str, Any]) -> None:
+        if step == "repoint: start":
+            raise LookupError("injected")
+    with pytest.raises(SyncError, match=r"failed and was undone .*LookupError"):
+        switch(routed.settings, "blue", record=fail_at_repoint)
+    assert routed.primary() == "green"
+    assert read_only(routed.pair, "blue")
+    assert not read_only(routed.pair, "green")
+    with routed.connect() as conn:
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, now())")
+    with routed.pair.green() as g, routed.pair.blue() as b:
+        assert wait_applied(g, b, 30)
+    assert_same_data(routed.pair)
+    assert switch(routed.settings, "blue").pause_ms is not None  # the next one goes through
+    assert routed.primary() == "blue"
+
+
 def test_a_green_only_column_the_way_back_cannot_leave_out_refuses_the_switch(routed: Routed) -> None:
     """REPLICA IDENTITY FULL on green with a column blue lacks: a column list cannot leave it
     out, so blue's apply would stop at green's first write. Refused before the pause, named
