@@ -69,9 +69,13 @@ class Writer(BackgroundWriter):
         self._next = first
 
     def write_once(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute("INSERT INTO orders (n) VALUES (%s)", [self._next])
-        self.acked.append((self._next, time.monotonic()))
-        self._next += 1
+        n, self._next = self._next, self._next + 1  # a write that errs may still have committed:
+        conn.execute("INSERT INTO orders (n) VALUES (%s)", [n])  # its number is never reused
+        self.acked.append((n, time.monotonic()))
+
+    @property
+    def next_n(self) -> int:
+        return self._next
 
     def wait_for_write_after(self, t: float, timeout: float) -> float | None:
         """When the first write acknowledged after t was acknowledged (None: none in time)."""
@@ -206,7 +210,7 @@ class Rig:
             cell.outcome = "not reached" if not armed else ("failed" if error else "switched")
             if flowed is None:
                 cell.problems.append("writes never flowed again")
-        self.next_n = writer.acked[-1][0] + 1 if writer.acked else self.next_n
+        self.next_n = writer.next_n
         self._clean_up()
         try:  # the next `cutover switch` reconciles whatever the faulted one left
             switch(self.settings, to)
