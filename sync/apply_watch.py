@@ -32,6 +32,7 @@ class ApplyWatch:
         self.until_seq: int | None = None
         """Broken until green applied a heartbeat newer than this one."""
         self.no_worker_since: float | None = None
+        self.causes: list[str] = []
 
     def read(self, blue: Conn, green: Conn, settings: SyncSettings, with_drift: bool = True) -> SyncStatus:
         """read_status, judged."""
@@ -64,9 +65,10 @@ class ApplyWatch:
         elif failure is None and now - self.no_worker_since > NO_WORKER_GRACE:
             failure = f"no apply worker has run on green for {now - self.no_worker_since:.0f}s"
         if failure is not None:
-            if self.reason is None or not self.reason.startswith(failure.split(" (")[0]):
-                causes = diagnose()
-                self.reason = failure + (f"; likely cause: {'; '.join(causes[:3])}" if causes else "")
+            if self.reason is None:  # newly broken: the catalogs asked once, not every failure
+                self.causes = diagnose()
+            self.reason = failure + (f"; likely cause: {'; '.join(self.causes[:3])}"
+                                     if self.causes else "")
             self.until_seq = written
         elif self.reason is not None and (status.heartbeat_seq or 0) > (self.until_seq or 0):
             self.reason = None  # a heartbeat written after the last failure got through

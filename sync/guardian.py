@@ -38,12 +38,12 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from config.environments import DatabaseSettings
 from config.replication import SwitchoverSettings
 from sync import objects
+from sync.connections import connect
 from sync.endpoint import PgBouncerEndpoint, WriteEndpoint, endpoint_from, target_of
 from sync.errors import SyncError
 
@@ -167,12 +167,6 @@ def _on_signal(*_: object) -> None:
     raise _Signalled
 
 
-def _connect(db: DatabaseSettings) -> psycopg.Connection[Any]:
-    return psycopg.connect(db.conninfo(application_name="cutover-guardian", connect_timeout=2,
-                                       options="-c default_transaction_read_only=off"),
-                           autocommit=True)
-
-
 def _points_at(endpoint: WriteEndpoint, db: DatabaseSettings) -> bool:
     """PgBouncer can be read back (its file and what it serves); a command endpoint cannot."""
     if isinstance(endpoint, PgBouncerEndpoint):
@@ -182,10 +176,10 @@ def _points_at(endpoint: WriteEndpoint, db: DatabaseSettings) -> bool:
 
 def _forward(endpoint: WriteEndpoint, new_primary: DatabaseSettings, mark: tuple[str, str]) -> str:
     try:  # the mark may not have been written yet: the next run must find it
-        with _connect(new_primary) as conn:
+        with connect(new_primary, "guardian") as conn:
             conn.execute(objects.SWITCH_MARK_DDL)
             objects.mark_switch(conn, *mark)
-    except psycopg.Error:
+    except (SyncError, psycopg.Error):
         pass  # the new primary is unreachable: the writers will find it so
     repointed = ""
     if not _points_at(endpoint, new_primary):
@@ -221,9 +215,8 @@ def release(switchover: SwitchoverSettings, old_primary: DatabaseSettings,
             Retrying(stop=stop_after_delay(switchover.fence_timeout), wait=wait_exponential(0.05, max=0.5),
                      retry=retry_if_exception_type((SyncError, OSError)), reraise=True)(
                 endpoint.repoint, old_primary)
-    with _connect(old_primary) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
-            sql.Identifier(str(conn.info.dbname))))
+    with connect(old_primary, "guardian") as conn:
+        objects.unfence(conn)
     endpoint.resume()
     return "released: old primary unfenced, writes resumed on it"
 

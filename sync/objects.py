@@ -101,6 +101,25 @@ def write_phase(green: Conn, name: str, phase: str, schema_from_blue: bool,
         [name, phase, schema_from_blue, slot_lsn])
 
 
+def fence(conn: Conn) -> None:
+    """The database read-only for every new session (Cutover's own sessions opt out)."""
+    conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+        sql.Identifier(str(conn.info.dbname))))
+
+
+def unfence(conn: Conn) -> None:
+    conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+        sql.Identifier(str(conn.info.dbname))))
+
+
+def fenced(conn: Conn) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+        "WHERE d.datname = current_database() AND s.setrole = 0 "
+        "AND 'default_transaction_read_only=on' = ANY(s.setconfig))").fetchone()
+    return bool(row and row[0])
+
+
 SWITCH_MARK_DDL = """
 CREATE SCHEMA IF NOT EXISTS cutover;
 CREATE TABLE IF NOT EXISTS cutover.switch_mark (

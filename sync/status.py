@@ -144,7 +144,7 @@ def read_status(blue: Conn, green: Conn, settings: SyncSettings, with_drift: boo
     hb = heartbeat(green)
     written = heartbeat(blue)
     errors = None
-    if green.execute("SELECT to_regclass('pg_catalog.pg_stat_subscription_stats')").fetchone() != (None,):
+    if green.info.server_version >= 150000:  # pg_stat_subscription_stats came with 15
         row = green.execute("SELECT apply_error_count + sync_error_count FROM pg_stat_subscription_stats "
                             "WHERE subname = %s", [name]).fetchone()
         errors = int(row[0]) if row and row[0] is not None else None

@@ -189,13 +189,6 @@ class _Switch:
         row = conn.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", [name]).fetchone()
         return None if row is None else bool(row[0])
 
-    def _fenced(self, conn: Conn) -> bool:
-        row = conn.execute(
-            "SELECT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-            "WHERE d.datname = current_database() AND s.setrole = 0 "
-            "AND 'default_transaction_read_only=on' = ANY(s.setconfig))").fetchone()
-        return bool(row and row[0])
-
     def _points_at(self, db: DatabaseSettings) -> bool:
         return self.endpoint.points_at() == target_of(db)
 
@@ -203,7 +196,7 @@ class _Switch:
 
     def precheck(self) -> None:
         d = self.d
-        self.dst_fenced = self._fenced(self.dst)
+        self.dst_fenced = objects.fenced(self.dst)
         self.sequence_schemas = synced_schemas(self.src, self.settings)
         if self.by_diff:
             self._precheck_writers()
@@ -310,14 +303,8 @@ class _Switch:
                             f"than switchover.max_write_xact_age; the pause would wait for it. "
                             "Let it finish, or end it, then retry")
 
-    def _fence(self, conn: Conn) -> None:
-        db = conn.execute("SELECT current_database()").fetchone()
-        assert db is not None
-        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-            sql.Identifier(str(db[0]))))
-
     def fence_src(self) -> None:
-        self._fence(self.src)
+        objects.fence(self.src)
         # Every remaining client session ends: none may write after the fence, whatever its role.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -466,7 +453,7 @@ class _Switch:
     def _marked(self) -> bool:
         """A mark on the new primary that still counts: the old primary is still fenced (an
         undo or the guardian going back lifts that fence, which leaves a mark stale)."""
-        return objects.switch_marked(self.dst, self.name, self.d.to) and self._fenced(self.src)
+        return objects.switch_marked(self.dst, self.name, self.d.to) and objects.fenced(self.src)
 
     def _complete_repoint(self) -> None:
         """The endpoint really pointed at the new primary: PgBouncer as it serves (the file
@@ -487,12 +474,6 @@ class _Switch:
                 "create_slot = false, slot_name = {}, enabled = true)").format(
                     objects.ident(d.new), sql.Literal(d.dst_db.conninfo()), objects.ident(d.new),
                     sql.Literal(d.new)))
-
-    def unfence(self, conn: Conn) -> None:
-        db = conn.execute("SELECT current_database()").fetchone()
-        assert db is not None
-        conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
-            sql.Identifier(str(db[0]))))
 
     def drop_old(self) -> None:
         d = self.d
@@ -519,9 +500,9 @@ class _Switch:
                 # The user's repoint failed both ways: the endpoint most likely never moved.
                 self.say(f"pointing the endpoint back failed too ({str(exc).strip()}); it most "
                          "likely still points at the old primary: resuming there")
-        self.unfence(self.src)
+        objects.unfence(self.src)
         if self._was_fenced():  # only one side takes writes, also after an undone way back
-            self._fence(self.dst)
+            objects.fence(self.dst)
         self.endpoint.resume()
 
     def _was_fenced(self) -> bool:
@@ -550,7 +531,7 @@ class _Switch:
         if left == "finish":
             self.say(f"writes already go to {d.to}: finishing what an earlier run left")
             uncompared = self._uncompared()
-            self.unfence(self.dst)
+            objects.unfence(self.dst)
             self._complete_repoint()
             self.endpoint.resume()
             self.report.already = True
@@ -577,7 +558,7 @@ class _Switch:
         d = self.d
         if self._points_at(d.dst_db) or self._marked():
             return "finish"
-        if (objects.slot_exists(self.dst, d.new) or self._fenced(self.src)
+        if (objects.slot_exists(self.dst, d.new) or objects.fenced(self.src)
                 or self._sub_state(self.dst, d.old) is False):
             return "undo"
         return None
@@ -635,7 +616,7 @@ class _Switch:
         if self.compare and not self.after_resume:
             in_pause.append(("verify", self.verify))
         in_pause += [("stop and slot", self.stop_and_slot),
-                     ("unfence new primary", lambda: self.unfence(self.dst)),
+                     ("unfence new primary", lambda: objects.unfence(self.dst)),
                      ("repoint", self.repoint),
                      ("mark", self.mark)]
         self.guardian = self._start_guardian()
@@ -682,8 +663,8 @@ class _Switch:
         self.report.pause_ms = (time.monotonic() - paused) * 1000
 
     def _forward_anyway(self, what: str) -> None:
-        """A failure past the point of no return: repoint and resume once more; if that fails
-        too, the guardian goes forward and the next run finishes."""
+        """A failure past the point of no return (the endpoint is repointed already): resume
+        once more; if that fails too, the guardian goes forward and the next run finishes."""
         assert self.guardian is not None
         self.say(f"switch step failed past its point of no return ({what}); going forward")
         try:

@@ -208,6 +208,8 @@ class Rig:
             elif not armed:
                 cell.stall = writer.worst_gap(started, flowed or ended)
             cell.outcome = "not reached" if not armed else ("failed" if error else "switched")
+            if not armed:  # a renamed step would otherwise pass as a cell with no fault
+                cell.problems.append(f"the switch never started step {step!r}: no fault injected")
             if flowed is None:
                 cell.problems.append("writes never flowed again")
         self.next_n = writer.next_n
