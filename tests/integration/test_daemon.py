@@ -151,7 +151,7 @@ def test_green_breaks_at_10_percent_and_the_daemon_rolls_back_writes_too(
             run.wait_for(lambda s: s.phase is Phase.SHIFTING and s.applied, 120, "stage 1 live")
             with routed.connect() as conn:  # written on green: must survive the way back
                 conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
-                             "VALUES (1, 1, 1, 4242, now())")
+                             "VALUES (1, 1, 1, 4242424, now())")
             set_fault(lab, "green", error_ratio=0.5)
             faulted = time.monotonic()
             run.wait_for(lambda s: s.phase is Phase.ROLLED_BACK, 60, "a rollback")
@@ -166,7 +166,7 @@ def test_green_breaks_at_10_percent_and_the_daemon_rolls_back_writes_too(
     assert routed.primary() == "blue"
     assert seconds < 20, f"breach to rolled back took {seconds:.1f}s"
     with routed.pair.blue() as b:
-        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 4242").fetchone() == (1,)
+        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 4242424").fetchone() == (1,)
     routed.pair.wait_caught_up()
     assert_same_data(routed.pair)
     store = Journal(settings.state.path)

@@ -358,7 +358,7 @@ def test_a_breach_with_database_revert_puts_writes_back_on_blue(
     switch(settings, "green")
     with routed.connect() as conn:  # written on green: must survive the way back
         conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
-                     "VALUES (1, 1, 1, 4242, now())")
+                     "VALUES (1, 1, 1, 4242424, now())")
     with HttpLoad(lab.state.frontend_url, rate=500):
         shift(hap, 10)
         time.sleep(1)
@@ -371,7 +371,7 @@ def test_a_breach_with_database_revert_puts_writes_back_on_blue(
     assert routed.primary() == "blue"
     assert hap.read().green_percent == 0
     with routed.pair.blue() as b:
-        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 4242").fetchone() == (1,)
+        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 4242424").fetchone() == (1,)
     routed.pair.wait_caught_up()
     assert_same_data(routed.pair)
     journal = Journal(tmp_path / "state.db")
@@ -407,11 +407,11 @@ def test_command_endpoint_switches_through_the_users_scripts(routed: Routed, tmp
     again = switch(settings, "green")
     assert again.already
     assert routed.primary() == "green"
-    with routed.connect() as conn:
-        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 77, now())")
+    with routed.connect() as conn:  # pgbench's deltas lie within ±5000: this one is ours alone
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 77777, now())")
     with routed.pair.green() as g, routed.pair.blue() as b:
         assert wait_applied(g, b, 30)
-        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 77").fetchone() == (1,)
+        assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 77777").fetchone() == (1,)
     assert_same_data(routed.pair)
 
 
