@@ -408,7 +408,8 @@ def test_command_endpoint_switches_through_the_users_scripts(routed: Routed, tmp
     assert again.already
     assert routed.primary() == "green"
     with routed.connect() as conn:  # pgbench's deltas lie within ±5000: this one is ours alone
-        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 77777, now())")
+        conn.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                     "VALUES (1, 1, 1, 77777, now())")
     with routed.pair.green() as g, routed.pair.blue() as b:
         assert wait_applied(g, b, 30)
         assert b.execute("SELECT count(*) FROM pgbench_history WHERE delta = 77777").fetchone() == (1,)
