@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import AnyHttpUrl, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from config.base import Section
 from config.durations import Duration
@@ -60,3 +60,11 @@ class EnvironmentSettings(Section):
     """The environment's PostgreSQL."""
     health_url: AnyHttpUrl | None = None
     """The app's health endpoint, e.g. http://10.0.0.7:5000/api/health."""
+    health_urls: list[AnyHttpUrl] = Field(default_factory=list)
+    """Every app server's health endpoint, when there are several: each is probed, and one
+    failing fails the check (a dead server out of two is still a failure)."""
+
+    def probe_urls(self) -> list[str]:
+        """health_url and health_urls, each once."""
+        urls = [str(u) for u in ([self.health_url] if self.health_url else []) + self.health_urls]
+        return list(dict.fromkeys(urls))

@@ -109,8 +109,9 @@ class Settings(BaseSettings):
                 "[sources.prometheus] url"))
         if any(c.source is SloSource.HTTP for c in self.slo):
             for env in ("blue", "green"):
-                if getattr(self, env).health_url is None:
-                    raise FieldError((env, "health_url"), "missing; slo checks with source 'http' need it")
+                if not getattr(self, env).probe_urls():
+                    raise FieldError((env, "health_url"), "missing; slo checks with source 'http' "
+                                     "need it (or health_urls, one per app server)")
         return self
 
 

@@ -36,9 +36,15 @@ class SloCheck(Section):
     """lag: the heartbeat lag of the replication that exists (green behind blue before the
     switch, blue behind green after it); drift: the share of rows that differ."""
     metric: HAProxyMetric | None = None
-    """haproxy source: error_ratio, latency_ms or request_rate."""
+    """haproxy source: error_ratio, latency_ms or request_rate. prometheus source: error_ratio
+    says the query returns a ratio of failed requests, which with samples_query is judged by
+    how many requests it saw."""
     query: str | None = None
     """prometheus source: PromQL; {env} is replaced by blue or green."""
+    samples_query: str | None = None
+    """prometheus source: PromQL for the number of requests behind the query's value in the
+    same window ({env} as in query), e.g. sum(increase(http_requests_total{env="{env}"}[1m])).
+    With it min_samples applies, and an error_ratio is weighed by its counts."""
     max: float | None = None
     """Green fails when its value is above this."""
     min: float | None = None
@@ -56,8 +62,12 @@ class SloCheck(Section):
     on_no_data: OnNoData = OnNoData.HOLD
     """hold (inconclusive) or fail when the source returns nothing."""
     no_data_limit: int = Field(default=10, ge=1)
-    """Consecutive intervals the source cannot be asked (unreachable, a bad query) after
-    which the check fails (fail-safe)."""
+    """Consecutive intervals the source cannot be asked (unreachable, a bad query, no answer
+    within the interval) after which the check fails (fail-safe): at most no_data_limit x
+    interval after the source went silent."""
+    dry_run: bool = False
+    """A shadow check: judged, journaled, exported and shown, but it never breaches. For
+    trying a new check or new limits on a real cutover."""
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -67,6 +77,11 @@ class SloCheck(Section):
             raise ValueError("source 'prometheus' needs a query (PromQL, {env} for blue/green)")
         if self.source is SloSource.HAPROXY and self.metric is None:
             raise ValueError("source 'haproxy' needs a metric: error_ratio, latency_ms or request_rate")
+        if self.source is SloSource.PROMETHEUS and self.metric not in (None, HAProxyMetric.ERROR_RATIO):
+            raise ValueError("source 'prometheus' takes no metric other than error_ratio (the "
+                             "query says what it measures)")
+        if self.samples_query is not None and self.source is not SloSource.PROMETHEUS:
+            raise ValueError("samples_query is for source 'prometheus' only")
         if self.interval <= 0:
             raise ValueError("interval must be longer than 0s")
         return self

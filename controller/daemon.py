@@ -245,6 +245,7 @@ class Daemon:
         for closeable in (self.sync, self.weights):
             if closeable is not None:
                 closeable.close()
+        self._drop_watch()
         if self.own_sources and self.sources is not None:
             for source in self.sources.values():
                 source.close()
@@ -288,7 +289,7 @@ class Daemon:
 
     def _watch_slo(self) -> tuple[Breach | None, bool]:
         if self.state.phase not in LIVE_TRAFFIC:
-            self.watch = None  # the next stage 1 (a retry) starts with fresh streaks
+            self._drop_watch()  # the next stage 1 (a retry) starts with fresh streaks
         if not (self.state.phase in LIVE_TRAFFIC and self.state.applied and self.settings.slo):
             return None, True
         if self.watch is None:
@@ -297,7 +298,7 @@ class Daemon:
             self.watch = Watch(self.settings.slo, self.sources, baselines=self.resumed_baselines)
             self.resumed_baselines = {}
         breach: Verdict | None = None
-        for verdict in self.watch.step():
+        for verdict in self.watch.step(wait=self.period / 2):
             self._export_verdict(verdict)
             if verdict.breach and breach is None:
                 breach = verdict
@@ -309,6 +310,11 @@ class Daemon:
         self.metrics.breaches.inc()
         report_breach(self.settings, self.store, breach)
         return Breach(breach.check, breach.reason), False
+
+    def _drop_watch(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
 
     def _export_verdict(self, v: Verdict) -> None:
         self.metrics.slo_passing.labels(v.check).set(1 if v.outcome is Outcome.PASS else 0)
@@ -402,7 +408,7 @@ class Daemon:
         self.settings, self.plan = new, plan
         self.jobs.settings = new
         self.notifier = Notifier(new.notify, new.service)
-        self.watch = None
+        self._drop_watch()
         self.say("config reloaded")
         self.store.record(EventKind.RELOAD, {"plan": {"stages": [s.weight for s in plan.stages]}})
 

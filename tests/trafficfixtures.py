@@ -21,6 +21,11 @@ def set_fault(lab: Lab, env: str, error_ratio: float = 0.0, latency_ms: float = 
                    json={"error_ratio": error_ratio, "latency_ms": latency_ms}).raise_for_status()
 
 
+def set_server_fault(lab: Lab, server: str, **fault: object) -> None:
+    """One app server's fault switch: hang=True, down_for=seconds, ... (none: healthy)."""
+    httpx.post(f"{lab.state.app_url(server)}/admin/fault", timeout=5, json=fault).raise_for_status()
+
+
 def lab_haproxy(lab: Lab, **settings: object) -> HAProxyBalancer:
     return HAProxyBalancer(HAProxySettings.model_validate({"socket": str(lab.state.haproxy_socket),
                                                            **settings}),
@@ -33,7 +38,8 @@ def hap(lab: Lab) -> Iterator[HAProxyBalancer]:
     try:
         yield lb
     finally:
-        set_fault(lab, "green")
+        for server in lab.state.servers_of("green"):  # also lifts a hang
+            set_server_fault(lab, server)
         shift(lb, 0, observe=False)
         # Zeroed counters, rtime's 1024-request averages included: the next test's latency
         # checks start from no history rather than from what this one's faults left.

@@ -1,7 +1,9 @@
 """The lab's sample app server: a small HTTP service over PostgreSQL (through PgBouncer).
 
 GET /api/health, GET|POST /api/items, GET /metrics (labelled by env), and a fault switch
-at GET|POST /admin/fault ({"error_ratio": 0.5, "latency_ms": 200}) to make it misbehave.
+at GET|POST /admin/fault to make it misbehave: {"error_ratio": 0.5, "latency_ms": 200};
+{"hang": true} (requests are read and never answered); {"down_for": 10} (the server stops
+listening and drops its connections for 10 s: connection refused, as a dead server).
 Run as: python -m controller.lab.app --name blue1 --env blue --port 8081 --dsn "...".
 """
 
@@ -31,6 +33,11 @@ class App:
         self.name, self.env, self.dsn = name, env, dsn
         self.error_ratio = 0.0
         self.latency_ms = 0.0
+        self.hang = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.down: asyncio.Future[None] | None = None
         self.pool: asyncio.Queue[psycopg.AsyncConnection[Any] | None] = asyncio.Queue()
         for _ in range(POOL_SIZE):
             self.pool.put_nowait(None)  # connect lazily, so the app starts without its DB
@@ -72,6 +79,8 @@ class App:
         return status, json.dumps(payload).encode(), "application/json"
 
     async def api(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        while self.hang.is_set():
+            await asyncio.sleep(0.1)
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
         if self.error_ratio > 0 and random.random() < self.error_ratio:
@@ -97,16 +106,38 @@ class App:
                 wanted = json.loads(body or b"{}")
                 ratio = float(wanted.get("error_ratio", 0.0))
                 latency = float(wanted.get("latency_ms", 0.0))
-                if not (0 <= ratio <= 1 and latency >= 0):
-                    raise ValueError("error_ratio must be in [0, 1] and latency_ms >= 0")
+                down_for = float(wanted.get("down_for", 0.0))
+                if not (0 <= ratio <= 1 and latency >= 0 and down_for >= 0):
+                    raise ValueError("error_ratio must be in [0, 1], latency_ms and down_for >= 0")
             except (ValueError, TypeError, AttributeError) as exc:
                 return 400, json.dumps({"error": str(exc)}).encode(), "application/json"
             self.error_ratio, self.latency_ms = ratio, latency
-        state = {"error_ratio": self.error_ratio, "latency_ms": self.latency_ms}
+            (self.hang.set if wanted.get("hang") else self.hang.clear)()
+            if down_for:  # after this answer has left
+                asyncio.get_running_loop().call_later(0.05, self.went_down, down_for)
+        state = {"error_ratio": self.error_ratio, "latency_ms": self.latency_ms,
+                 "hang": self.hang.is_set()}
         return 200, json.dumps(state).encode(), "application/json"
+
+    async def listen(self) -> None:
+        self.server = await asyncio.start_server(self.serve_connection, "127.0.0.1", self.port,
+                                                 backlog=512)
+
+    def went_down(self, seconds: float) -> None:
+        self.down = asyncio.ensure_future(self.go_down(seconds))  # kept: a task must be held
+
+    async def go_down(self, seconds: float) -> None:
+        """A dead server: nothing listens on its port and its connections are gone."""
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        await asyncio.sleep(seconds)
+        await self.listen()
 
     async def serve_connection(self, reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while True:
                 request = await read_message(reader)
@@ -121,6 +152,7 @@ class App:
         except (HttpError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -128,13 +160,15 @@ class App:
 
 async def serve(name: str, env: str, port: int, dsn: str) -> None:
     app = App(name, env, dsn)
-    server = await asyncio.start_server(app.serve_connection, "127.0.0.1", port, backlog=512)
+    app.port = port
+    await app.listen()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with server:
-        await stopping.wait()
+    await stopping.wait()
+    if app.server is not None:
+        app.server.close()
 
 
 def main() -> None:

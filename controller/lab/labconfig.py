@@ -27,19 +27,24 @@ source = "prometheus"
 # `or vector(0)`: an environment with no 5xx series yet has zero errors, not "no data".
 query = '''(sum(rate(lab_app_requests_total{{env="{{env}}",code=~"5.."}}[5s])) or vector(0))
   / sum(rate(lab_app_requests_total{{env="{{env}}"}}[5s]))'''
+# The requests behind that ratio, so it is weighed by how many there were.
+metric = "error_ratio"
+samples_query = 'sum(increase(lab_app_requests_total{{env="{{env}}"}}[5s]))'
 max = 0.05
 """
-    blue1, green1 = lab.servers_of("blue")[0], lab.servers_of("green")[0]
+
+    def urls(env: str) -> str:
+        return _names([f"{lab.app_url(s)}/api/health" for s in lab.servers_of(env)])
     return f"""# Cutover config for the lab in {lab.root} (written by `cutover lab up`).
 service = "lab"
 
 [blue]
-health_url = "{lab.app_url(blue1)}/api/health"
+health_urls = {urls("blue")}
 [blue.database]
 dsn = "{lab.db_dsn('blue')}"
 
 [green]
-health_url = "{lab.app_url(green1)}/api/health"
+health_urls = {urls("green")}
 [green.database]
 dsn = "{lab.db_dsn('green')}"
 

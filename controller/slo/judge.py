@@ -1,7 +1,14 @@
-"""The judge: one check's measurement -> a verdict, pure. A breach needs `failure_limit`
-consecutive failures; too little traffic or no data is inconclusive (neither pass nor fail);
-a source that cannot be asked is inconclusive too, until `no_data_limit` times in a row make
-it a failure (fail-safe: a blind watch must not keep green live)."""
+"""The judge: one check's measurement -> a verdict, pure.
+
+A breach is either `failure_limit` consecutive failing intervals, or, for a ratio whose
+requests are counted (HAProxy's error ratio, a Prometheus ratio with `samples_query`),
+enough accumulated evidence (`evidence.cusum`), which decides a gross failure within a few
+dozen requests. A counted interval fails only when its errors are unlikely at the limit
+(`evidence.tail`), so 1 error in 35 requests is not "3 %". Too little traffic or no data is
+inconclusive (neither pass nor fail), and so is a value within its measurement margin of the
+limit. A source that cannot be asked is inconclusive too, until `no_data_limit` times in a
+row make it a failure (fail-safe: a blind watch must not keep green live). A `dry_run` check
+is judged and recorded the same way but never breaches."""
 
 from __future__ import annotations
 
@@ -11,7 +18,8 @@ from enum import StrEnum
 from typing import Any
 
 from config.slo import OnNoData, SloCheck
-from controller.slo.readings import Measurement
+from controller.slo import evidence
+from controller.slo.readings import Measurement, Reading
 
 
 class Outcome(StrEnum):
@@ -21,11 +29,18 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Limit:
+    value: float
+    how: str
+    """Where the number came from: "max 0.01", "blue 22 + noise floor 20", ..."""
+
+
+@dataclass(frozen=True)
 class Verdict:
     check: str
     outcome: Outcome
     breach: bool
-    """failure_limit consecutive failures: act now."""
+    """failure_limit consecutive failures, or enough evidence: act now."""
     reason: str
     green: float | None = None
     baseline: float | None = None
@@ -34,13 +49,23 @@ class Verdict:
     """The limit green was held to (the tightest that applied)."""
     streak: int = 0
     """Consecutive failures so far."""
+    derivation: str | None = None
+    """How the threshold was derived, e.g. "blue 22 + noise floor 20"."""
+    green_samples: int | None = None
+    blue_samples: int | None = None
+    evidence: float | None = None
+    """The CUSUM of a counted ratio; a breach at evidence.BREACH_EVIDENCE."""
+    dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         def num(x: float | None) -> float | None:
             return None if x is None else round(x, 6)
         return {"check": self.check, "outcome": self.outcome.value, "breach": self.breach,
                 "reason": self.reason, "green": num(self.green), "baseline": num(self.baseline),
-                "threshold": num(self.threshold), "streak": self.streak}
+                "threshold": num(self.threshold), "streak": self.streak,
+                "derivation": self.derivation, "green_samples": self.green_samples,
+                "blue_samples": self.blue_samples, "evidence": num(self.evidence),
+                "dry_run": self.dry_run}
 
 
 @dataclass
@@ -52,78 +77,136 @@ class CheckState:
     baseline: float | None = None
     """Blue's last value with enough samples: the baseline once blue serves (almost) nothing,
     as at a 100 % stage."""
+    evidence: float = 0.0
+    """The CUSUM of a counted ratio (0 = no evidence against green)."""
+
+
+@dataclass(frozen=True)
+class _Assessment:
+    outcome: Outcome
+    reason: str
+    upper: Limit | None = None
+    """The upper limit green was held to, if any (also when the interval was inconclusive,
+    so counted evidence still accrues)."""
+    lower: Limit | None = None
+    blue: float | None = None
 
 
 def judge(check: SloCheck, m: Measurement, state: CheckState) -> Verdict:
-    """Judge one interval and update state (the streaks) in place."""
-    blue = _finite(m.blue.value)
-    if blue is not None and (m.blue.samples is None or m.blue.samples >= check.min_samples):
-        state.baseline = blue
-    outcome, reason, threshold = _assess(check, m, state.baseline)
+    """Judge one interval and update state (the streaks, the evidence) in place."""
+    if _enough(check, m.blue):
+        state.baseline = _finite(m.blue.value)
+    a = _assess(check, m, state.baseline)
+    outcome, reason = a.outcome, a.reason
     state.unreachable = state.unreachable + 1 if m.error is not None else 0
     if state.unreachable >= check.no_data_limit:
         outcome = Outcome.FAIL
         reason = f"{reason}; {state.unreachable} times in a row (fail-safe)"
+    counted = _counted(m.green)
+    if counted is not None and a.upper is not None and m.error is None:
+        state.evidence = evidence.cusum(state.evidence, *counted, a.upper.value)
     if outcome is Outcome.FAIL:
         state.failures += 1
     elif outcome is Outcome.PASS:
         state.failures = 0
     # An inconclusive interval neither clears nor extends a run of failures.
     state.history = [*state.history[-99:], outcome]
-    return Verdict(check.name, outcome, state.failures >= check.failure_limit, reason,
-                   m.green.value, _baseline(check, m, state),
-                   threshold, state.failures)
+    breach = state.failures >= check.failure_limit
+    if state.evidence >= evidence.BREACH_EVIDENCE:
+        breach = True
+        reason = f"{reason}; evidence {state.evidence:.1f} ≥ {evidence.BREACH_EVIDENCE:.1f}"
+    if breach and check.dry_run:
+        breach, reason = False, f"{reason}; would breach (dry run)"
+    limit = a.upper if a.upper is not None else a.lower
+    return Verdict(check.name, outcome, breach, reason, m.green.value, a.blue,
+                   limit.value if limit else None, state.failures,
+                   limit.how if limit else None, m.green.samples, m.blue.samples,
+                   state.evidence if counted is not None else None, check.dry_run)
 
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else x
 
 
-def _assess(check: SloCheck, m: Measurement,
-            last_baseline: float | None) -> tuple[Outcome, str, float | None]:
+def _enough(check: SloCheck, r: Reading) -> bool:
+    return _finite(r.value) is not None and (r.samples is None or r.samples >= check.min_samples)
+
+
+def _counted(r: Reading) -> tuple[int, int] | None:
+    """(errors, requests) of a ratio reading that counts them."""
+    if r.errors is None or r.samples is None or r.samples <= 0:
+        return None
+    return r.errors, r.samples
+
+
+def _limits(check: SloCheck, m: Measurement,
+            last_baseline: float | None) -> tuple[Limit | None, Limit | None, float | None]:
+    """The upper and lower limits green is held to, and blue's value behind them."""
+    upper = Limit(check.max, f"max {check.max:g}") if check.max is not None else None
+    lower = Limit(check.min, f"min {check.min:g}") if check.min is not None else None
+    if check.max_vs_blue is None:
+        return upper, lower, None
+    since, blue = "", _finite(m.blue.value) if _enough(check, m.blue) else None
+    if blue is None:
+        blue, since = last_baseline, " (blue's last baseline)"
+    if blue is None:
+        return upper, lower, None
+    # Blue at the pessimistic end of what it measured: a blue with 0 errors this second must
+    # not make green's limit 0, and a blue average known to ±2 ms is held at its top.
+    counted = _counted(m.blue) if not since else None
+    top = evidence.upper(*counted) if counted else blue + (m.blue.margin if not since else 0.0)
+    shown = f"blue {blue:.4g}{since}" + (f" (≤ {top:.4g})" if top > blue else "")
+    # Relative, but never closer to blue than the noise floor: 0 vs 1 error is not "worse".
+    times, plus = top * check.max_vs_blue, top + check.noise_floor
+    relative = (Limit(times, f"{shown} x {check.max_vs_blue:g}") if times >= plus
+                else Limit(plus, f"{shown} + noise floor {check.noise_floor:g}"))
+    if upper is None or relative.value < upper.value:
+        upper = relative
+    return upper, lower, blue
+
+
+def _assess(check: SloCheck, m: Measurement, last_baseline: float | None) -> _Assessment:
     if m.error is not None:
-        return Outcome.INCONCLUSIVE, f"source failed: {m.error}", None
+        return _Assessment(Outcome.INCONCLUSIVE, f"source failed: {m.error}")
+    upper, lower, blue = _limits(check, m, last_baseline)
     if m.green.failed is not None:
-        return Outcome.FAIL, m.green.failed, None
+        return _Assessment(Outcome.FAIL, m.green.failed, upper, lower, blue)
     green = _finite(m.green.value)
     if green is None:
         if check.on_no_data is OnNoData.FAIL:
-            return Outcome.FAIL, "no data for green (on_no_data = fail)", None
-        return Outcome.INCONCLUSIVE, "no data for green", None
+            return _Assessment(Outcome.FAIL, "no data for green (on_no_data = fail)", upper, lower, blue)
+        return _Assessment(Outcome.INCONCLUSIVE, "no data for green", upper, lower, blue)
     if m.green.samples is not None and m.green.samples < check.min_samples:
-        return (Outcome.INCONCLUSIVE,
-                f"too little traffic on green ({m.green.samples} < min_samples {check.min_samples})",
-                None)
-    if check.max is not None and green > check.max:
-        return Outcome.FAIL, f"green {green:.4g} above max {check.max:g}", check.max
-    if check.min is not None and green < check.min:
-        return Outcome.FAIL, f"green {green:.4g} below min {check.min:g}", check.min
-    if check.max_vs_blue is None:
-        return Outcome.PASS, "within limits", _tightest(check)
-    blue = _finite(m.blue.value)
-    since = ""
-    if blue is None or (m.blue.samples is not None and m.blue.samples < check.min_samples):
-        blue, since = last_baseline, " (blue's last baseline)"
-    if blue is None:
-        # Absolute limits passed; the comparison has no baseline yet.
-        if check.max is not None or check.min is not None:
-            return Outcome.PASS, "within limits (no blue baseline yet)", _tightest(check)
-        return Outcome.INCONCLUSIVE, "no blue baseline to compare with", None
-    # Relative, but never closer to blue than the noise floor: 0 vs 1 error is not "worse".
-    limit = max(blue * check.max_vs_blue, blue + check.noise_floor)
-    if green > limit:
-        return (Outcome.FAIL, f"green {green:.4g} worse than blue {blue:.4g}{since} x "
-                f"{check.max_vs_blue:g} (limit {limit:.4g})", limit)
-    return Outcome.PASS, "within limits", limit if check.max is None else min(limit, check.max)
+        return _Assessment(Outcome.INCONCLUSIVE, f"too little traffic on green "
+                           f"({m.green.samples} < min_samples {check.min_samples})", upper, lower, blue)
+    if check.max_vs_blue is not None and blue is None and check.max is None and check.min is None:
+        return _Assessment(Outcome.INCONCLUSIVE, "no blue baseline to compare with")
+    counted = _counted(m.green)
+    if counted is not None and upper is not None:
+        outcome, reason = _weigh(*counted, upper)
+    else:
+        outcome, reason = _compare(green, m.green.margin, upper, lower)
+    if outcome is Outcome.PASS and check.max_vs_blue is not None and blue is None:
+        reason = "within limits (no blue baseline yet)"
+    return _Assessment(outcome, reason, upper, lower, blue)
 
 
-def _tightest(check: SloCheck) -> float | None:
-    return check.max if check.max is not None else check.min
+def _weigh(errors: int, requests: int, limit: Limit) -> tuple[Outcome, str]:
+    p = evidence.tail(errors, requests, limit.value)
+    seen = f"green {errors} errors in {requests} requests ({errors / requests:.3g})"
+    if p < evidence.FAIL_P:
+        return Outcome.FAIL, f"{seen} above limit {limit.value:.4g} = {limit.how} (p = {p:.2g})"
+    return Outcome.PASS, f"within limits: {seen}, limit {limit.value:.4g} = {limit.how}"
 
 
-def _baseline(check: SloCheck, m: Measurement, state: CheckState) -> float | None:
-    if check.max_vs_blue is None:
-        return None
-    blue = _finite(m.blue.value)
-    enough = blue is not None and (m.blue.samples is None or m.blue.samples >= check.min_samples)
-    return blue if enough else state.baseline
+def _compare(green: float, margin: float, upper: Limit | None,
+             lower: Limit | None) -> tuple[Outcome, str]:
+    plus = f" ± {margin:.2g}" if margin else ""
+    if upper is not None and green - margin > upper.value:
+        return Outcome.FAIL, f"green {green:.4g}{plus} above limit {upper.value:.4g} = {upper.how}"
+    if lower is not None and green + margin < lower.value:
+        return Outcome.FAIL, f"green {green:.4g}{plus} below limit {lower.value:.4g} = {lower.how}"
+    if (upper is not None and green + margin > upper.value) or (
+            lower is not None and green - margin < lower.value):
+        return Outcome.INCONCLUSIVE, f"green {green:.4g}{plus}: too close to its limit to tell"
+    return Outcome.PASS, "within limits"

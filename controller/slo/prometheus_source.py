@@ -1,5 +1,7 @@
 """Prometheus: one instant query per environment over the HTTP API, `{env}` in the query
-replaced by blue or green. An empty result or NaN is "no data", not zero and not an error."""
+replaced by blue or green. An empty result or NaN is "no data", not zero and not an error.
+With `samples_query` the requests behind each value are asked too, so min_samples applies
+and an error ratio is weighed by its counts like HAProxy's."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ import math
 
 import httpx
 
+from config.slo import HAProxyMetric, SloCheck
 from config.slo import PrometheusSource as PrometheusSettings
-from config.slo import SloCheck
 from controller.slo.readings import NO_DATA, Measurement, Reading
 
 
@@ -22,12 +24,23 @@ class PrometheusSource:
         self.client = httpx.Client(timeout=settings.timeout)
 
     def measure(self, check: SloCheck) -> Measurement:
-        assert check.query is not None
         try:
-            green, blue = (self.instant(check.query.replace("{env}", env)) for env in ("green", "blue"))
+            green, blue = (self._reading(check, env) for env in ("green", "blue"))
         except QueryError as exc:
             return Measurement(NO_DATA, NO_DATA, error=str(exc))
-        return Measurement(Reading(green), Reading(blue))
+        return Measurement(green, blue)
+
+    def _reading(self, check: SloCheck, env: str) -> Reading:
+        assert check.query is not None
+        value = self.instant(check.query.replace("{env}", env))
+        if check.samples_query is None:
+            return Reading(value)
+        counted = self.instant(check.samples_query.replace("{env}", env))
+        samples = round(counted) if counted is not None else 0
+        if value is None or check.metric != HAProxyMetric.ERROR_RATIO:
+            return Reading(value, samples)
+        # increase() extrapolates to fractions; errors are whole and never more than requests.
+        return Reading(value, samples, errors=min(samples, round(value * samples)))
 
     def instant(self, query: str) -> float | None:
         try:

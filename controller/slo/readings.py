@@ -18,6 +18,12 @@ class Reading:
     """Requests behind the value, where the source can tell; None when it cannot."""
     failed: str | None = None
     """Set when the measurement itself is a failure (a health probe answering 500)."""
+    errors: int | None = None
+    """For a ratio of failed requests: how many of `samples` failed, so the judge can weigh
+    the evidence (1 error in 35 requests is not 3 % with any confidence)."""
+    margin: float = 0.0
+    """How far the true value may lie from `value` because of how it was measured (HAProxy's
+    averages come rounded to whole milliseconds)."""
 
 
 NO_DATA = Reading(None)

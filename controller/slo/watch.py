@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from controller.slo.haproxy_source import HAProxySource
 from controller.slo.judge import CheckState, Outcome, Verdict, judge
 from controller.slo.probe_source import HttpProbeSource
 from controller.slo.prometheus_source import PrometheusSource
-from controller.slo.readings import MetricSource
+from controller.slo.readings import NO_DATA, Measurement, MetricSource
 from controller.slo.sync_sources import DriftSource, LagSource
 from controller.store import open_store
 from controller.traffic.haproxy import RuntimeApi
@@ -44,7 +46,7 @@ def build_sources(settings: Settings) -> dict[SloSource, MetricSource]:
         assert settings.sources.prometheus is not None  # the settings validator insists
         sources[SloSource.PROMETHEUS] = PrometheusSource(settings.sources.prometheus)
     if SloSource.HTTP in used:
-        urls = {env: str(getattr(settings, env).health_url) for env in ("blue", "green")}
+        urls = {env: getattr(settings, env).probe_urls() for env in ("blue", "green")}
         sources[SloSource.HTTP] = HttpProbeSource(urls)
     if SloSource.LAG in used:
         sources[SloSource.LAG] = LagSource(settings)
@@ -54,7 +56,13 @@ def build_sources(settings: Settings) -> dict[SloSource, MetricSource]:
 
 
 class Watch:
-    """Measures and judges; knows nothing of what a breach does."""
+    """Measures and judges; knows nothing of what a breach does.
+
+    Each source is asked on a thread of its own, and each measurement has its check's
+    interval to answer: a source that hangs or retries (HAProxy's socket gone, Prometheus
+    slow) delays no other check, and its own check gets an inconclusive "no answer" verdict
+    at the deadline instead of keeping its last one, so a silent source reaches its fail-safe
+    after no_data_limit intervals."""
 
     def __init__(self, checks: list[SloCheck], sources: Mapping[SloSource, MetricSource],
                  clock: Clock = time.monotonic, baselines: Mapping[str, float] | None = None) -> None:
@@ -65,23 +73,64 @@ class Watch:
         self.latest: dict[str, Verdict] = {}
         now = clock()
         self.due = {c.name: now for c in checks}
+        self._pools = {kind: ThreadPoolExecutor(1, thread_name_prefix=f"slo-{kind}")
+                       for kind in {c.source for c in checks}}
+        self._asked: dict[str, tuple[Future[Measurement], float, bool]] = {}
+        """check -> its measurement in flight, when it is due to answer, and whether it is
+        already overdue (its late answer is then dropped: the next one is asked on time)."""
 
-    def step(self) -> list[Verdict]:
-        """Measure and judge every check that is due; returns their verdicts."""
-        verdicts = []
+    def step(self, wait: float = 0.0) -> list[Verdict]:
+        """Ask every check that is due, wait up to `wait` seconds for the answers, and judge
+        those that answered or ran out of time; returns their verdicts."""
         for check in self.checks:
             now = self.clock()
-            if now < self.due[check.name]:
+            if check.name in self._asked or now < self.due[check.name]:
                 continue
             # Fixed cadence: the next one is due an interval after this one was due.
             self.due[check.name] = max(self.due[check.name] + check.interval, now)
-            verdict = judge(check, self.sources[check.source].measure(check), self.states[check.name])
+            source = self.sources[check.source]
+            self._asked[check.name] = (self._pools[check.source].submit(source.measure, check),
+                                       now + check.interval, False)
+        if wait > 0 and self._asked:
+            futures.wait([f for f, _, _ in self._asked.values()], timeout=wait)
+        verdicts = []
+        for check in self.checks:
+            if check.name not in self._asked:
+                continue
+            future, deadline, overdue = self._asked[check.name]
+            if future.done():
+                del self._asked[check.name]
+                if overdue:
+                    continue
+                measurement = _result(future)
+            elif self.clock() >= deadline:
+                # Silent for another interval: one more "no answer", towards the fail-safe.
+                measurement = Measurement(NO_DATA, NO_DATA, error=f"no answer within {check.interval:g}s")
+                self._asked[check.name] = (future, deadline + check.interval, True)
+                self.due[check.name] = deadline + check.interval
+            else:
+                continue
+            verdict = judge(check, measurement, self.states[check.name])
             self.latest[check.name] = verdict
             verdicts.append(verdict)
         return verdicts
 
     def next_due(self) -> float:
-        return min(self.due.values())
+        """When step() next has something to do: a check due, or an answer's deadline."""
+        return min([*(self.due[c.name] for c in self.checks if c.name not in self._asked),
+                    *(d for _, d, _ in self._asked.values())], default=self.clock() + 0.1)
+
+    def close(self) -> None:
+        """Stop asking; a measurement still in flight finishes on its own."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _result(future: Future[Measurement]) -> Measurement:
+    try:
+        return future.result()
+    except Exception as exc:  # a source's bug must not stop the watch
+        return Measurement(NO_DATA, NO_DATA, error=f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -125,7 +174,7 @@ def watch(settings: Settings, *, duration: float | None = None, act: bool = True
     result = WatchResult()
     try:
         while not stop.is_set() and (duration is None or clock() - started < duration):
-            for verdict in the_watch.step():
+            for verdict in the_watch.step(wait=0.2):
                 on_verdict(verdict)
                 if verdict.breach and result.breach is None:
                     result.breach = verdict
@@ -136,6 +185,7 @@ def watch(settings: Settings, *, duration: float | None = None, act: bool = True
             stop.wait(max(0.0, min(the_watch.next_due() - clock(), 0.5)))
     finally:
         result.verdicts = dict(the_watch.latest)
+        the_watch.close()
         if owned:
             for source in sources.values():
                 source.close()

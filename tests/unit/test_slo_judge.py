@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 
 from config.slo import SloCheck
-from controller.slo.judge import CheckState, Outcome, judge
+from controller.slo.judge import CheckState, Outcome, Verdict, judge
 from controller.slo.readings import NO_DATA, Measurement, Reading
 from controller.slo.watch import Watch
 
@@ -59,7 +61,9 @@ def test_max_vs_blue_with_noise_floor() -> None:
     bad = judge(c, m(300.0, 100.0), state)
     assert bad.outcome is Outcome.FAIL
     assert (bad.green, bad.baseline, bad.threshold) == (300.0, 100.0, 125.0)
-    assert "worse than blue" in bad.reason
+    assert bad.reason == "green 300 above limit 125 = blue 100 x 1.25"
+    floor = judge(c, m(49.0, 22.0), state)  # the limit came from the floor, and says so
+    assert floor.reason == "green 49 above limit 42 = blue 22 + noise floor 20"
 
 
 def test_zero_vs_one_error_is_not_infinitely_worse() -> None:
@@ -112,7 +116,9 @@ def test_a_failed_probe_fails_whatever_the_limits() -> None:
 def test_verdict_carries_values_baseline_and_threshold() -> None:
     v = judge(check(max=0.05, max_vs_blue=2.0, noise_floor=0.001), m(0.006, 0.004), CheckState())
     assert v.as_dict() == {"check": "c", "outcome": "pass", "breach": False, "reason": "within limits",
-                           "green": 0.006, "baseline": 0.004, "threshold": 0.008, "streak": 0}
+                           "green": 0.006, "baseline": 0.004, "threshold": 0.008, "streak": 0,
+                           "derivation": "blue 0.004 x 2", "green_samples": 100,
+                           "blue_samples": 100, "evidence": None, "dry_run": False}
 
 
 def test_at_100_percent_a_relative_check_keeps_blues_last_baseline() -> None:
@@ -145,10 +151,138 @@ def test_a_watch_resumed_with_blues_baseline_still_judges_at_100_percent() -> No
     """After a restart at the 100 % stage blue serves nothing: the journaled baseline is what
     green is held to; without it the check could never pass and the bake would never end."""
     c = check(max_vs_blue=1.25, min_samples=20, source="haproxy")
-    fresh = Watch([c], {c.source: _Fixed()}).step()[0]
+    fresh = Watch([c], {c.source: _Fixed()}).step(wait=5)[0]
     assert fresh.outcome is Outcome.INCONCLUSIVE
-    resumed = Watch([c], {c.source: _Fixed()}, baselines={"c": 100.0}).step()[0]
+    resumed = Watch([c], {c.source: _Fixed()}, baselines={"c": 100.0}).step(wait=5)[0]
     assert resumed.outcome is Outcome.PASS
     assert resumed.baseline == 100.0
-    strict = Watch([c], {c.source: _Fixed()}, baselines={"c": 80.0}).step()[0]
+    strict = Watch([c], {c.source: _Fixed()}, baselines={"c": 80.0}).step(wait=5)[0]
     assert strict.outcome is Outcome.FAIL
+
+
+def counted(errors: int, requests: int, blue_errors: int = 0, blue_requests: int = 1000) -> Measurement:
+    return Measurement(Reading(errors / requests, requests, errors=errors),
+                       Reading(blue_errors / blue_requests, blue_requests, errors=blue_errors))
+
+
+def test_one_error_in_35_requests_is_not_evidence_but_five_are() -> None:
+    c = check(max=0.01, min_samples=20, failure_limit=3)
+    one = judge(c, counted(1, 35), CheckState())
+    assert one.outcome is Outcome.PASS
+    assert "1 errors in 35 requests" in one.reason
+    five = judge(c, counted(5, 35), CheckState())
+    assert five.outcome is Outcome.FAIL
+    assert five.reason.startswith("green 5 errors in 35 requests (0.143) above limit 0.01 = max 0.01")
+    assert (five.green_samples, five.blue_samples) == (35, 1000)
+
+
+def test_gross_failure_breaches_at_once_on_evidence_not_after_failure_limit() -> None:
+    c = check(max=0.01, failure_limit=3)
+    state = CheckState()
+    first = judge(c, counted(25, 50), state)  # 50 % errors in 50 requests
+    assert first.breach
+    assert first.streak == 1
+    assert "evidence" in first.reason
+
+
+def test_low_traffic_errors_accrue_evidence_without_passing_or_failing() -> None:
+    """3 requests a second, all failing: each interval is too little traffic to judge, but
+    the evidence adds up and breaches within a few seconds."""
+    c = check(max=0.01, min_samples=20, failure_limit=3)
+    state = CheckState()
+    verdicts = [judge(c, counted(3, 3), state) for _ in range(10)]
+    assert all(v.outcome is Outcome.INCONCLUSIVE for v in verdicts)
+    first = next(i for i, v in enumerate(verdicts) if v.breach)
+    assert 1 <= first <= 6
+
+
+def test_a_clean_green_never_accrues_evidence() -> None:
+    """0.1 % background errors on both colours for an hour at 100 requests a second, judged
+    against max 1 % and 2 x blue: nothing fails, no evidence."""
+    import random
+    rng = random.Random(7)
+    c = check(max=0.01, max_vs_blue=2.0, noise_floor=0.005, failure_limit=3)
+    state = CheckState()
+    for _ in range(3600):
+        g = sum(rng.random() < 0.001 for _ in range(100))
+        b = sum(rng.random() < 0.001 for _ in range(100))
+        v = judge(c, counted(g, 100, b, 100), state)
+        assert not v.breach
+    assert state.evidence < 5
+
+
+def test_blue_with_no_errors_this_interval_does_not_make_greens_limit_zero() -> None:
+    c = check(max_vs_blue=2.0, noise_floor=0.0)
+    v = judge(c, counted(2, 200, 0, 200), CheckState())
+    assert v.outcome is Outcome.PASS
+    assert v.threshold is not None
+    assert v.threshold > 0.02
+    assert "(≤ " in (v.derivation or "")
+
+
+def test_a_value_within_its_margin_of_the_limit_is_inconclusive() -> None:
+    c = check(metric="latency_ms", max=100)
+    near = Measurement(Reading(103.0, 100, margin=5.0), NO_DATA)
+    assert judge(c, near, CheckState()).outcome is Outcome.INCONCLUSIVE
+    far = Measurement(Reading(110.0, 100, margin=5.0), NO_DATA)
+    v = judge(c, far, CheckState())
+    assert v.outcome is Outcome.FAIL
+    assert v.reason == "green 110 ± 5 above limit 100 = max 100"
+
+
+def test_a_dry_run_check_is_judged_but_never_breaches() -> None:
+    c = check(max=0.05, failure_limit=1, dry_run=True)
+    v = judge(c, m(0.5), CheckState())
+    assert v.outcome is Outcome.FAIL
+    assert not v.breach
+    assert v.reason.endswith("would breach (dry run)")
+    assert v.as_dict()["dry_run"] is True
+
+
+class _Hung:
+    """A source whose every call hangs until released (HAProxy's socket gone, retrying)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def measure(self, check: SloCheck) -> Measurement:
+        self.release.wait(10)
+        return m(0.0)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+class _Healthy:
+    def measure(self, check: SloCheck) -> Measurement:
+        return m(0.0, 0.0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_hung_source_delays_no_other_check_and_reaches_its_fail_safe() -> None:
+    hung_check = check(name="hung", source="prometheus", metric=None, query="q", max=1,
+                       interval=0.2, no_data_limit=3, failure_limit=1)
+    ok_check = check(name="ok", interval=0.2, max=0.5)
+    hung = _Hung()
+    watch = Watch([hung_check, ok_check], {hung_check.source: hung, ok_check.source: _Healthy()})
+    started = time.monotonic()
+    seen: dict[str, list[Verdict]] = {"hung": [], "ok": []}
+    try:
+        while time.monotonic() - started < 3 and not any(v.breach for v in seen["hung"]):
+            for v in watch.step(wait=0.05):
+                seen[v.check].append(v)
+                if v.check == "ok":
+                    assert time.monotonic() - started < 0.5 * len(seen["ok"]) + 0.5
+    finally:
+        hung.close()
+        watch.close()
+    assert len(seen["ok"]) >= 3
+    assert all(v.outcome is Outcome.PASS for v in seen["ok"])
+    # Each hang is one inconclusive "no answer" at its deadline, never the last "pass".
+    assert seen["hung"][0].outcome is Outcome.INCONCLUSIVE
+    assert "no answer within 0.2s" in seen["hung"][0].reason
+    assert seen["hung"][-1].breach
+    assert "fail-safe" in seen["hung"][-1].reason
+    assert time.monotonic() - started < 2.5  # the fail-safe within no_data_limit x interval + slack
