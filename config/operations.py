@@ -18,6 +18,9 @@ class HookPoint(StrEnum):
     AFTER_SWITCH = "after_switch"
     BEFORE_TRAFFIC = "before_traffic"
     AFTER_STAGE = "after_stage"
+    STAGE_STARVED = "stage_starved"
+    """A stage's checks could gather no evidence for traffic.starved_after x its bake (e.g. to
+    start synthetic load); the stage waits once more, then holds."""
     BEFORE_FINALIZE = "before_finalize"
     AFTER_FINALIZE = "after_finalize"
     AFTER_ROLLBACK = "after_rollback"

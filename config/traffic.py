@@ -122,6 +122,16 @@ class TrafficSettings(Section):
     """Observed share may differ from the target by this many points before a stage counts."""
     confirm_timeout: Duration = 30.0
     """How long to wait for the observed split to match before the stage fails."""
+    starved_after: float = Field(default=3.0, ge=1.0)
+    """`cutover run`: a stage whose checks cannot pass for lack of evidence (too little
+    traffic, no data, a silent source) for this many times its bake runs the stage_starved
+    hooks, and if it is still starved as long again, holds and notifies, naming the checks."""
+    control_percent: int = Field(default=5, ge=0, le=20)
+    """`cutover run`: while the last stage (100) bakes, this share of requests stays on blue
+    as a live control, so checks relative to blue compare both under the same load at the
+    same moment (a busy host slows both, and is not read as green's fault). It moves to green
+    once the bake has passed. 0: none; the last stage then compares green with blue's last
+    value from before it."""
     hold: Duration = 600.0
     """`cutover run`: after the last stage, keep watching the SLOs this long (a breach still
     rolls back, and blue is still kept current) before finalizing."""

@@ -30,6 +30,7 @@ from controller.cli_common import (
 from controller.journal import Event, EventKind
 from controller.pgstore import StoreError
 from controller.phases import TERMINAL, Intent, Phase, State
+from controller.report import ROWS
 from controller.store import StateStore, open_store
 
 DAEMON_ALIVE = 5.0
@@ -49,6 +50,8 @@ def run(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # a line per request would bury the breach lines
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     path = config or _env_config()
     daemon = Daemon(settings, config_path=path, period=period, until_done=until_done,
                     say=lambda m: err.print(f"{_now()} {m}", highlight=False))
@@ -150,20 +153,16 @@ HISTORY_KINDS = tuple(k.value for k in EventKind if k is not EventKind.SAMPLE)
 
 def _describe(e: Event) -> str:
     d = e.data
-    if e.kind == EventKind.PHASE:
-        return f"{d['from']} -> {d['to']}: {d.get('reason', '')}"
     if e.kind == EventKind.DECISION:
         effect = d.get("effect")
         return str(d.get("reason", "")) + (f" => {effect['job']}" if effect else "")
-    if e.kind == EventKind.JOB:
-        return f"{d['job']} {'ok' if d['ok'] else 'FAILED'} in {d['seconds']:.2f}s: {d.get('detail', '')}"
-    if e.kind == EventKind.BREACH:
-        return f"{d['check']}: {d['reason']}"
+    if e.kind in ROWS:  # as the report says it, whole
+        return ROWS[EventKind(e.kind)](d)
     if e.kind == EventKind.SWITCH:
         return f"to {d.get('to')}: {d.get('step')}"
     if e.kind == EventKind.INTENT:
         return str(d.get("intent"))
-    return ", ".join(f"{k}={v}" for k, v in d.items() if k != "state")[:200]
+    return ", ".join(f"{k}={v}" for k, v in d.items() if k != "state")
 
 
 def history(

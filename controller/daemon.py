@@ -76,7 +76,8 @@ def plan_for(settings: Settings) -> Plan:
                 tuple(Stage(s.weight, s.bake) for s in traffic.stages),
                 auto_switch=settings.switchover.auto if settings.switchover else False,
                 hold=traffic.hold, auto_finalize=traffic.finalize == "auto",
-                on_breach=settings.rollback.on_breach, diff_every=diff_every)
+                on_breach=settings.rollback.on_breach, diff_every=diff_every,
+                control=traffic.control_percent, starved_after=traffic.starved_after)
 
 
 @dataclass
@@ -263,12 +264,12 @@ class Daemon:
         if self.sync is not None and self.state.phase is Phase.STREAMING:
             sync_status = self.sync.read()
             self._tell_broken(sync_status)
-        breach, passing = self._watch_slo()
+        breach, passing, starved = self._watch_slo()
         obs = Observations(elapsed=elapsed, intents=intents, running=running, done=done,
                            sync_ready=self.sync is not None and (sync_status is not None or self.sync.by_diff)
                            and self.sync.ready(),
                            sync_held=self.sync.held() if self.sync is not None else "",
-                           breach=breach, slo_passing=passing)
+                           breach=breach, slo_passing=passing, starved=starved)
         decision = decide(self.state, obs, self.plan)
         self._record(decision, obs)
         self.state = decision.state
@@ -287,29 +288,36 @@ class Daemon:
         (log.error if broken else log.info)("%s", text)
         self.notifier.send(NotifyEvent.REPLICATION, text, {"broken": broken})
 
-    def _watch_slo(self) -> tuple[Breach | None, bool]:
+    def _watch_slo(self) -> tuple[Breach | None, bool, tuple[str, ...]]:
+        """A breach, whether every check passes, and the checks starved of evidence."""
         if self.state.phase not in LIVE_TRAFFIC:
             self._drop_watch()  # the next stage 1 (a retry) starts with fresh streaks
         if not (self.state.phase in LIVE_TRAFFIC and self.state.applied and self.settings.slo):
-            return None, True
+            return None, True, ()
         if self.watch is None:
             if self.sources is None:
                 self.sources = build_sources(self.settings)
             self.watch = Watch(self.settings.slo, self.sources, baselines=self.resumed_baselines)
             self.resumed_baselines = {}
+        # After the last stage blue serves nothing: relative limits have nothing live to use.
+        self.watch.blue_live = self.state.phase is not Phase.PROMOTED
         breach: Verdict | None = None
-        for verdict in self.watch.step(wait=self.period / 2):
+        for verdict in self.watch.step(wait=min(0.02, self.period / 4)):  # a quick source answers now
             self._export_verdict(verdict)
             if verdict.breach and breach is None:
                 breach = verdict
-        latest = self.watch.latest
-        passing = len(latest) == len(self.settings.slo) and all(
-            v.outcome is Outcome.PASS for v in latest.values())
+        # A shadow (dry_run) check neither holds nor passes a bake.
+        judged = {c.name for c in self.settings.slo if not c.dry_run}
+        latest = {n: v for n, v in self.watch.latest.items() if n in judged}
+        passing = len(latest) == len(judged) and all(v.outcome is Outcome.PASS for v in latest.values())
+        failing = any(v.outcome is Outcome.FAIL for v in latest.values())
+        starved = () if failing else tuple(
+            n for n, v in latest.items() if v.outcome is Outcome.INCONCLUSIVE)
         if breach is None:
-            return None, passing
+            return None, passing, starved
         self.metrics.breaches.inc()
         report_breach(self.settings, self.store, breach)
-        return Breach(breach.check, breach.reason), False
+        return Breach(breach.check, breach.reason), False, ()
 
     def _drop_watch(self) -> None:
         if self.watch is not None:
@@ -332,6 +340,9 @@ class Daemon:
                                         "reason": after.reason, "state": after.as_dict()})
             self.notifier.send(NotifyEvent.PHASE, text, {"from": before.phase.value,
                                                          "to": after.phase.value, "reason": after.reason})
+        elif after.paused and not before.paused:  # a hold within a phase needs an operator too
+            self.notifier.send(NotifyEvent.PHASE, f"holding: {after.reason}",
+                               {"phase": after.phase.value, "paused": True, "reason": after.reason})
         if d.effect is not None or obs.intents or obs.done is not None or (
                 after.paused != before.paused) or (after.stage != before.stage):
             inputs: dict[str, Any] = {"intents": [i.value for i in obs.intents]}

@@ -182,19 +182,23 @@ def _switch(c: _Context) -> JobResult:
 
 
 def _shift(c: _Context) -> JobResult:
-    traffic = need_traffic(c.settings, "cutover run")
     if c.effect.stage == 0:
         c.hooks(HookPoint.BEFORE_TRAFFIC)
     assert c.effect.weight is not None
+    return _shift_to(c, c.effect.weight)
+
+
+def _shift_to(c: _Context, weight: int) -> JobResult:
+    traffic = need_traffic(c.settings, "cutover run")
     lb = balancer_for(traffic)
     try:
-        result = shift(lb, c.effect.weight, tolerance=traffic.split_tolerance,
+        result = shift(lb, weight, tolerance=traffic.split_tolerance,
                        confirm_timeout=traffic.confirm_timeout)
     finally:
         lb.close()
     c.journal.record(EventKind.SHIFT, result.as_dict())
     seen = result.observed
-    detail = f"green {c.effect.weight} % read back"
+    detail = f"green {weight} % read back"
     if seen.seen is Seen.CONFIRMED:
         detail += f", {seen.green_percent:.1f} % of {seen.requests} requests served by green"
     elif seen.seen is not Seen.NOT_OBSERVABLE:
@@ -202,7 +206,14 @@ def _shift(c: _Context) -> JobResult:
     return JobResult(Job.SHIFT, True, detail)
 
 
+def _starved(c: _Context) -> JobResult:
+    c.hooks(HookPoint.STAGE_STARVED)
+    return JobResult(Job.STARVED, True)
+
+
 def _stage_done(c: _Context) -> JobResult:
+    if c.effect.weight is not None:  # the last stage's control moves to green
+        _shift_to(c, c.effect.weight)
     c.hooks(HookPoint.AFTER_STAGE)
     return JobResult(Job.STAGE_DONE, True)
 
@@ -238,5 +249,5 @@ def _moves_writes(settings: Settings) -> bool:
 _JOBS: dict[Job, Callable[[_Context], JobResult]] = {
     Job.PREFLIGHT: _preflight, Job.COPY: _copy, Job.SWITCH: _switch, Job.SHIFT: _shift,
     Job.SYNC_CYCLE: _sync_cycle,
-    Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize, Job.ROLLBACK: _rollback,
+    Job.STAGE_DONE: _stage_done, Job.STARVED: _starved, Job.FINALIZE: _finalize, Job.ROLLBACK: _rollback,
 }

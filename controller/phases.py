@@ -49,6 +49,8 @@ class Intent(StrEnum):
 
 class Job(StrEnum):
     """Effects; each is idempotent, so a daemon killed mid-job simply runs it again."""
+    STARVED = "starved"
+    """The stage_starved hooks of a stage that gathers no evidence."""
     PREFLIGHT = "preflight"
     COPY = "copy"
     SWITCH = "switch"
@@ -99,6 +101,10 @@ class State:
     """SHIFTING: the stage's weights are set, read back and seen served."""
     bake_seconds: float = 0.0
     """SHIFTING: passing time baked so far in this stage (survives a restart)."""
+    starved_seconds: float = 0.0
+    """SHIFTING: time in this stage not baked because a check had no evidence either way."""
+    starved_hooks: bool = False
+    """SHIFTING: the stage_starved hooks ran in this stage."""
     hold_seconds: float = 0.0
     """PROMOTED: time held at 100 %."""
     since_sync: float = 0.0
@@ -137,6 +143,15 @@ class Plan:
     on_breach: str = "rollback"
     diff_every: float | None = None
     """sync.mode = diff: seconds between diff cycles while streaming (None: logical)."""
+    control: int = 0
+    """Percent kept on blue as a live control while the last stage (100) bakes."""
+    starved_after: float = 3.0
+    """Multiples of a stage's bake it may go without evidence before its hooks, then a hold."""
+
+    def weight(self, stage: int) -> int:
+        """What a stage gives green while it bakes: the last one keeps the control on blue."""
+        weight = self.stages[stage].weight
+        return weight - self.control if weight == 100 else weight
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,8 @@ class Observations:
     breach: Breach | None = None
     slo_passing: bool = True
     """Every check's latest verdict passes (or there are no checks)."""
+    starved: tuple[str, ...] = ()
+    """Checks whose latest verdict is inconclusive for lack of evidence (none failing)."""
 
 
 @dataclass(frozen=True)
@@ -256,8 +273,8 @@ def _shift_ok(s: State, r: JobResult, plan: Plan) -> State:
 
 def _stage_done(s: State, r: JobResult, plan: Plan) -> State:
     if s.stage + 1 < len(plan.stages):
-        return replace(s, stage=s.stage + 1, applied=False, bake_seconds=0.0,
-                       reason=f"stage {s.stage + 1} baked")
+        return replace(s, stage=s.stage + 1, applied=False, bake_seconds=0.0, starved_seconds=0.0,
+                       starved_hooks=False, reason=f"stage {s.stage + 1} baked")
     return replace(s, phase=Phase.PROMOTED, hold_seconds=0.0, reason="all traffic on green")
 
 
@@ -274,6 +291,7 @@ _JOB_OK: dict[Job, Callable[[State, JobResult, Plan], State]] = {
     Job.PREFLIGHT: _preflight_ok, Job.COPY: _copy_ok, Job.SWITCH: _switch_ok,
     Job.SHIFT: _shift_ok, Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize_ok,
     Job.SYNC_CYCLE: lambda s, r, plan: replace(s, reason=r.detail),
+    Job.STARVED: lambda s, r, plan: replace(s, reason=f"stage {s.stage + 1}: stage_starved hooks ran"),
     Job.ROLLBACK: _rollback_ok,
 }
 
@@ -328,15 +346,37 @@ def _streaming(s: State, o: Observations, plan: Plan) -> Decision:
 
 def _shifting(s: State, o: Observations, plan: Plan) -> Decision:
     stage = plan.stages[s.stage]
+    weight = plan.weight(s.stage)
     if not s.applied:
-        return Decision(s, Effect(Job.SHIFT, weight=stage.weight, stage=s.stage),
-                        f"stage {s.stage + 1}: green {stage.weight} %")
+        control = f" ({100 - weight} % on blue as a control)" if weight < stage.weight else ""
+        return Decision(s, Effect(Job.SHIFT, weight=weight, stage=s.stage),
+                        f"stage {s.stage + 1}: green {weight} %{control}")
     baked = s.bake_seconds + (o.elapsed if o.slo_passing else 0.0)
     s = replace(s, bake_seconds=baked)
+    if o.starved and not o.slo_passing:
+        s = replace(s, starved_seconds=s.starved_seconds + o.elapsed)
+        if s.starved_seconds >= plan.starved_after * stage.bake:
+            return _starved(s, o, plan)
     if baked >= stage.bake:
-        return Decision(s, Effect(Job.STAGE_DONE, stage=s.stage), f"stage {s.stage + 1} baked")
+        # The control, if any, moves to green before the stage counts as done.
+        return Decision(s, Effect(Job.STAGE_DONE, stage=s.stage,
+                                  weight=stage.weight if weight < stage.weight else None),
+                        f"stage {s.stage + 1} baked")
     return Decision(s, None, f"baking stage {s.stage + 1}" + ("" if o.slo_passing else " (held: "
                                                               "a check is not passing)"))
+
+
+def _starved(s: State, o: Observations, plan: Plan) -> Decision:
+    waited = f"{s.starved_seconds:.0f}s"
+    checks = ", ".join(o.starved)
+    if not s.starved_hooks:  # once: a hook may start synthetic load; then wait as long again
+        return Decision(replace(s, starved_seconds=0.0, starved_hooks=True),
+                        Effect(Job.STARVED, stage=s.stage),
+                        f"stage {s.stage + 1} starved of evidence for {waited} ({checks}): "
+                        "running the stage_starved hooks")
+    why = (f"stage {s.stage + 1} holds: no evidence for {waited} from {checks} (too little "
+           "traffic or no data); send traffic, fix the source, or `cutover promote` to skip the bake")
+    return Decision(replace(s, paused=True, starved_seconds=0.0, reason=why), None, why)
 
 
 def _promoted(s: State, o: Observations, plan: Plan) -> Decision:

@@ -461,10 +461,22 @@ def render_svg(tl: Timeline) -> str:
 
 
 def verdict_text(v: dict[str, Any]) -> str:
-    values = [f"{label} {fmt(x)}" for label, key in (("green", "green"), ("blue", "baseline"),
-                                                      ("limit", "threshold"))
-              if (x := num(v.get(key))) is not None]
+    """A verdict whole: what was seen, on how many requests, the limit and where it came
+    from, the streak and the evidence (the journal's, the log's, history's and the report's)."""
+    values = []
+    for label, key, samples in (("green", "green", "green_samples"), ("blue", "baseline", "blue_samples")):
+        if (x := num(v.get(key))) is not None:
+            n = v.get(samples)
+            values.append(f"{label} {fmt(x)}" + (f" over {n} requests" if isinstance(n, int) else ""))
+    if (limit := num(v.get("threshold"))) is not None:
+        values.append(f"limit {fmt(limit)}" + (f" = {v['derivation']}" if _str(v.get("derivation")) else ""))
+    if v.get("streak"):
+        values.append(f"{v['streak']} failing in a row")
+    if (evidence := num(v.get("evidence"))) is not None:
+        values.append(f"evidence {evidence:.1f}")
     text = f"{v.get('check', '?')}: {v.get('outcome', '?')}"
+    if v.get("dry_run"):
+        text += " (dry run)"
     if _str(v.get("reason")):
         text += f": {v['reason']}"
     return text + (f" ({', '.join(values)})" if values else "")

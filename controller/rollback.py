@@ -9,6 +9,7 @@ by the after_rollback hooks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from config.settings import Settings, need_traffic
 from controller.hooks import run_point
 from controller.journal import EventKind
 from controller.notify import Notifier
+from controller.report import verdict_text
 from controller.slo.judge import Verdict
 from controller.store import StateStore
 from controller.traffic.balancer import TrafficError
@@ -32,6 +34,8 @@ from sync.endpoint import target_of
 from sync.errors import SyncError
 from sync.status import running_stream
 from sync.switch import SwitchReport, endpoint_for, switch
+
+log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 
@@ -57,8 +61,10 @@ class RollbackResult:
 def report_breach(settings: Settings, journal: StateStore, verdict: Verdict) -> None:
     """A breach, journaled and notified, before anything is done about it."""
     journal.record(EventKind.BREACH, verdict.as_dict())
+    text = verdict_text(verdict.as_dict())
+    log.warning("SLO breach on green: %s", text)
     Notifier(settings.notify, settings.service).send(
-        NotifyEvent.BREACH, f"SLO breach on green: {verdict.check}: {verdict.reason}", verdict.as_dict())
+        NotifyEvent.BREACH, f"SLO breach on green: {text}", verdict.as_dict())
 
 
 def roll_back(settings: Settings, journal: StateStore, reason: str, *,

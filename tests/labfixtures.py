@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,20 @@ def new_lab_dir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"cutover-test-{name}-", dir="/tmp"))
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
-    """The shared lab: two app servers per environment and Prometheus. Tests that change
-    weights or faults put them back."""
-    the_lab = Lab(new_lab_dir("lab"), servers_per_env=2, with_prometheus=True)
+@contextmanager
+def running_lab(name: str, *, servers_per_env: int, with_prometheus: bool) -> Iterator[Lab]:
+    """A lab of its own, up for the block and purged after it."""
+    the_lab = Lab(new_lab_dir(name), servers_per_env=servers_per_env, with_prometheus=with_prometheus)
     try:
         the_lab.up()
         yield the_lab
     finally:
         the_lab.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The shared lab: two app servers per environment and Prometheus. Tests that change
+    weights or faults put them back."""
+    with running_lab("lab", servers_per_env=2, with_prometheus=True) as the_lab:
+        yield the_lab

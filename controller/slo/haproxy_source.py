@@ -20,13 +20,13 @@ mean uncertain by a margin the judge takes into account.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from config.slo import HAProxyMetric, SloCheck
 from controller.slo.readings import NO_DATA, Measurement, Reading
 from controller.traffic.balancer import TrafficError
-from controller.traffic.haproxy import RuntimeApi
 
 RESPONSE_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 FAILURE_FIELDS = ("econ", "eresp", "wretr")
@@ -91,8 +91,16 @@ def _server(old: dict[str, str], new: dict[str, str]) -> _Server:
                    None if ms is None else max(0.0, ms), margin or 0.0)
 
 
+class StatsApi(Protocol):
+    """The one Runtime API call the source makes (traffic.haproxy.RuntimeApi)."""
+
+    def server_stats(self, backend: str) -> Stats: ...
+
+    def close(self) -> None: ...
+
+
 class HAProxySource:
-    def __init__(self, api: RuntimeApi, backend: str, servers: dict[str, Sequence[str]],
+    def __init__(self, api: StatsApi, backend: str, servers: Mapping[str, Sequence[str]],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.api, self.backend, self.servers, self.clock = api, backend, servers, clock
         self._last: dict[str, tuple[float, Stats]] = {}

@@ -4,9 +4,9 @@ A breach is either `failure_limit` consecutive failing intervals, or, for a rati
 requests are counted (HAProxy's error ratio, a Prometheus ratio with `samples_query`),
 enough accumulated evidence (`evidence.cusum`), which decides a gross failure within a few
 dozen requests. A counted interval fails only when its errors are unlikely at the limit
-(`evidence.tail`), so 1 error in 35 requests is not "3 %". Too little traffic or no data is
-inconclusive (neither pass nor fail), and so is a value within its measurement margin of the
-limit. A source that cannot be asked is inconclusive too, until `no_data_limit` times in a
+(`evidence.tail`), so 1 error in 35 requests is not "3 %"; a measured value only when it is
+past its limit by more than its margin. Too little traffic or no data is inconclusive
+(neither pass nor fail). A source that cannot be asked is inconclusive too, until `no_data_limit` times in a
 row make it a failure (fail-safe: a blind watch must not keep green live). A `dry_run` check
 is judged and recorded the same way but never breaches."""
 
@@ -92,11 +92,14 @@ class _Assessment:
     blue: float | None = None
 
 
-def judge(check: SloCheck, m: Measurement, state: CheckState) -> Verdict:
-    """Judge one interval and update state (the streaks, the evidence) in place."""
+def judge(check: SloCheck, m: Measurement, state: CheckState, *, blue_live: bool = True) -> Verdict:
+    """Judge one interval and update state (the streaks, the evidence) in place.
+
+    blue_live=False: blue serves nothing by design (the hold after the last stage), so a
+    limit relative to blue is not judged at all; only absolute limits hold green."""
     if _enough(check, m.blue):
         state.baseline = _finite(m.blue.value)
-    a = _assess(check, m, state.baseline)
+    a = _assess(check, m, state.baseline if blue_live else None, blue_live)
     outcome, reason = a.outcome, a.reason
     state.unreachable = state.unreachable + 1 if m.error is not None else 0
     if state.unreachable >= check.no_data_limit:
@@ -139,12 +142,12 @@ def _counted(r: Reading) -> tuple[int, int] | None:
     return r.errors, r.samples
 
 
-def _limits(check: SloCheck, m: Measurement,
-            last_baseline: float | None) -> tuple[Limit | None, Limit | None, float | None]:
+def _limits(check: SloCheck, m: Measurement, last_baseline: float | None,
+            blue_live: bool) -> tuple[Limit | None, Limit | None, float | None]:
     """The upper and lower limits green is held to, and blue's value behind them."""
     upper = Limit(check.max, f"max {check.max:g}") if check.max is not None else None
     lower = Limit(check.min, f"min {check.min:g}") if check.min is not None else None
-    if check.max_vs_blue is None:
+    if check.max_vs_blue is None or not blue_live:
         return upper, lower, None
     since, blue = "", _finite(m.blue.value) if _enough(check, m.blue) else None
     if blue is None:
@@ -165,10 +168,14 @@ def _limits(check: SloCheck, m: Measurement,
     return upper, lower, blue
 
 
-def _assess(check: SloCheck, m: Measurement, last_baseline: float | None) -> _Assessment:
+def _assess(check: SloCheck, m: Measurement, last_baseline: float | None,
+            blue_live: bool) -> _Assessment:
     if m.error is not None:
         return _Assessment(Outcome.INCONCLUSIVE, f"source failed: {m.error}")
-    upper, lower, blue = _limits(check, m, last_baseline)
+    upper, lower, blue = _limits(check, m, last_baseline, blue_live)
+    absolute = check.max is not None or check.min is not None
+    if check.max_vs_blue is not None and not blue_live and not absolute:
+        return _Assessment(Outcome.INCONCLUSIVE, "not judged: blue serves no traffic to compare with")
     if m.green.failed is not None:
         return _Assessment(Outcome.FAIL, m.green.failed, upper, lower, blue)
     green = _finite(m.green.value)
@@ -179,7 +186,7 @@ def _assess(check: SloCheck, m: Measurement, last_baseline: float | None) -> _As
     if m.green.samples is not None and m.green.samples < check.min_samples:
         return _Assessment(Outcome.INCONCLUSIVE, f"too little traffic on green "
                            f"({m.green.samples} < min_samples {check.min_samples})", upper, lower, blue)
-    if check.max_vs_blue is not None and blue is None and check.max is None and check.min is None:
+    if check.max_vs_blue is not None and blue is None and not absolute:
         return _Assessment(Outcome.INCONCLUSIVE, "no blue baseline to compare with")
     counted = _counted(m.green)
     if counted is not None and upper is not None:
@@ -187,7 +194,8 @@ def _assess(check: SloCheck, m: Measurement, last_baseline: float | None) -> _As
     else:
         outcome, reason = _compare(green, m.green.margin, upper, lower)
     if outcome is Outcome.PASS and check.max_vs_blue is not None and blue is None:
-        reason = "within limits (no blue baseline yet)"
+        reason = ("within limits (no blue baseline yet)" if blue_live else
+                  "within absolute limits (blue serves no traffic: the relative limit is not judged)")
     return _Assessment(outcome, reason, upper, lower, blue)
 
 
@@ -206,7 +214,5 @@ def _compare(green: float, margin: float, upper: Limit | None,
         return Outcome.FAIL, f"green {green:.4g}{plus} above limit {upper.value:.4g} = {upper.how}"
     if lower is not None and green + margin < lower.value:
         return Outcome.FAIL, f"green {green:.4g}{plus} below limit {lower.value:.4g} = {lower.how}"
-    if (upper is not None and green + margin > upper.value) or (
-            lower is not None and green - margin < lower.value):
-        return Outcome.INCONCLUSIVE, f"green {green:.4g}{plus}: too close to its limit to tell"
+    # Within its margin of a limit is not evidence of a failure, like a few errors: a pass.
     return Outcome.PASS, "within limits"

@@ -50,5 +50,4 @@ class HttpProbeSource:
 def _worst(readings: list[Reading]) -> Reading:
     failed = [r.failed for r in readings if r.failed]
     values = [r.value for r in readings if r.value is not None]
-    return Reading(max(values) if values else None, len(readings),
-                   failed="; ".join(failed) if failed else None)
+    return Reading(max(values) if values else None, failed="; ".join(failed) if failed else None)

@@ -75,6 +75,8 @@ class Watch:
         self.due = {c.name: now for c in checks}
         self._pools = {kind: ThreadPoolExecutor(1, thread_name_prefix=f"slo-{kind}")
                        for kind in {c.source for c in checks}}
+        self.blue_live = True
+        """False while blue serves nothing by design (the hold at 100 %): see judge()."""
         self._asked: dict[str, tuple[Future[Measurement], float, bool]] = {}
         """check -> its measurement in flight, when it is due to answer, and whether it is
         already overdue (its late answer is then dropped: the next one is asked on time)."""
@@ -110,7 +112,7 @@ class Watch:
                 self.due[check.name] = deadline + check.interval
             else:
                 continue
-            verdict = judge(check, measurement, self.states[check.name])
+            verdict = judge(check, measurement, self.states[check.name], blue_live=self.blue_live)
             self.latest[check.name] = verdict
             verdicts.append(verdict)
         return verdicts

@@ -31,7 +31,7 @@ from controller.lab import postgres
 from controller.lab.lab import Lab
 from controller.lab.load import pgbench_init
 from sync.pgtools import server_major
-from tests.labfixtures import new_lab_dir
+from tests.labfixtures import running_lab
 from tests.switchfixtures import routed
 from tests.syncfixtures import pair, table_checksum, user_tables
 
@@ -55,12 +55,8 @@ def lab() -> Iterator[Lab]:
     """A lab of its own for the benchmarks, as small as the lab gets (one app server per
     environment, no Prometheus): on a 2-core machine every idle process is noise.
     `pair` (tests/syncfixtures.py) builds on this fixture."""
-    the_lab = Lab(new_lab_dir("bench"), servers_per_env=1, with_prometheus=False)
-    try:
-        the_lab.up()
+    with running_lab("bench", servers_per_env=1, with_prometheus=False) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down(purge=True)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -76,8 +77,31 @@ def test_history_lists_decisions_not_samples(config: Path) -> None:
     every = runner.invoke(app, ["history", "--json", "--all", "--config", str(config)])
     assert [e["kind"] for e in json.loads(every.stdout)] == ["phase", "sample", "job"]
     table = runner.invoke(app, ["history", "--config", str(config)])
-    assert "copying -> streaming: green streams" in table.output
-    assert "copy ok in 1.50s" in table.output
+    assert "copying \u2192 streaming: green streams" in table.output
+    assert "copy ok in 1.5 s" in table.output
+
+
+def test_history_shows_a_breach_and_its_rollback_whole(config: Path) -> None:
+    """Not cut at any width: the verdict with its samples, limit and where the limit came
+    from, and the rollback's result."""
+    store = saved(config, Phase.ROLLED_BACK)
+    verdict: dict[str, Any] = {"check": "latency", "outcome": "fail", "breach": True,
+               "reason": "green 49 above limit 42 = blue 22 + noise floor 20", "green": 49.0,
+               "baseline": 22.0, "threshold": 42.0, "streak": 3, "derivation": "blue 22 + noise floor 20",
+               "green_samples": 480, "blue_samples": 4400, "evidence": None, "dry_run": False}
+    store.record(EventKind.BREACH, verdict)
+    store.record(EventKind.ROLLBACK, {"reason": "latency: " + verdict["reason"], "verdict": verdict,
+                                      "seconds": 0.412, "result": {"after": {"green_percent": 0}},
+                                      "error": None})
+    store.close()
+    narrow = runner.invoke(app, ["history", "--config", str(config)], env={"COLUMNS": "60"})
+    assert narrow.exit_code == 0, narrow.output
+    assert "\u2026" not in narrow.output  # wrapped, never cut with an ellipsis
+    wide = runner.invoke(app, ["history", "--config", str(config)], env={"COLUMNS": "400"})
+    for part in ("green 49 over 480 requests", "blue 22 over 4400 requests",
+                 "limit 42 = blue 22 + noise floor 20", "3 failing in a row",
+                 "traffic back to blue in 0.41 s"):
+        assert part in wide.output, (part, wide.output)
 
 
 @pytest.mark.parametrize(("phase", "intent", "refusal"), [

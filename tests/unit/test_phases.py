@@ -179,6 +179,20 @@ def test_stage_done_moves_to_the_next_stage_then_to_promoted() -> None:
     assert last.state.phase is Phase.PROMOTED
 
 
+def test_the_last_stage_keeps_a_control_on_blue_until_it_has_baked() -> None:
+    """5 % stay on blue while the 100 % stage bakes, so checks relative to blue still have a
+    live blue under the same load; they move to green as the stage is done."""
+    plan = replace(FULL, control=5)
+    start = decide(replace(_baking(2), applied=False), Observations(), plan)
+    assert start.effect == Effect(Job.SHIFT, weight=95, stage=2)
+    assert "5 % on blue as a control" in start.reason
+    assert decide(replace(_baking(1), applied=False), Observations(), plan).effect == Effect(
+        Job.SHIFT, weight=50, stage=1)  # earlier stages are as configured
+    baked = decide(_baking(2, 59), Observations(elapsed=5), plan)
+    assert baked.effect == Effect(Job.STAGE_DONE, stage=2, weight=100)
+    assert decide(_baking(2, 59), Observations(elapsed=5), FULL).effect == Effect(Job.STAGE_DONE, stage=2)
+
+
 def test_shift_result_marks_the_stage_applied() -> None:
     s = replace(_baking(1), applied=False)
     d = decide(s, done(Job.SHIFT), FULL)
@@ -347,3 +361,34 @@ def test_a_switch_failed_past_its_point_of_no_return_is_run_again_to_finish() ->
     undone = decide(s, Observations(done=JobResult(Job.SWITCH, False, "precheck failed")), FULL)
     assert (undone.state.phase, undone.state.paused) == (Phase.STREAMING, True)
 
+
+
+def test_a_stage_starved_of_evidence_runs_its_hooks_then_holds_naming_the_checks() -> None:
+    """No traffic: the bake cannot pass. After starved_after x bake the stage_starved hooks
+    run (say, to start synthetic load); starved as long again, it holds and says why."""
+    starving = Observations(elapsed=30, slo_passing=False, starved=("5xx-ratio", "latency"))
+    s = _baking(0, 0)
+    for _ in range(5):  # 150 s < 3 x 60 s
+        d = decide(s, starving, FULL)
+        assert d.effect is None
+        s = d.state
+    d = decide(s, starving, FULL)
+    assert d.effect == Effect(Job.STARVED, stage=0)
+    assert "5xx-ratio, latency" in d.reason
+    s = decide(d.state, done(Job.STARVED), FULL).state
+    assert not s.paused
+    for _ in range(5):
+        s = decide(s, starving, FULL).state
+    held = decide(s, starving, FULL)
+    assert held.effect is None
+    assert held.state.paused
+    assert "no evidence for 180s from 5xx-ratio, latency" in held.state.reason
+    assert "cutover promote" in held.state.reason
+
+
+def test_a_failing_check_is_not_starvation() -> None:
+    s = _baking(0, 0)
+    for _ in range(20):
+        s = decide(s, Observations(elapsed=30, slo_passing=False), FULL).state
+    assert not s.paused
+    assert s.starved_seconds == 0

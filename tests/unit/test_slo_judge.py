@@ -220,10 +220,10 @@ def test_blue_with_no_errors_this_interval_does_not_make_greens_limit_zero() -> 
     assert "(≤ " in (v.derivation or "")
 
 
-def test_a_value_within_its_margin_of_the_limit_is_inconclusive() -> None:
+def test_a_value_fails_only_past_its_limit_by_more_than_its_margin() -> None:
     c = check(metric="latency_ms", max=100)
     near = Measurement(Reading(103.0, 100, margin=5.0), NO_DATA)
-    assert judge(c, near, CheckState()).outcome is Outcome.INCONCLUSIVE
+    assert judge(c, near, CheckState()).outcome is Outcome.PASS
     far = Measurement(Reading(110.0, 100, margin=5.0), NO_DATA)
     v = judge(c, far, CheckState())
     assert v.outcome is Outcome.FAIL
@@ -286,3 +286,17 @@ def test_a_hung_source_delays_no_other_check_and_reaches_its_fail_safe() -> None
     assert seen["hung"][-1].breach
     assert "fail-safe" in seen["hung"][-1].reason
     assert time.monotonic() - started < 2.5  # the fail-safe within no_data_limit x interval + slack
+
+
+def test_in_the_hold_at_100_percent_relative_limits_are_not_judged() -> None:
+    """Blue serves nothing after the last stage: a busy host slowing green must not be read
+    as green being worse than blue's value from before; absolute limits still hold."""
+    relative = check(metric="latency_ms", max_vs_blue=1.25, noise_floor=20)
+    state = CheckState(baseline=50.0)
+    v = judge(relative, m(200.0, None, bs=0), state, blue_live=False)
+    assert v.outcome is Outcome.INCONCLUSIVE
+    assert "blue serves no traffic" in v.reason
+    both = check(metric="latency_ms", max_vs_blue=1.25, noise_floor=20, max=500)
+    for green, outcome in ((200.0, Outcome.PASS), (600.0, Outcome.FAIL)):
+        v = judge(both, m(green, None, bs=0), CheckState(baseline=50.0), blue_live=False)
+        assert v.outcome is outcome
