@@ -63,8 +63,8 @@ class SloCheck(Section):
     """hold (inconclusive) or fail when the source returns nothing."""
     no_data_limit: int = Field(default=10, ge=1)
     """Consecutive intervals the source cannot be asked (unreachable, a bad query, no answer
-    within the interval) after which the check fails (fail-safe): at most no_data_limit x
-    interval after the source went silent."""
+    within the interval) after which the check breaches (fail-safe): no_data_limit x interval
+    after the source went silent."""
     dry_run: bool = False
     """A shadow check: judged, journaled, exported and shown, but it never breaches. For
     trying a new check or new limits on a real cutover."""

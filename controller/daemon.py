@@ -105,7 +105,7 @@ class Daemon:
         self.until_done = until_done
         self.say = say or (lambda m: log.info("%s", m))
         self.plan = plan_for(settings)
-        self.metrics = DaemonMetrics([p.value for p in Phase])
+        self.metrics = DaemonMetrics([p.value for p in Phase], with_sync=self.plan.mode is not Mode.SHARED)
         self.store: StateStore  # opened by run(), in the thread that runs the loop (sqlite)
         self.leadership: Leadership | None = None
         self.deposed: str | None = None
@@ -260,6 +260,8 @@ class Daemon:
             self._reload()
         intents = tuple(Intent(k) for k in self.store.take_intents() if k in Intent.__members__.values())
         running, done = self.jobs.poll()
+        if done is not None:  # a shift or a rollback just ended: status shows the weights now
+            self.next_sample = 0.0
         sync_status = None
         if self.sync is not None and self.state.phase is Phase.STREAMING:
             sync_status = self.sync.read()
@@ -366,7 +368,7 @@ class Daemon:
         m.phase.state(self.state.phase.value)
         m.stage.set(self.state.stage + 1 if self.state.phase in LIVE_TRAFFIC else 0)
         m.paused.set(1 if self.state.paused else 0)
-        m.sync.heartbeat.set_to_current_time()
+        m.heartbeat.set_to_current_time()
         weights = self.snapshot.weights
         if now >= self.next_sample:
             self.next_sample = now + SAMPLE_EVERY

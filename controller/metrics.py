@@ -96,10 +96,16 @@ class SyncMetrics:
 class DaemonMetrics:
     """`cutover run`: the sync gauges plus the phase machine, traffic, SLOs and actions."""
 
-    def __init__(self, phases: list[str], registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, phases: list[str], registry: CollectorRegistry | None = None, *,
+                 with_sync: bool = True) -> None:
+        """with_sync=False (a shared database, no sync): the sync gauges are kept off the
+        served registry, so no `cutover_sync_streaming 0` sets off an alert."""
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.sync = SyncMetrics(r)
+        self.sync = SyncMetrics(r if with_sync else None)
+        self.heartbeat = self.sync.heartbeat if with_sync else Gauge(
+            "cutover_loop_heartbeat_timestamp_seconds", "Unix time of the loop's last iteration",
+            registry=r)
         self.phase = Enum("cutover_phase", "The phase the controller is in", states=phases, registry=r)
         self.stage = Gauge("cutover_stage", "Traffic stage, 1-based (0: none yet)", registry=r)
         self.paused = Gauge("cutover_paused", "1 while held by the operator or a failed step", registry=r)

@@ -227,8 +227,8 @@ def _take_intent(s: State, intent: Intent, plan: Plan, job_running: bool) -> Sta
     # PROMOTE: the next step now.
     if s.phase is Phase.STREAMING and plan.mode is Mode.FULL and not job_running:
         return replace(s, phase=Phase.SWITCHING, paused=False, reason="promoted by the operator")
-    if s.phase is Phase.SHIFTING and s.applied:
-        return replace(s, bake_seconds=max(s.bake_seconds, plan.stages[s.stage].bake),
+    if s.phase is Phase.SHIFTING and s.applied:  # also ends a hold (a starved stage's)
+        return replace(s, bake_seconds=max(s.bake_seconds, plan.stages[s.stage].bake), paused=False,
                        reason="promoted by the operator: bake skipped")
     if s.phase is Phase.PROMOTED:
         return replace(s, phase=Phase.FINALIZING, reason="finalized by the operator")
@@ -358,9 +358,9 @@ def _shifting(s: State, o: Observations, plan: Plan) -> Decision:
         if s.starved_seconds >= plan.starved_after * stage.bake:
             return _starved(s, o, plan)
     if baked >= stage.bake:
-        # The control, if any, moves to green before the stage counts as done.
+        # The last stage ends at 100 % whatever its control was (a reload may have changed it).
         return Decision(s, Effect(Job.STAGE_DONE, stage=s.stage,
-                                  weight=stage.weight if weight < stage.weight else None),
+                                  weight=100 if stage.weight == 100 else None),
                         f"stage {s.stage + 1} baked")
     return Decision(s, None, f"baking stage {s.stage + 1}" + ("" if o.slo_passing else " (held: "
                                                               "a check is not passing)"))

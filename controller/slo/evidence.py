@@ -20,8 +20,8 @@ BREACH_EVIDENCE = math.log(1e6)
 limit rather than at it. A clean green (well under its limit) drifts away from it; one at
 exactly its limit takes millions of requests to reach it by chance."""
 MIN_LIMIT = 1e-4
-"""A limit of 0 ("any error fails") is held as 1 in 10,000, so one error is still evidence
-but the arithmetic stays finite."""
+"""The CUSUM holds a limit of 0 ("any error fails") as 1 in 10,000, so the arithmetic stays
+finite; the judge fails any error against a limit of 0 itself."""
 Z_UPPER = 1.645
 """Blue's ratio is taken at the top of its one-sided 95 % interval when it sets green's
 limit: a blue that happened to have no errors this second must not make green's limit 0."""
@@ -66,7 +66,7 @@ def upper(errors: int, requests: int, z: float = Z_UPPER) -> float:
     """The Wilson score interval's upper end for a ratio of errors in requests."""
     if requests <= 0:
         return 1.0
-    phat = errors / requests
+    phat = min(max(errors, 0), requests) / requests
     denom = 1 + z * z / requests
     centre = phat + z * z / (2 * requests)
     spread = z * math.sqrt(phat * (1 - phat) / requests + z * z / (4 * requests * requests))

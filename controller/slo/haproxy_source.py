@@ -10,7 +10,8 @@ answering (hung, or a black hole): the reading fails and names it, and what it i
 then on counts as failed.
 
 HAProxy keeps no cumulative response-time sum, only `rtime`: each server's plain mean over
-its first 1024 responses, then a sliding average in which each response weighs 1/1024. Two
+its first 512 responses, then a sliding average in which each response weighs 1/512 (the
+documentation says 1024; the source's TIME_STATS_SAMPLES is 512). Two
 readings of it and the count of responses between them give back the mean of just those
 responses (`interval_mean`), so a latency regression shows in the first interval it lasts,
 not after a thousand requests. HAProxy rounds `rtime` to whole milliseconds, which makes that
@@ -30,7 +31,7 @@ from controller.traffic.balancer import TrafficError
 
 RESPONSE_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 FAILURE_FIELDS = ("econ", "eresp", "wretr")
-WINDOW = 1024
+WINDOW = 512
 """HAProxy's TIME_STATS_SAMPLES: the responses behind `rtime`."""
 STALLED_AFTER = 5
 STALLED_SECONDS = 1.5
@@ -139,6 +140,9 @@ class HAProxySource:
                 self._answered[(check.name, name)] = (now, lbtot)
                 continue
             since, sent_then = self._answered[(check.name, name)]
+            if lbtot < sent_then:  # counters were reset: count from now
+                self._answered[(check.name, name)] = (now, lbtot)
+                continue
             if now - since >= STALLED_SECONDS and lbtot - sent_then >= STALLED_AFTER:
                 stalled.append(f"{name} was sent {lbtot - sent_then} requests and has answered "
                                f"none for {now - since:.1f}s")

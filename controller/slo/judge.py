@@ -97,16 +97,18 @@ def judge(check: SloCheck, m: Measurement, state: CheckState, *, blue_live: bool
 
     blue_live=False: blue serves nothing by design (the hold after the last stage), so a
     limit relative to blue is not judged at all; only absolute limits hold green."""
-    if _enough(check, m.blue):
-        state.baseline = _finite(m.blue.value)
+    if _enough(check, m.blue):  # kept at its pessimistic end, as a live blue is taken
+        counted_blue = _counted(m.blue)
+        state.baseline = evidence.upper(*counted_blue) if counted_blue else _finite(m.blue.value)
     a = _assess(check, m, state.baseline if blue_live else None, blue_live)
     outcome, reason = a.outcome, a.reason
     state.unreachable = state.unreachable + 1 if m.error is not None else 0
-    if state.unreachable >= check.no_data_limit:
+    blind = state.unreachable >= check.no_data_limit
+    if blind:
         outcome = Outcome.FAIL
         reason = f"{reason}; {state.unreachable} times in a row (fail-safe)"
     counted = _counted(m.green)
-    if counted is not None and a.upper is not None and m.error is None:
+    if counted is not None and a.upper is not None and m.error is None and not m.green.overlapping:
         state.evidence = evidence.cusum(state.evidence, *counted, a.upper.value)
     if outcome is Outcome.FAIL:
         state.failures += 1
@@ -114,7 +116,7 @@ def judge(check: SloCheck, m: Measurement, state: CheckState, *, blue_live: bool
         state.failures = 0
     # An inconclusive interval neither clears nor extends a run of failures.
     state.history = [*state.history[-99:], outcome]
-    breach = state.failures >= check.failure_limit
+    breach = blind or state.failures >= check.failure_limit
     if state.evidence >= evidence.BREACH_EVIDENCE:
         breach = True
         reason = f"{reason}; evidence {state.evidence:.1f} ≥ {evidence.BREACH_EVIDENCE:.1f}"
@@ -200,8 +202,12 @@ def _assess(check: SloCheck, m: Measurement, last_baseline: float | None,
 
 
 def _weigh(errors: int, requests: int, limit: Limit) -> tuple[Outcome, str]:
-    p = evidence.tail(errors, requests, limit.value)
     seen = f"green {errors} errors in {requests} requests ({errors / requests:.3g})"
+    if limit.value <= 0:  # "no errors at all": one is a failure
+        if errors > 0:
+            return Outcome.FAIL, f"{seen} above limit 0 = {limit.how}"
+        return Outcome.PASS, f"within limits: {seen}"
+    p = evidence.tail(errors, requests, limit.value)
     if p < evidence.FAIL_P:
         return Outcome.FAIL, f"{seen} above limit {limit.value:.4g} = {limit.how} (p = {p:.2g})"
     return Outcome.PASS, f"within limits: {seen}, limit {limit.value:.4g} = {limit.how}"

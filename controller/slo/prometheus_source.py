@@ -40,7 +40,7 @@ class PrometheusSource:
         if value is None or check.metric != HAProxyMetric.ERROR_RATIO:
             return Reading(value, samples)
         # increase() extrapolates to fractions; errors are whole and never more than requests.
-        return Reading(value, samples, errors=min(samples, round(value * samples)))
+        return Reading(value, samples, errors=min(samples, round(value * samples)), overlapping=True)
 
     def instant(self, query: str) -> float | None:
         try:

@@ -21,6 +21,9 @@ class Reading:
     errors: int | None = None
     """For a ratio of failed requests: how many of `samples` failed, so the judge can weigh
     the evidence (1 error in 35 requests is not 3 % with any confidence)."""
+    overlapping: bool = False
+    """The counts come from a window longer than the interval (Prometheus's [1m] every 15 s):
+    each interval is weighed on its own, never added up across intervals."""
     margin: float = 0.0
     """How far the true value may lie from `value` because of how it was measured (HAProxy's
     averages come rounded to whole milliseconds)."""

@@ -77,9 +77,9 @@ class Watch:
                        for kind in {c.source for c in checks}}
         self.blue_live = True
         """False while blue serves nothing by design (the hold at 100 %): see judge()."""
-        self._asked: dict[str, tuple[Future[Measurement], float, bool]] = {}
-        """check -> its measurement in flight, when it is due to answer, and whether it is
-        already overdue (its late answer is then dropped: the next one is asked on time)."""
+        self._asked: dict[str, tuple[Future[Measurement], float]] = {}
+        """check -> its measurement in flight, and when it is due to answer (or to be told
+        silent once more)."""
 
     def step(self, wait: float = 0.0) -> list[Verdict]:
         """Ask every check that is due, wait up to `wait` seconds for the answers, and judge
@@ -92,23 +92,23 @@ class Watch:
             self.due[check.name] = max(self.due[check.name] + check.interval, now)
             source = self.sources[check.source]
             self._asked[check.name] = (self._pools[check.source].submit(source.measure, check),
-                                       now + check.interval, False)
+                                       now + check.interval)
         if wait > 0 and self._asked:
-            futures.wait([f for f, _, _ in self._asked.values()], timeout=wait)
+            futures.wait([f for f, _ in self._asked.values()], timeout=wait)
         verdicts = []
         for check in self.checks:
             if check.name not in self._asked:
                 continue
-            future, deadline, overdue = self._asked[check.name]
+            future, deadline = self._asked[check.name]
             if future.done():
+                # Judged even when late: a counter source has moved on past this interval,
+                # and an answer shows the source is alive (its fail-safe count starts again).
                 del self._asked[check.name]
-                if overdue:
-                    continue
                 measurement = _result(future)
             elif self.clock() >= deadline:
                 # Silent for another interval: one more "no answer", towards the fail-safe.
                 measurement = Measurement(NO_DATA, NO_DATA, error=f"no answer within {check.interval:g}s")
-                self._asked[check.name] = (future, deadline + check.interval, True)
+                self._asked[check.name] = (future, deadline + check.interval)
                 self.due[check.name] = deadline + check.interval
             else:
                 continue
@@ -120,7 +120,7 @@ class Watch:
     def next_due(self) -> float:
         """When step() next has something to do: a check due, or an answer's deadline."""
         return min([*(self.due[c.name] for c in self.checks if c.name not in self._asked),
-                    *(d for _, d, _ in self._asked.values())], default=self.clock() + 0.1)
+                    *(d for _, d in self._asked.values())], default=self.clock() + 0.1)
 
     def close(self) -> None:
         """Stop asking; a measurement still in flight finishes on its own."""

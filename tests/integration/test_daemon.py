@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from config import Settings, load_settings
+from controller.cli_run import status_data
 from controller.daemon import Daemon
 from controller.journal import Journal
 from controller.lab.lab import Lab
@@ -172,7 +173,9 @@ def test_green_breaks_at_10_percent_and_the_daemon_rolls_back_writes_too(
     store = Journal(settings.state.path)
     breach = store.events("breach")
     decisions = [e.data for e in store.events("decision") if e.data["inputs"].get("breach")]
+    shown = status_data(store)["weights"]  # what `cutover status` says once the daemon is gone
     store.close()
+    assert shown["green"] == 0, shown
     assert breach
     assert breach[0].data["outcome"] == "fail"
     assert decisions

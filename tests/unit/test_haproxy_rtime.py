@@ -1,4 +1,4 @@
-"""Decoding HAProxy's `rtime` (a mean of the first 1024 responses, then a sliding average)
+"""Decoding HAProxy's `rtime` (a mean of the first 512 responses, then a sliding average)
 back into the mean of one interval's responses, without servers."""
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ def test_the_intervals_own_mean_comes_back_within_its_margin(warm: int, added: i
     assert margin < 25
 
 
-def test_a_regression_is_seen_in_the_first_interval_not_after_a_thousand_requests() -> None:
+def test_a_regression_is_seen_in_the_first_interval_not_after_hundreds_of_requests() -> None:
     s = Server()
     for _ in range(5000):
         s.respond(20.0)
     before, seen = s.rtime, s.seen
     for _ in range(100):  # one second at 100 requests a second
         s.respond(80.0)
-    assert s.rtime < 27  # HAProxy's own figure has barely moved
+    assert s.rtime < 32  # HAProxy's own figure has moved a sixth of the way
     mean, margin = interval_mean(before, s.rtime, seen, 100)
     assert mean - margin > 60

@@ -190,7 +190,10 @@ def test_the_last_stage_keeps_a_control_on_blue_until_it_has_baked() -> None:
         Job.SHIFT, weight=50, stage=1)  # earlier stages are as configured
     baked = decide(_baking(2, 59), Observations(elapsed=5), plan)
     assert baked.effect == Effect(Job.STAGE_DONE, stage=2, weight=100)
-    assert decide(_baking(2, 59), Observations(elapsed=5), FULL).effect == Effect(Job.STAGE_DONE, stage=2)
+    # Without a control too: the last stage's end sets 100 %, whatever a reload changed.
+    assert decide(_baking(2, 59), Observations(elapsed=5), FULL).effect == Effect(
+        Job.STAGE_DONE, stage=2, weight=100)
+    assert decide(_baking(1, 59), Observations(elapsed=5), FULL).effect == Effect(Job.STAGE_DONE, stage=1)
 
 
 def test_shift_result_marks_the_stage_applied() -> None:

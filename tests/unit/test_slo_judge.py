@@ -98,9 +98,9 @@ def test_no_data_holds_or_fails_as_configured() -> None:
 def test_an_unreachable_source_fails_safe_after_its_limit() -> None:
     down = Measurement(NO_DATA, NO_DATA, error="connection refused")
     c = check(max=1, no_data_limit=3, failure_limit=2)
-    assert run(c, down, down, down, down) == [
-        (Outcome.INCONCLUSIVE, False), (Outcome.INCONCLUSIVE, False),
-        (Outcome.FAIL, False), (Outcome.FAIL, True)]
+    # Breached at the limit itself, whatever failure_limit: no_data_limit x interval is the bound.
+    assert run(c, down, down, down) == [
+        (Outcome.INCONCLUSIVE, False), (Outcome.INCONCLUSIVE, False), (Outcome.FAIL, True)]
     # One good answer in between starts the count again.
     assert run(c, down, down, m(0.0), down, down) == [(Outcome.INCONCLUSIVE, False)] * 2 + [
         (Outcome.PASS, False)] + [(Outcome.INCONCLUSIVE, False)] * 2
@@ -300,3 +300,20 @@ def test_in_the_hold_at_100_percent_relative_limits_are_not_judged() -> None:
     for green, outcome in ((200.0, Outcome.PASS), (600.0, Outcome.FAIL)):
         v = judge(both, m(green, None, bs=0), CheckState(baseline=50.0), blue_live=False)
         assert v.outcome is outcome
+
+
+def test_a_limit_of_zero_fails_any_error() -> None:
+    c = check(max=0.0)
+    assert judge(c, counted(1, 500), CheckState()).outcome is Outcome.FAIL
+    assert judge(c, counted(0, 500), CheckState()).outcome is Outcome.PASS
+
+
+def test_overlapping_windows_are_weighed_one_by_one_never_added_up() -> None:
+    """Prometheus's [1m] asked every 15 s counts each error four times: no CUSUM on it."""
+    c = check(source="prometheus", metric="error_ratio", query="q", max=0.01, failure_limit=5)
+    state = CheckState()
+    seen = Measurement(Reading(0.05, 200, errors=10, overlapping=True), NO_DATA)
+    verdicts = [judge(c, seen, state) for _ in range(4)]
+    assert all(v.outcome is Outcome.FAIL for v in verdicts)
+    assert not any(v.breach for v in verdicts)
+    assert state.evidence == 0
