@@ -79,6 +79,9 @@ class CheckState:
     as at a 100 % stage."""
     evidence: float = 0.0
     """The CUSUM of a counted ratio (0 = no evidence against green)."""
+    blue_recent: list[Reading] = field(default_factory=list)
+    """Blue's last readings that had requests: pooled when one interval has too few (a 5 %
+    control), so green is held to blue of a few seconds ago rather than of before the stage."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ def judge(check: SloCheck, m: Measurement, state: CheckState, *, blue_live: bool
 
     blue_live=False: blue serves nothing by design (the hold after the last stage), so a
     limit relative to blue is not judged at all; only absolute limits hold green."""
+    m = _with_recent_blue(check, m, state)
     if _enough(check, m.blue):  # kept at its pessimistic end, as a live blue is taken
         counted_blue = _counted(m.blue)
         state.baseline = evidence.upper(*counted_blue) if counted_blue else _finite(m.blue.value)
@@ -127,6 +131,31 @@ def judge(check: SloCheck, m: Measurement, state: CheckState, *, blue_live: bool
                    limit.value if limit else None, state.failures,
                    limit.how if limit else None, m.green.samples, m.blue.samples,
                    state.evidence if counted is not None else None, check.dry_run)
+
+
+POOLED = 10
+"""At most this many of blue's last intervals pooled into one baseline."""
+
+
+def _with_recent_blue(check: SloCheck, m: Measurement, state: CheckState) -> Measurement:
+    """m, with blue pooled over its last intervals when this one has too few requests."""
+    blue = m.blue
+    if _finite(blue.value) is None or not blue.samples:
+        return m
+    state.blue_recent = [*state.blue_recent[-(POOLED - 1):], blue]
+    if _enough(check, blue) or blue.overlapping:
+        return m
+    pooled: list[Reading] = []
+    for r in reversed(state.blue_recent):
+        pooled.append(r)
+        n = sum(p.samples or 0 for p in pooled)
+        if n >= check.min_samples:
+            value = sum((p.value or 0.0) * (p.samples or 0) for p in pooled) / n
+            errors = (sum(p.errors or 0 for p in pooled)
+                      if all(p.errors is not None for p in pooled) else None)
+            margin = sum(p.margin * (p.samples or 0) for p in pooled) / n
+            return Measurement(m.green, Reading(value, n, errors=errors, margin=margin), m.error)
+    return m
 
 
 def _finite(x: float | None) -> float | None:

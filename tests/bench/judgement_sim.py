@@ -54,10 +54,9 @@ class Noise:
     jitter: float = 0.5
     """Lognormal sigma of each response's latency."""
     error_ratio: float = 0.001
-    gc_every: float = 45.0
-    """Seconds between one server's GC-like pauses (on average)."""
-    gc_ms: float = 250.0
-    gc_seconds: float = 0.4
+    pauses: tuple[tuple[float, float, float], ...] = ((5.0, 30.0, 0.1), (600.0, 300.0, 0.5))
+    """GC-like pauses of one server at a time, (every, ms, seconds): by default a young
+    collection of 30 ms every 5 s and a full one of 300 ms every 10 minutes (on average)."""
     host_slowdowns: list[tuple[float, float, float]] = field(default_factory=list)
     """(start, seconds, factor): every server slower at once (a busy host)."""
 
@@ -79,7 +78,8 @@ class SimHAProxy:
         self.now = 0.0
         self.green_percent = 10
         self.fault: Fault | None = None
-        self._gc: dict[str, float] = {}
+        self._gc: dict[str, tuple[float, float]] = {}
+        """server -> (until, extra ms) of the pause it is in."""
 
     def clock(self) -> float:
         return self.now
@@ -100,8 +100,9 @@ class SimHAProxy:
                 self._request()
             self.now += step
             for name in self.servers:
-                if self.rng.random() < step / self.noise.gc_every:
-                    self._gc[name] = self.now + self.noise.gc_seconds
+                for every, ms, length in self.noise.pauses:
+                    if self.rng.random() < step / every:
+                        self._gc[name] = (self.now + length, ms)
 
     def _request(self) -> None:
         green = self.rng.random() * 100 < self.green_percent
@@ -115,8 +116,9 @@ class SimHAProxy:
         for start, length, factor in self.noise.host_slowdowns:
             if start <= self.now < start + length:
                 ms *= factor
-        if self._gc.get(name, -1.0) > self.now:
-            ms += self.noise.gc_ms
+        until, pause = self._gc.get(name, (-1.0, 0.0))
+        if until > self.now:
+            ms += pause
         error_ratio = self.noise.error_ratio
         if fault is not None:
             ms += fault.extra_ms

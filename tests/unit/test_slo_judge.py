@@ -130,10 +130,13 @@ def test_at_100_percent_a_relative_check_keeps_blues_last_baseline() -> None:
     held = judge(c, m(110.0, None, bs=0), state)
     assert held.outcome is Outcome.PASS
     assert held.baseline == 100.0
-    worse = judge(c, m(130.0, 50.0, bs=3), state)  # 3 samples of blue: not a baseline
+    # 3 samples of blue: too few alone, so pooled with its last readings (a 5 % control).
+    worse = judge(c, m(130.0, 50.0, bs=3), state)
     assert worse.outcome is Outcome.FAIL
-    assert "last baseline" in worse.reason
-    assert worse.threshold == 125.0
+    assert worse.threshold == pytest.approx(1.25 * (100 * 100 + 50 * 3) / 103)
+    assert worse.blue_samples == 103
+    held_again = judge(c, m(130.0, None, bs=0), state)  # none at all: the last baseline
+    assert "last baseline" in held_again.reason
     assert judge(c, m(130.0, None, bs=0), CheckState()).outcome is Outcome.INCONCLUSIVE
 
 
