@@ -41,7 +41,7 @@ def test_lab_fault_sets_and_clears_an_environment(lab: Lab) -> None:
     try:
         for server in lab.state.servers_of("green"):
             state = httpx.get(f"{lab.state.app_url(server)}/admin/fault", timeout=5).json()
-            assert state == {"error_ratio": 0.5, "latency_ms": 20.0}
+            assert state == {"error_ratio": 0.5, "latency_ms": 20.0, "hang": False}
     finally:
         assert runner.invoke(app, ["lab", "fault", "green", "--dir", str(lab.root)]).exit_code == 0
     for server in lab.state.servers_of("green"):

@@ -7,8 +7,9 @@ by checksum. The matrix is printed with the worst stall per cell.
 
 The whole matrix (4 x 16 steps x 5 faults, about 25 minutes here) runs with `make matrix`;
 the default run takes the steps between the pause and the resume, where writers are held,
-through PgBouncer with logical replication, and the endpoint's own steps through commands
-with the diff sync."""
+through PgBouncer with logical replication (at each, an exception of an unexpected type and
+SIGKILL, and the three other faults in turn, so each meets several of these steps), and the
+endpoint's own steps through commands with the diff sync, every fault."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ HELD = ("pause", "resume")
 """The first and the last step during which writers are held."""
 
 
+def held_faults(index: int) -> tuple[str, ...]:
+    """The default run's faults at the index-th held step: the two that matter at every step,
+    and one of the other three in turn."""
+    return ("exception", "sigkill", FAULTS[2 + index % 3])
+
+
 def run_matrix(lab: Lab, pair: DbPair, tmp_path: Path, mode: str, endpoint: str,
                which: tuple[str, ...] | None = None) -> None:
     cells: dict[tuple[str, str], Cell] = {}
@@ -34,8 +41,8 @@ def run_matrix(lab: Lab, pair: DbPair, tmp_path: Path, mode: str, endpoint: str,
             steps = steps[steps.index(HELD[0]):steps.index(HELD[1]) + 1]
         elif which is not None:
             steps = [s for s in steps if s in which]
-        for step in steps:
-            for fault in FAULTS:
+        for i, step in enumerate(steps):
+            for fault in held_faults(i) if which == HELD else FAULTS:
                 cells[(fault, step)] = r.run(fault, step)
     print("\n" + render(f"switch fault matrix: {mode} sync, {endpoint} endpoint (worst stall "
                         f"between two acknowledged writes; fence_timeout {FENCE_TIMEOUT:g}s; "

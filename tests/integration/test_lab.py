@@ -106,7 +106,7 @@ def test_fault_switch_makes_the_app_return_5xx_then_recovers(lab: Lab) -> None:
     with httpx.Client(base_url=green, timeout=5) as client:
         assert client.get("/api/health").status_code == 200
         set_resp = client.post("/admin/fault", json={"error_ratio": 1.0})
-        assert set_resp.json() == {"error_ratio": 1.0, "latency_ms": 0.0}
+        assert set_resp.json() == {"error_ratio": 1.0, "latency_ms": 0.0, "hang": False}
         try:
             codes = {client.get("/api/items").status_code for _ in range(10)}
             assert codes == {500}
