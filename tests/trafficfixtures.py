@@ -17,8 +17,7 @@ from controller.traffic.shift import shift
 def set_fault(lab: Lab, env: str, error_ratio: float = 0.0, latency_ms: float = 0.0) -> None:
     """The fault switch of every app server of env (no arguments: healthy)."""
     for server in lab.state.servers_of(env):
-        httpx.post(f"{lab.state.app_url(server)}/admin/fault", timeout=5,
-                   json={"error_ratio": error_ratio, "latency_ms": latency_ms}).raise_for_status()
+        set_server_fault(lab, server, error_ratio=error_ratio, latency_ms=latency_ms)
 
 
 def set_server_fault(lab: Lab, server: str, **fault: object) -> None:

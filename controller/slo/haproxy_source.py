@@ -134,13 +134,10 @@ class HAProxySource:
         stalled = []
         for name, s in servers.items():
             lbtot = _int(new[name], "lbtot")
+            since, sent_then = self._answered.get((check.name, name), (now, -1))
             # Silence counts from the first request it left unanswered, not from a time it
-            # was sent nothing (weight 0).
-            if s.attempts or not s.sent or (check.name, name) not in self._answered:
-                self._answered[(check.name, name)] = (now, lbtot)
-                continue
-            since, sent_then = self._answered[(check.name, name)]
-            if lbtot < sent_then:  # counters were reset: count from now
+            # was sent nothing (weight 0), and from now again after counters were reset.
+            if s.attempts or not s.sent or lbtot < sent_then or sent_then < 0:
                 self._answered[(check.name, name)] = (now, lbtot)
                 continue
             if now - since >= STALLED_SECONDS and lbtot - sent_then >= STALLED_AFTER:
@@ -155,12 +152,11 @@ class HAProxySource:
             if attempts == 0:
                 return Reading(None, 0, failed=failed)
             return Reading(errors / attempts, attempts, failed=failed, errors=errors)
-        timed = [s for s in servers.values() if s.ms is not None]
+        timed = [(s.ms, s.margin, s.responses) for s in servers.values() if s.ms is not None]
         if not timed:
             return Reading(None, 0, failed=failed)
-        return Reading(sum(s.ms * s.responses for s in timed if s.ms is not None) / responses,
-                       responses, failed=failed,
-                       margin=sum(s.margin * s.responses for s in timed) / responses)
+        return Reading(sum(ms * n for ms, _, n in timed) / responses, responses, failed=failed,
+                       margin=sum(margin * n for _, margin, n in timed) / responses)
 
     def close(self) -> None:
         self.api.close()

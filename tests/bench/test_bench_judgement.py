@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from config import load_settings
@@ -122,7 +123,7 @@ def _heal(lab: Lab) -> None:
             try:
                 set_server_fault(lab, server)
                 break
-            except Exception:  # a dead server comes back by itself
+            except httpx.HTTPError:  # a dead server comes back by itself
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
