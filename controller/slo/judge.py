@@ -114,16 +114,21 @@ def judge(check: SloCheck, m: Measurement, state: CheckState, *, blue_live: bool
     counted = _counted(m.green)
     if counted is not None and a.upper is not None and m.error is None and not m.green.overlapping:
         state.evidence = evidence.cusum(state.evidence, *counted, a.upper.value)
+    if state.evidence >= evidence.BREACH_EVIDENCE:
+        # Evidence gathered over several intervals decides even where this one alone could
+        # not (too little traffic): the interval is a failure, and says why first.
+        if outcome is not Outcome.FAIL:
+            reason = f"enough evidence over the last intervals (this one alone: {outcome.value}, {reason})"
+            outcome = Outcome.FAIL
+        reason = f"{reason}; evidence {state.evidence:.1f} ≥ {evidence.BREACH_EVIDENCE:.1f}"
     if outcome is Outcome.FAIL:
         state.failures += 1
     elif outcome is Outcome.PASS:
         state.failures = 0
     # An inconclusive interval neither clears nor extends a run of failures.
     state.history = [*state.history[-99:], outcome]
-    breach = blind or state.failures >= check.failure_limit
-    if state.evidence >= evidence.BREACH_EVIDENCE:
-        breach = True
-        reason = f"{reason}; evidence {state.evidence:.1f} ≥ {evidence.BREACH_EVIDENCE:.1f}"
+    breach = (blind or state.failures >= check.failure_limit
+              or state.evidence >= evidence.BREACH_EVIDENCE)
     if breach and check.dry_run:
         breach, reason = False, f"{reason}; would breach (dry run)"
     limit = a.upper if a.upper is not None else a.lower

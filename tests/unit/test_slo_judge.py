@@ -194,9 +194,13 @@ def test_low_traffic_errors_accrue_evidence_without_passing_or_failing() -> None
     c = check(max=0.01, min_samples=20, failure_limit=3)
     state = CheckState()
     verdicts = [judge(c, counted(3, 3), state) for _ in range(10)]
-    assert all(v.outcome is Outcome.INCONCLUSIVE for v in verdicts)
     first = next(i for i, v in enumerate(verdicts) if v.breach)
     assert 1 <= first <= 6
+    assert all(v.outcome is Outcome.INCONCLUSIVE for v in verdicts[:first])
+    # The breach is a failure on the evidence, and says so before the interval's own reading.
+    assert verdicts[first].outcome is Outcome.FAIL
+    assert verdicts[first].reason.startswith(
+        "enough evidence over the last intervals (this one alone: inconclusive, too little traffic")
 
 
 def test_a_clean_green_never_accrues_evidence() -> None:
