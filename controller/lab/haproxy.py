@@ -43,7 +43,8 @@ backend {BACKEND}
 """)
     if run_as:
         run_as.chown(cfg)
-    run([find_binary("haproxy"), "-c", "-q", "-f", str(cfg)], run_as, cwd=root)
+    # Never -q: it silences the very alert that says what is wrong.
+    run([find_binary("haproxy"), "-c", "-f", str(cfg)], run_as, cwd=root)
     return cfg
 
 

@@ -176,7 +176,7 @@ def pgbench_init(dsn: str, scale: int) -> None:
     done = subprocess.run([find_binary("pgbench"), "-i", "-q", "-s", str(scale), "--foreign-keys", dsn],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise LabError(f"pgbench -i failed: {done.stderr}")
+        raise LabError(f"pgbench -i failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
 
 class Pgbench:

@@ -35,7 +35,7 @@ def settings(root: Path, servers: dict[str, int], blue: list[str], green: list[s
     return NginxSettings(upstream_file=upstream_file(root), upstream=UPSTREAM,
                          servers={s: f"127.0.0.1:{port}" for s, port in servers.items()},
                          directives=["keepalive 32"],
-                         test_command=[*base_argv(root), "-t", "-q"],
+                         test_command=[*base_argv(root), "-t"],
                          reload_command=[*base_argv(root), "-s", "reload"])
 
 
@@ -69,7 +69,7 @@ http {{
     }}
 }}
 """)
-    run([*base_argv(root), "-t", "-q"], None)
+    run([*base_argv(root), "-t"], None)
 
 
 def start(root: Path, log: Path) -> Proc:

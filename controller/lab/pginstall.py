@@ -113,7 +113,7 @@ def _make_readable(root: Path) -> None:
 
 def _check_runs(bindir: Path, run_as: RunAs) -> None:
     try:
-        run([str(bindir / "postgres"), "--version"], run_as, timeout=30, cwd=Path("/"))
+        run([str(bindir / "postgres"), "--version"], run_as, timeout=30)
     except (LabError, OSError) as exc:
         raise LabError(f"the lab's user {run_as.name!r} cannot run {bindir / 'postgres'} ({exc}); "
                        "install PostgreSQL where that user can read it, or point "

@@ -85,6 +85,7 @@ def spawn(
     cwd: Path | None = None,
 ) -> Proc:
     """Start a server in its own session with output to log; returns its identity."""
+    cwd = _cwd(cwd, run_as)
     with log.open("ab") as out:
         child = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -99,6 +100,12 @@ def spawn(
     if ticks is None:
         raise LabError(f"{argv[0]} exited at once; see {log}:\n{tail(log)}")
     return Proc(pid=child.pid, start_ticks=ticks)
+
+
+def _cwd(cwd: Path | None, run_as: RunAs | None) -> Path | None:
+    # Another user may not be able to enter the caller's directory (a clone in a mode-0700
+    # home): tools such as `haproxy -c` then fail on it. The root directory anyone can enter.
+    return cwd if cwd is not None or run_as is None else Path("/")
 
 
 def stop(proc: Proc | None, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:
@@ -128,6 +135,7 @@ def _reap(proc: Proc | None) -> None:
 def run(argv: Sequence[str], run_as: RunAs | None, timeout: float = 120.0,
         env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
     """Run a command to completion; a failure raises LabError with its output."""
+    cwd = _cwd(cwd, run_as)
     try:
         done = subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd,

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
+from controller.lab import haproxy
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, Pgbench, pgbench_init
-from controller.lab.processes import is_running
+from controller.lab.processes import LabError, is_running
 from tests.labfixtures import new_lab_dir
 
 
@@ -185,7 +187,12 @@ def test_pgbench_through_pgbouncer_has_no_failures(lab: Lab) -> None:
                          "pgbench_history CASCADE")
 
 
-def test_lab_up_is_idempotent_and_down_stops_exactly_its_processes() -> None:
+def test_lab_up_is_idempotent_and_down_stops_exactly_its_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Started from a directory the lab's user cannot enter, as from a clone in root's home.
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    monkeypatch.chdir(private)
     root = new_lab_dir("idem")
     lab = Lab(root)
     try:
@@ -203,3 +210,10 @@ def test_lab_up_is_idempotent_and_down_stops_exactly_its_processes() -> None:
     finally:
         Lab(root).down(purge=True)
     assert not Path(root).exists()
+
+
+def test_a_config_haproxy_refuses_reaches_the_user_with_haproxy_own_words(tmp_path: Path) -> None:
+    with pytest.raises(LabError) as refused:
+        haproxy.write_config(tmp_path, 1, 2, {"blue 1": 3}, {}, None)
+    assert "haproxy" in str(refused.value)
+    assert "ALERT" in str(refused.value), str(refused.value)
