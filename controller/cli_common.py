@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from config import ConfigError, Settings, load_settings
@@ -32,6 +33,25 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 def styled(*parts: str | tuple[str, str]) -> Text:
     """One line from plain strings and (text, style) pairs, printed as they are."""
     return Text.assemble(*parts)
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """A table that never cuts a cell. On a terminal a long cell folds onto more lines; to a
+    pipe, a file or journald (where rich assumes 80 columns) the table is as wide as its
+    widest cells need, so a line holds whole names a user can grep."""
+    console = console or out
+    for column in table.columns:
+        column.overflow = "fold"
+    if console.is_terminal:
+        console.print(table)
+    else:
+        needed = console.measure(table, options=console.options.update_width(1 << 16)).maximum
+        width = console.width
+        console.width = max(width, needed)  # print(width=) cannot exceed the console's own
+        try:
+            console.print(table)
+        finally:
+            console.width = width
 
 
 def error_line(message: object) -> Text:

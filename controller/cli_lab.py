@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from config.durations import parse_duration
-from controller.cli_common import Exit, JsonOption, fail, out, print_json, styled
+from controller.cli_common import Exit, JsonOption, fail, out, print_json, print_table, styled
 from controller.lab.lab import DEFAULT_BASE_PORT, DEFAULT_ROOT, Lab
 from controller.lab.load import HttpLoad
 from controller.lab.processes import LabError
@@ -87,7 +87,7 @@ def status(root: DirOption = DEFAULT_ROOT, as_json: JsonOption = False) -> None:
             table.add_row(c.name, str(c.port), str(c.pid or "-"),
                           styled(("running", "green")) if c.running else styled(("stopped", "red")),
                           c.version or "")
-        out.print(table)
+        print_table(table)
     if not all(c.running for c in parts):
         raise typer.Exit(Exit.FAILED)
 

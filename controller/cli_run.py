@@ -24,6 +24,7 @@ from controller.cli_common import (
     err,
     out,
     print_json,
+    print_table,
     settings_or_exit,
     styled,
 )
@@ -134,7 +135,7 @@ def status(
             print_json(status_data(store))
             return
         if not watch:
-            out.print(_status_table(status_data(store)))
+            print_table(_status_table(status_data(store)))
             return
         with Live(_status_table(status_data(store)), console=out, refresh_per_second=2) as live:
             try:
@@ -184,7 +185,7 @@ def history(
     table = Table("time (UTC)", "kind", "what")
     for e in events:
         table.add_row(datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S"), e.kind, _describe(e))
-    out.print(table)
+    print_table(table)
 
 
 def _intent(kind: Intent, config: Path | None, as_json: bool) -> None:

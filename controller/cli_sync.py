@@ -31,6 +31,7 @@ from controller.cli_common import (
     error_line,
     out,
     print_json,
+    print_table,
     settings_or_exit,
     styled,
 )
@@ -39,7 +40,7 @@ from sync import diff, logical, readiness
 from sync.apply_watch import ApplyWatch
 from sync.catalog import list_tables
 from sync.connections import connect, databases
-from sync.copy import CopyProgress
+from sync.copy import CopyProgress, ProgressLines
 from sync.errors import BadInputError, SyncError
 from sync.livepair import ENVS, LivePair
 from sync.logical import StartResult
@@ -62,7 +63,7 @@ def _print_preflight(report: Report) -> None:
     colour = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for c in report.checks:
         table.add_row(c.name, styled((c.status.value, colour[c.status])), c.detail)
-    out.print(table)
+    print_table(table)
     # Fixes unwrapped, one per line, so they can be copied as they are.
     for c in report.checks:
         if c.fix and c.status is not Status.PASS:
@@ -280,15 +281,12 @@ def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> StartR
                 last.rows = p.rows
                 bar.update(task, completed=p.rows, rows=f"{p.rows:,}")
             return logical.start(settings, say=lambda m: bar.console.print(f"  {m}"), progress=show)
-    next_log = [time.monotonic()]
+    lines = ProgressLines(lambda m: console.print(f"  {m}"))
 
     def log(p: CopyProgress) -> None:
         metrics.rows_copied.inc(p.rows - last.rows)
         last.rows = p.rows
-        if time.monotonic() >= next_log[0]:
-            console.print(f"  copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, "
-                          f"{p.chunks_done}/{p.chunks_total} chunks")
-            next_log[0] = time.monotonic() + 5
+        lines(p)
     return logical.start(settings, say=lambda m: console.print(f"  {m}"), progress=log)
 
 
@@ -443,7 +441,7 @@ def verify_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> None
         for t in report.tables:
             table.add_row(t.table, styled((t.verdict.value, colour.get(t.verdict, 'red'))),
                           f"{t.blue_rows:,}", f"{t.green_rows:,}", "; ".join(t.differing[:5]))
-        out.print(table)
+        print_table(table)
         out.print(f"verified {len(report.tables)} table(s) in {report.seconds:.2f}s")
     if not report.ok:
         raise typer.Exit(Exit.FAILED)

@@ -28,7 +28,7 @@ from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, shift
 from sync import diff, logical, readiness
-from sync.copy import CopyProgress
+from sync.copy import CopyProgress, ProgressLines
 from sync.errors import SyncError
 from sync.preflight import Status, run_preflight
 from sync.switch import SwitchUnfinished, switch
@@ -143,14 +143,12 @@ def _copy(c: _Context) -> JobResult:
                          f"{report.total('inserted') + report.total('updated'):,} written, "
                          f"{report.total('deleted'):,} deleted")
     last = CopyProgress()
-    next_log = [0.0]
+    lines = ProgressLines(c.say)
 
     def progress(p: CopyProgress) -> None:
         c.metrics.sync.rows_copied.inc(max(0, p.rows - last.rows))
         last.rows = p.rows
-        if time.monotonic() >= next_log[0]:
-            c.say(f"copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, {p.chunks_done}/{p.chunks_total} chunks")
-            next_log[0] = time.monotonic() + 5
+        lines(p)
     started = logical.start(c.settings, say=c.say, progress=progress)
     logical.settle(c.settings, started, say=c.say)
     what = "already streaming" if started.already_streaming else f"{started.rows_copied:,} rows copied"
@@ -221,7 +219,12 @@ def _stage_done(c: _Context) -> JobResult:
 def _finalize(c: _Context) -> JobResult:
     c.hooks(HookPoint.BEFORE_FINALIZE)
     if _moves_writes(c.settings):
-        # Blue no longer needs to follow: drop the reverse replication and our objects.
+        # Blue no longer needs to follow: once it has what green took (it stays a complete
+        # copy as of now), drop the reverse replication and our objects.
+        sw = c.settings.switchover
+        if c.state.switched and sw is not None and c.settings.sync.mode is SyncMode.LOGICAL:
+            # Bounded: a broken reverse stream must not hold finalize for catch_up_timeout.
+            logical.settle_follower(c.settings, min(sw.catch_up_timeout, 60.0), say=c.say)
         logical.drop(c.settings, say=c.say)
     c.hooks(HookPoint.AFTER_FINALIZE)
     return JobResult(Job.FINALIZE, True, "replication dropped" if _moves_writes(c.settings) else "")

@@ -4,6 +4,7 @@ replication slot's), so the copy is exactly the state the subscription then cont
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,25 @@ class CopyProgress:
 
 
 ProgressFn = Callable[[CopyProgress], None]
+
+
+class ProgressLines:
+    """Copy progress as plain lines, for a log, a pipe or journald: the first chunk, then
+    one line every `every` seconds, and always the last chunk (so a log ends on the total)."""
+
+    def __init__(self, say: Callable[[str], None], every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say, self.every, self.clock = say, every, clock
+        self.next_at: float | None = None
+
+    def __call__(self, p: CopyProgress) -> None:
+        now = self.clock()
+        last = p.chunks_total > 0 and p.chunks_done >= p.chunks_total
+        if last or self.next_at is None or now >= self.next_at:
+            self.say(f"copy: {p.rows:,} rows, {p.bytes / 1e6:,.1f} MB, "
+                     f"{p.chunks_done}/{p.chunks_total} chunks")
+            self.next_at = now + self.every
+
 REPORT_EVERY_BYTES = 4 * 1024 * 1024
 BLOCK_BYTES = 1024 * 1024
 RERUN = "re-run `cutover sync` to start the copy again (green's partial rows are replaced)"

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from config.settings import Settings
-from sync import foreign_keys, largeobjects, objects, readiness
+from sync import foreign_keys, largeobjects, objects, readiness, status
 from sync.catalog import Table, list_tables, table_by_name
 from sync.chunks import plan_chunks
 from sync.connections import Conn, connect, databases
@@ -302,6 +302,25 @@ def _drop_slot(blue: Conn, name: str) -> None:
         except psycopg.errors.ObjectInUse:
             time.sleep(0.1)
     raise SyncError(f"replication slot {name!r} on blue stays in use; stop its consumer")
+
+
+def settle_follower(settings: Settings, timeout: float, say: Say = lambda _: None) -> bool:
+    """Wait until the follower (blue after a switch, green before it) has applied every
+    commit its source made so far; False past timeout or when nothing streams. Finalize
+    calls it, so the blue it leaves behind holds every write acknowledged before."""
+    blue_db, green_db = databases(settings)
+    with connect(blue_db, "settle") as blue, connect(green_db, "settle") as green:
+        stream = status.running_stream(blue, green, settings.sync)
+        if stream is None:
+            return False
+        source, follower = (blue, green) if stream.source == "blue" else (green, blue)
+        started = time.monotonic()
+        if status.wait_applied(source, follower, timeout):
+            say(f"{stream.follower} has applied every write {stream.source} took "
+                f"({time.monotonic() - started:.1f}s)")
+            return True
+    say(f"{stream.follower} did not catch up with {stream.source} within {timeout:g}s")
+    return False
 
 
 def drop(settings: Settings, say: Say = lambda _: None) -> None:

@@ -118,10 +118,15 @@ def test_a_whole_cutover_under_load_then_finalize(routed: Routed, lab: Lab, hap:
     assert_same_data(routed.pair)
     with routed.pair.green() as g:
         assert g.execute("SELECT count(*) FROM pgbench_history").fetchone() == (result.transactions,)
+    with routed.pair.green() as g:  # a big transaction blue is still applying at finalize
+        g.execute("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                  "SELECT 1, 1, 1, 31337, now() FROM generate_series(1, 300000)")
     add_intent(settings, "promote")  # finalize: manual
-    run.wait_for(lambda s: s.phase is Phase.FINALIZED, 60, "finalized")
+    run.wait_for(lambda s: s.phase is Phase.FINALIZED, 90, "finalized")
     final = run.stop()
     assert final.phase is Phase.FINALIZED
+    # Finalize let blue apply it before dropping the reverse replication: blue is a whole copy.
+    assert_same_data(routed.pair)
     with routed.pair.blue() as b:
         assert b.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
     with routed.pair.green() as g:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from sync.catalog import Table
 from sync.chunks import plan_chunks
+from sync.copy import CopyProgress, ProgressLines
 
 
 def table(name: str, rows: int, pages: int, kind: str = "r") -> Table:
@@ -74,3 +75,18 @@ def test_page_ranges_cover_the_table_exactly_once(rows: int, pages: int, jobs: i
         assert a.first_page is not None
         assert a.end_page is not None
         assert a.end_page > a.first_page
+
+
+def test_copy_progress_lines_are_throttled_but_always_end_on_the_total() -> None:
+    """Off a terminal the copy shows plain lines: the first chunk, one every 5 s, and the
+    last (a small copy used to print its first chunk and nothing after)."""
+    now = [0.0]
+    said: list[str] = []
+    lines = ProgressLines(said.append, every=5.0, clock=lambda: now[0])
+    for done in range(1, 5):
+        now[0] += 1.0
+        lines(CopyProgress(rows=done * 10, bytes=done * 1_000_000, chunks_done=done, chunks_total=4))
+    assert said == ["copy: 10 rows, 1.0 MB, 1/4 chunks", "copy: 40 rows, 4.0 MB, 4/4 chunks"]
+    now[0] += 5.0
+    lines(CopyProgress(rows=40, bytes=4_000_000, chunks_done=4, chunks_total=8))
+    assert len(said) == 3

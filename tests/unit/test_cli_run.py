@@ -160,7 +160,11 @@ def test_status_watch_refreshes_until_interrupted(config: Path) -> None:
         assert shows("switching"), "the live table did not pick up the new state"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # never leave the child behind a failed test
+            proc.kill()
+            proc.wait()
         reader.join(timeout=10)
         store.close()
     assert proc.returncode == 0, seen.decode(errors="replace")
