@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit lint bench matrix docs clean
+.PHONY: setup demo test check test-unit lint bench matrix docs clean
 
 setup:
 	@scripts/setup.sh
@@ -13,6 +13,11 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# For iteration, under 3 minutes: lint, the unit tests, and one real-server test per layer.
+check: lint
+	$(BIN)/pytest tests/unit --durations=3
+	$(BIN)/pytest tests/integration -m check --durations=5
 
 test-unit: setup
 	$(BIN)/pytest tests/unit

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.syncfixtures import DbPair
 
 LONG = "orders_archived_by_customer_region_and_fiscal_quarter"  # 53 characters, of 63
@@ -20,6 +22,7 @@ def piped(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, env=env, check=False)
 
 
+@pytest.mark.check
 def test_preflight_and_verify_in_a_pipe_print_long_names_whole(pair: DbPair, tmp_path: Path) -> None:
     with pair.blue() as b, pair.green() as g:
         b.execute(f"CREATE TABLE {LONG}_nokey (v int)")  # preflight: no key, named in its cell

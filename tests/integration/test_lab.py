@@ -32,6 +32,7 @@ def haproxy_cmd(lab: Lab, command: str) -> str:
     return b"".join(chunks).decode()
 
 
+@pytest.mark.check
 def test_both_clusters_run_with_logical_wal(lab: Lab) -> None:
     for env in ("blue", "green"):
         with psycopg.connect(lab.state.db_dsn(env)) as conn:

@@ -235,6 +235,7 @@ class _Receiver(BaseHTTPRequestHandler):
     ({"error_ratio": 0.5}, {"5xx-ratio", "app-5xx-ratio", "health"}),
     ({"latency_ms": 200}, {"latency"}),
 ])
+@pytest.mark.check
 def test_watch_rolls_back_a_10_percent_stage_when_green_breaks(
         lab: Lab, hap: HAProxyBalancer, tmp_path: Path, fault: dict[str, float],
         breaching: set[str], monkeypatch: pytest.MonkeyPatch) -> None:

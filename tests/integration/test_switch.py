@@ -71,6 +71,7 @@ def start_sync(routed: Routed, scale: int = 2) -> None:
     routed.pair.wait_caught_up()
 
 
+@pytest.mark.check
 def test_switch_there_and_back_under_load_loses_nothing(routed: Routed) -> None:
     start_sync(routed)
     bench = Pgbench(routed.dsn, clients=4, seconds=12)

@@ -122,6 +122,7 @@ def test_random_changes_then_one_cycle_make_green_equal(diff_pair: DbPair,
     assert report.total("blue_rows") == counted, "the cycle did not compare every row of blue"
 
 
+@pytest.mark.check
 def test_the_changes_counted_are_the_changes_made(diff_pair: DbPair) -> None:
     diff.cycle(diff_pair.settings(mode="diff"))
     with diff_pair.blue() as b:

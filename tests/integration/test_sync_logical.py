@@ -108,6 +108,7 @@ class Terminator(threading.Thread):
         return self.killed.is_set()
 
 
+@pytest.mark.check
 def test_preflight_fails_on_a_table_without_key_and_names_the_fix(pair: DbPair) -> None:
     with pair.blue() as b:
         b.execute("CREATE TABLE ok (id int PRIMARY KEY); CREATE TABLE \"No Key\" (a int)")
@@ -138,6 +139,7 @@ def test_sync_refuses_to_start_on_a_failed_check_and_changes_nothing(pair: DbPai
         assert g.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%nokey'").fetchone() == (0,)
 
 
+@pytest.mark.check
 def test_copies_awkward_tables_then_streams_changes(pair: DbPair) -> None:
     with pair.blue() as b:
         b.execute(ZOO)

@@ -50,6 +50,7 @@ def run_stages(lb: HAProxyBalancer | NginxBalancer, url: str, settle: float = 0.
     assert report.failed == 0
 
 
+@pytest.mark.check
 def test_haproxy_stages_with_two_servers_each_are_read_back_and_observed(
         lab: Lab, hap: HAProxyBalancer) -> None:
     with HttpLoad(lab.state.frontend_url, rate=400):
