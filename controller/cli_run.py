@@ -6,8 +6,9 @@ daemon restart."""
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-import time
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,13 +138,13 @@ def status(
         if not watch:
             print_table(_status_table(status_data(store)))
             return
+        # Ctrl-C or SIGTERM ends the loop between two reads, never inside rich or SQLite.
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         with Live(_status_table(status_data(store)), console=out, refresh_per_second=2) as live:
-            try:
-                while True:
-                    time.sleep(1)
-                    live.update(_status_table(status_data(store)))
-            except KeyboardInterrupt:
-                pass
+            while not stop.wait(1):
+                live.update(_status_table(status_data(store)))
     finally:
         store.close()
 
