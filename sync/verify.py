@@ -115,7 +115,10 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
                   catch_up_timeout: float) -> TableReport:
     theirs = table_by_name(green, table.schema, table.name)
     if theirs is None:
-        return TableReport(table.qualified, Verdict.MISSING, -1, 0, 0)
+        # How much green lacks: blue's rows counted, not a sentinel.
+        row = blue.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(table.schema), sql.Identifier(table.name))).fetchone()
+        return TableReport(table.qualified, Verdict.MISSING, int(row[0]) if row else 0, 0, 0)
     columns = tuple(c for c in table.columns if c in theirs.columns)
     rowhash = row_hash(blue, green, table, theirs, columns)
     chunks = _first_pass(settings, blue, table, rowhash, max(table.est_rows, theirs.est_rows))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def piped(*args: str) -> subprocess.CompletedProcess[str]:
 def test_preflight_and_verify_in_a_pipe_print_long_names_whole(pair: DbPair, tmp_path: Path) -> None:
     with pair.blue() as b, pair.green() as g:
         b.execute(f"CREATE TABLE {LONG}_nokey (v int)")  # preflight: no key, named in its cell
+        b.execute(f"INSERT INTO {LONG}_nokey VALUES (1), (2), (3)")
         for conn in (b, g):
             conn.execute(f"CREATE TABLE {LONG} (id int PRIMARY KEY, v text)")
         b.execute(f"INSERT INTO {LONG} SELECT i, 'x' FROM generate_series(1, 50) i")
@@ -38,3 +40,6 @@ def test_preflight_and_verify_in_a_pipe_print_long_names_whole(pair: DbPair, tmp
         assert "\u2026" not in done.stdout, done.stdout
         # Whole on one line, as grep would look for it.
         assert any(name in line for line in done.stdout.splitlines()), done.stdout
+    # A table green lacks shows how many rows it lacks.
+    missing = rf"{LONG}_nokey\s*│\s*Missing on green\s*│\s*3\s*│\s*0\s*│"
+    assert re.search(missing, verify.stdout), verify.stdout
