@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,14 @@ from controller.lab.load import HttpLoad
 from controller.slo.judge import Outcome, Verdict
 from controller.slo.watch import watch
 from controller.traffic.shift import shift
-from tests.labfixtures import running_lab
 from tests.trafficfixtures import lab_haproxy
 
 SECONDS = float(os.environ.get("CUTOVER_CLEAN_RUN_SECONDS") or 60)
 
 
-@pytest.fixture(scope="module")
-def clean_lab() -> Iterator[Lab]:
-    with running_lab("clean", servers_per_env=2, with_prometheus=True) as lab:
-        yield lab
-
-
 @pytest.mark.timeout(int(SECONDS) + 300)
-def test_minutes_of_normal_load_at_10_percent_cause_no_rollback(clean_lab: Lab, tmp_path: Path) -> None:
+def test_minutes_of_normal_load_at_10_percent_cause_no_rollback(lab: Lab, tmp_path: Path) -> None:
+    clean_lab = lab  # the session's lab: every test that sets a weight or a fault puts it back
     loaded = load_settings(clean_lab.state.config_file)
     settings = loaded.model_copy(update={"state": loaded.state.model_copy(
         update={"path": tmp_path / "state.db"})})
@@ -46,13 +39,17 @@ def test_minutes_of_normal_load_at_10_percent_cause_no_rollback(clean_lab: Lab, 
     # 500 ms interval, enough for the lab config's min_samples = 20.
     with HttpLoad(clean_lab.state.frontend_url, rate=1000) as load:
         shift(lb, 10)
-        time.sleep(6)  # Prometheus' 5 s rate windows fill with the stage's traffic
-        result = watch(settings, duration=SECONDS, on_verdict=count)
+        try:
+            time.sleep(6)  # Prometheus' 5 s rate windows fill with the stage's traffic
+            result = watch(settings, duration=SECONDS, on_verdict=count)
+        finally:
+            green_seen = lb.read().green_percent
+            shift(lb, 0)
     report = load.report()
     print(f"\n[clean run] {SECONDS:.0f} s, {report.total} requests, {dict(report.by_env())}, "
           f"verdicts: {dict(outcomes)}")
     assert result.breach is None, f"false alarm: {result.breach}"
-    assert lb.read().green_percent == 10
+    assert green_seen == 10
     assert report.failed == 0
     for check in settings.slo:  # every check actually judged, and mostly passed
         passed = outcomes[(check.name, Outcome.PASS)]
