@@ -5,7 +5,6 @@ schema carries its version (PRAGMA user_version) and is migrated forward on open
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -77,9 +76,6 @@ class Event:
 class Journal:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Owner-only whatever the umask: the journal holds the cutover's whole story. SQLite
-        # gives its -wal and -shm files the database file's mode.
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
