@@ -12,11 +12,12 @@ demo: setup
 	$(BIN)/cutover demo
 
 # Two workers, each with its own lab on free ports: the tests wait on servers more than they
-# compute, so two share two cores well (about 17 min here, against 25 in one process).
+# compute, so two share two cores well (about 17 min here, against 25 in one process). The
+# heaviest end-to-end tests share one xdist group, so they never starve each other.
 TEST_JOBS ?= 2
 
 test: setup
-	$(BIN)/pytest -n $(TEST_JOBS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup
 
 # For iteration, under 3 minutes: lint, the unit tests, and one real-server test per layer.
 check: lint

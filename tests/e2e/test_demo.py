@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from controller.lab.lab import Lab
 from tests.labfixtures import new_lab_dir
 
 ROW = re.compile(r"│ (\S+)\s+│ (\d+)\s+│ (\d+)\s+│ running")
 
 
+@pytest.mark.xdist_group("heavy")  # never beside the upgrade tests (Makefile's loadgroup)
 def test_demo_runs_and_stops_cleanly() -> None:
     root = new_lab_dir("demo")
     try:

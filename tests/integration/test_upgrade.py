@@ -29,7 +29,7 @@ from tests.syncfixtures import DbPair, assert_same_data
 from tests.tomltext import config_toml
 from tests.trafficfixtures import set_fault
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("heavy")]  # see test_demo
 
 
 @pytest.fixture
