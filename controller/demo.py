@@ -52,7 +52,7 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
             store = open_store(settings)
             store.add_intent("retry")
             store.close()
-            second = _run(settings, director=_StopLoadAtPromoted(load))
+            second = _run(settings, director=_StopLoadAtPromoted(load, settings))
         http = load.report()
         out.rule(styled(("4. no data lost, and the summary", "bold")))
         # Compared once the follower has every write (finalize waited; after a rollback green
@@ -150,18 +150,29 @@ class _Breaker(_Director):
 
 
 class _StopLoadAtPromoted(_Director):
-    """At 100 %, the load stops, so blue (following green) holds every row at the end."""
+    """At 100 %, the load stops, so blue (following green) holds every row at the end. The
+    daemon is paused meanwhile: a busy host can take longer to drain the load than the hold
+    lasts, and a write that reached green after finalize would never reach blue."""
 
-    def __init__(self, load: HttpLoad) -> None:
+    def __init__(self, load: HttpLoad, settings: Settings) -> None:
         super().__init__()
-        self.load = load
+        self.load, self.settings = load, settings
 
     def due(self, state: State) -> bool:
         return state.phase is Phase.PROMOTED
 
     def act(self) -> None:
+        self._intent("pause")
         self.load.stop()
-        out.print("  load stopped at 100 %; the hold runs, then finalize")
+        self._intent("resume")
+        out.print("  load stopped at 100 % (the daemon paused while it drained); the hold, then finalize")
+
+    def _intent(self, what: str) -> None:
+        store = open_store(self.settings)
+        try:
+            store.add_intent(what)
+        finally:
+            store.close()
 
 
 def _run(settings: Settings, director: _Director) -> State:

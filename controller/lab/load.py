@@ -31,7 +31,8 @@ class Sample:
 class LoadReport:
     samples: list[Sample] = field(default_factory=list)
     dropped: int = 0
-    """Requests not sent because more than rate x timeout were already waiting to be sent."""
+    """Requests not sent: more than rate x timeout were already waiting to be sent, or the load
+    stopped before their turn."""
 
     @property
     def total(self) -> int:
@@ -86,7 +87,7 @@ class HttpLoad:
     def stop(self) -> LoadReport:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(self.timeout + 5)
+            self._thread.join(self._longest_request + 5)  # in-flight requests end
         return self.report()
 
     def report(self) -> LoadReport:
@@ -110,9 +111,18 @@ class HttpLoad:
                     self._report.dropped += 1
                 continue
             due.put_nowait((at, random.random() < self.write_ratio))
+        while not due.empty():  # stopped means nothing more is sent, even if it was due
+            due.get_nowait()
+            with self._lock:
+                self._report.dropped += 1
         for _ in workers:
             due.put_nowait(None)
-        await asyncio.wait(workers, timeout=self.timeout + 1)
+        await asyncio.wait(workers, timeout=self._longest_request + 1)
+
+    @property
+    def _longest_request(self) -> float:
+        """Connect and exchange, each within `timeout`, tried twice."""
+        return 4 * self.timeout
 
     async def _worker(self, due: asyncio.Queue[tuple[float, bool] | None]) -> None:
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None

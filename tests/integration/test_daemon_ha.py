@@ -25,7 +25,7 @@ from controller.lab.processes import free_port
 from controller.pgstore import Deposed, Leadership, PgStore
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.status import wait_applied
-from tests.integration.test_daemon import daemon_settings
+from tests.integration.test_daemon import BUSY_HOST_LATENCY_FLOOR, daemon_settings
 from tests.integration.test_daemon_restart import DaemonProcess
 from tests.switchfixtures import AckedWriter, Routed
 from tests.syncfixtures import assert_same_data
@@ -86,7 +86,8 @@ def test_killing_the_leader_lets_the_standby_continue(routed: Routed, lab: Lab, 
         conn.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
     data = daemon_settings(routed, lab, tmp_path, traffic={
         "finalize": "manual", "stages": [{"weight": 10, "bake": "6s"}, {"weight": 100, "bake": "2s"}]},
-        state={"backend": "postgres", "dsn": store_dsn}).model_dump(mode="json")
+        state={"backend": "postgres", "dsn": store_dsn},
+        latency_floor=BUSY_HOST_LATENCY_FLOOR).model_dump(mode="json")
     daemons = []
     for name in ("a", "b"):
         listen = f"127.0.0.1:{free_port()}"

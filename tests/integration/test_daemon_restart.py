@@ -24,7 +24,7 @@ from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, pgbench_init
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.status import wait_applied
-from tests.integration.test_daemon import daemon_settings
+from tests.integration.test_daemon import BUSY_HOST_LATENCY_FLOOR, daemon_settings
 from tests.switchfixtures import AckedWriter, Routed
 from tests.syncfixtures import assert_same_data
 from tests.tomltext import config_toml
@@ -156,7 +156,8 @@ def test_killed_then_restarted_ends_correct(routed: Routed, lab: Lab, hap: HAPro
     with routed.pair.blue() as b:
         b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
     base = daemon_settings(routed, lab, tmp_path, traffic={
-        "finalize": "manual", "stages": [{"weight": 10, "bake": "4s"}, {"weight": 100, "bake": "4s"}]})
+        "finalize": "manual", "stages": [{"weight": 10, "bake": "4s"}, {"weight": 100, "bake": "4s"}]},
+        latency_floor=BUSY_HOST_LATENCY_FLOOR)
     data = base.model_dump(mode="json")
     for section, values in over.items():
         data[section] = {**data[section], **values}
@@ -209,8 +210,8 @@ def test_database_restarts_while_streaming_leave_the_daemon_running(
     with routed.pair.blue() as b:
         b.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
     data = daemon_settings(routed, lab, tmp_path, traffic={
-        "finalize": "manual", "stages": [{"weight": 10, "bake": "2s"}, {"weight": 100, "bake": "2s"}]}
-                           ).model_dump(mode="json")
+        "finalize": "manual", "stages": [{"weight": 10, "bake": "2s"}, {"weight": 100, "bake": "2s"}]},
+        latency_floor=BUSY_HOST_LATENCY_FLOOR).model_dump(mode="json")
     data["switchover"] = {**data["switchover"], "auto": False}
     settings = Settings.model_validate(data)
     config = tmp_path / "cutover.toml"
