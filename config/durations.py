@@ -8,9 +8,13 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# re.ASCII: `\d` would take any Unicode digit (an Arabic-Indic one before "s" read as one second).
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
+MAX_SECONDS = 1e9
+"""About 31 years: longer than any wait means, and within what a timer or a lock wait accepts
+(a timeout of 1e300 passed the check and crashed `cutover traffic` with OverflowError)."""
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?", re.ASCII)
 _SIZE_UNITS = {
     None: 1, "B": 1,
     "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -43,6 +47,9 @@ def parse_duration(value: object) -> float:
         raise ValueError("expected a duration such as \"90s\", \"5m\" or \"250ms\"")
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("a duration must be a finite number of seconds >= 0")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"a duration must be at most {MAX_SECONDS:g} seconds (about 31 years), "
+                         f"got {value!r}")
     return seconds
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -71,7 +72,26 @@ class StateSettings(Section):
 class MetricsSettings(Section):
     enabled: bool = True
     listen: HostPort = "127.0.0.1:9187"
-    """Where /metrics, /healthz and /status are served (localhost by default)."""
+    """Where /metrics, /healthz and /status are served (localhost by default; they have no
+    authentication, so another address is warned about)."""
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind, an IPv6 host without its brackets."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def exposure_warning(self) -> str | None:
+        """What to tell the user when `listen` is reachable from other hosts."""
+        host, _ = self.address()
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return None
+        return (f"metrics.listen = {self.listen!r} is reachable from other hosts, and /status and "
+                "/metrics have no authentication; keep 127.0.0.1 and put an authenticating proxy "
+                "in front if other hosts need them")
 
 
 class NotifyEvent(StrEnum):

@@ -12,10 +12,12 @@ from controller.cli_common import (
     ConfigOption,
     Exit,
     JsonOption,
+    err,
     fail,
     out,
     print_json,
     settings_or_exit,
+    styled,
 )
 
 app = typer.Typer(help="Check, show and describe the configuration.", no_args_is_help=True)
@@ -40,6 +42,8 @@ def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         jobs.append("no traffic shifting (no [traffic] section)")
     out.print(f"config ok: service {settings.service!r}: {', '.join(jobs)}, "
               f"{len(settings.slo)} SLO check(s)")
+    if settings.metrics.enabled and (warning := settings.metrics.exposure_warning()) is not None:
+        err.print(styled(("warning:", "bold yellow"), f" {warning}"))
 
 
 @app.command()

@@ -214,6 +214,8 @@ class Daemon:
         if self.settings.metrics.enabled:
             self.server = serve_http(self)
             self.say(f"status on http://{self.settings.metrics.listen}/status")
+            if (warning := self.settings.metrics.exposure_warning()) is not None:
+                log.warning(warning)
         sdnotify.notify("READY=1", f"STATUS={self.state.phase.value}")
 
     def _reconcile(self) -> dict[str, Any]:
@@ -432,7 +434,6 @@ class Daemon:
 # -- HTTP: /metrics, /healthz, /status ---------------------------------------------------------
 
 def serve_http(daemon: Daemon) -> ThreadingHTTPServer:
-    host, _, port = daemon.settings.metrics.listen.rpartition(":")
     stall = max(5.0, 20 * daemon.period)
 
     class Handler(BaseHTTPRequestHandler):
@@ -461,7 +462,7 @@ def serve_http(daemon: Daemon) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+    server = ThreadingHTTPServer(daemon.settings.metrics.address(), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

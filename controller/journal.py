@@ -76,8 +76,14 @@ class Event:
 class Journal:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if new:
+            # Owner-only whatever the umask: the journal holds the cutover's whole story, and
+            # SQLite gives the -wal and -shm files the database's mode. chmod, not a second
+            # open: closing another descriptor of the file would drop SQLite's POSIX locks.
+            path.chmod(0o600)
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path} was written by a newer Cutover (journal schema {version}, "
                                f"this one knows {SCHEMA_VERSION}); upgrade Cutover")

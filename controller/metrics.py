@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
 
 from config.operations import MetricsSettings
 from sync.diff import CycleReport
+
+log = logging.getLogger("cutover.metrics")
 
 
 class SyncMetrics:
@@ -89,8 +92,10 @@ class SyncMetrics:
         self.heartbeat.set_to_current_time()
 
     def serve(self, settings: MetricsSettings) -> None:
-        host, _, port = settings.listen.rpartition(":")
-        start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        host, port = settings.address()
+        start_http_server(port, addr=host, registry=self.registry)
+        if (warning := settings.exposure_warning()) is not None:
+            log.warning(warning)
 
 
 class DaemonMetrics:

@@ -189,3 +189,17 @@ def test_config_without_subcommand_shows_help() -> None:
     assert result.exit_code == 2
     for command in ("check", "show", "schema"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(("listen", "warned"), [("0.0.0.0:9187", True), ("10.0.0.7:9187", True),
+                                                ("[::]:9187", True), ("127.0.0.1:9187", False),
+                                                ("[::1]:9187", False), ("localhost:9187", False)])
+def test_a_status_address_other_hosts_can_reach_is_warned_about(tmp_path: Path, listen: str,
+                                                                 warned: bool) -> None:
+    """/status and /metrics have no authentication: binding them beyond loopback is allowed
+    (behind a firewall it can be right) but never silent."""
+    config = tmp_path / "cutover.toml"
+    config.write_text(GOOD + f'\n[metrics]\nlisten = "{listen}"\n')
+    done = runner.invoke(app, ["config", "check", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert ("reachable from other hosts" in done.stderr) is warned, done.stderr

@@ -168,3 +168,17 @@ def test_status_watch_refreshes_until_interrupted(config: Path) -> None:
         reader.join(timeout=10)
         store.close()
     assert proc.returncode == 0, seen.decode(errors="replace")
+
+
+def test_a_new_journal_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = Journal(tmp_path / "state.db")
+        store.record(EventKind.INTENT, {"intent": "pause"})
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("state.db")]
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+        store.close()
+    finally:
+        os.umask(old)
+    assert modes["state.db"] == "0o600", modes
+    assert set(modes.values()) == {"0o600"}, modes

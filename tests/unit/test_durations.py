@@ -42,3 +42,16 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_parse_size_rejects_garbage(bad: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(bad)
+
+
+@pytest.mark.parametrize("bad", ["\u0661s", "\u0967\u0966m", "999999999999999999999999d", 1e300, "1e300"])
+def test_durations_are_ascii_and_bounded(bad: object) -> None:
+    """Only ASCII digits (an Arabic-Indic "1s" is not one second), and at most about 31 years: a timeout of
+    1e300 passed the check and crashed a command with OverflowError."""
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_sizes_are_ascii() -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size("\u0661MB")
