@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 import string
+import types
+import typing
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+from config.errors import FieldError
 
 # Relative paths in a config file mean "next to the config file", as users expect;
 # the loader sets this while it validates one file.
@@ -18,12 +22,42 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _HOSTPORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
 
 
+def _scalar_kind(annotation: Any) -> type | None:
+    """bool, int or float when a field holds that scalar (optional or not), else None."""
+    if annotation in (bool, int, float):
+        return typing.cast(type, annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = {_scalar_kind(a) for a in typing.get_args(annotation) if a is not types.NoneType}
+        return kinds.pop() if len(kinds) == 1 else None
+    return None
+
+
+_BOOL_TEXT = ("true", "false", "1", "0")
+"""What an environment variable may say for a bool (the file has TOML's true and false)."""
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors (typos must not pass silently)."""
 
     # allow_inf_nan=False: TOML accepts nan and inf, and a limit of nan never fails a check.
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
                               allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_scalars(cls, data: Any) -> Any:
+        """No guessing: `copy_jobs = true` is not 1 and `enabled = "yes"` is not true."""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            info = cls.model_fields.get(name)
+            kind = None if info is None else _scalar_kind(info.annotation)
+            if kind in (int, float) and isinstance(value, bool):
+                raise FieldError((name,), f"expected a number, got {str(value).lower()}")
+            if kind is bool and not isinstance(value, bool) and not (
+                    isinstance(value, str) and value.strip().lower() in _BOOL_TEXT):
+                raise FieldError((name,), f"expected true or false, got {value!r}")
+        return data
 
 
 def _resolve(path: Path) -> Path:

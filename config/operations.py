@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from config.base import ConfigPath, HostPort, Section, argv_template
+from config.dsn import dsn_without_secrets
 from config.durations import Duration
 
 
@@ -56,7 +57,8 @@ class StateSettings(Section):
     one holding the service's advisory lock acts, the other waits and takes over."""
     path: ConfigPath = Field(default=Path("cutover-state.db"), validate_default=True)
     """sqlite: the journal file."""
-    dsn: str | None = None
+    dsn: Annotated[str, dsn_without_secrets("CUTOVER_STATE__PASSWORD or the credentials "
+                                            "directory")] | None = None
     """postgres: the store's database (its own, not blue's or green's application database,
     which the switch fences); no password in it."""
     password: SecretStr | None = None

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from config.base import Argv, ConfigPath, Name, Section, argv_template
+from config.dsn import dsn_without_secrets
 from config.durations import ByteSize, Duration
 from config.errors import FieldError
 
@@ -68,7 +69,9 @@ class SyncSettings(Section):
 
 
 class PgBouncerSettings(Section):
-    admin_dsn: str = "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer"
+    admin_dsn: Annotated[str, dsn_without_secrets(
+        "CUTOVER_SWITCHOVER__PGBOUNCER__ADMIN_PASSWORD or the credentials directory")] = \
+        "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer"
     """Connection string of PgBouncer's admin console (the user must be in admin_users)."""
     admin_password: SecretStr | None = None
     """Never in the file: CUTOVER_SWITCHOVER__PGBOUNCER__ADMIN_PASSWORD or the credentials dir."""

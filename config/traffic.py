@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from config.base import Argv, ConfigPath, HostPort, Name, Section, argv_template
+from config.dsn import dsn_without_secrets
 from config.durations import Duration
 from config.errors import FieldError
 
@@ -102,7 +103,8 @@ class HttpDriverSettings(Section):
 
 
 class SqlDriverSettings(Section):
-    dsn: str
+    dsn: Annotated[str, dsn_without_secrets("CUTOVER_TRAFFIC__SQL__PASSWORD or the credentials "
+                                            "directory")]
     """Database holding the feature-flag table (no password in the DSN)."""
     password: SecretStr | None = None
     table: str = "feature_flags"
