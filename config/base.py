@@ -115,6 +115,39 @@ def argv_template(*fields: str) -> AfterValidator:
     return AfterValidator(_check_argv_template)
 
 
+def _check_sql_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("PostgreSQL cannot hold a NUL character")
+    if not value.strip():
+        raise ValueError("empty")
+    return value
+
+
+_IDENT = r'(?:"(?:[^"]|"")+"|[^".\s]+)'
+_QUALIFIED = re.compile(rf"(?:(?P<schema>{_IDENT})\.)?{_IDENT}")
+
+
+def _check_table_name(value: str) -> str:
+    _check_sql_text(value)
+    if not _QUALIFIED.fullmatch(value.strip()):
+        raise ValueError(f"expected a table as name or schema.name (a name holding a dot is "
+                         f"quoted: \"a.b\"), got {value!r}")
+    return value
+
+
+def is_system_schema(name: str) -> bool:
+    """pg_catalog, pg_toast, information_schema, ...: PostgreSQL's own (by the parsed name)."""
+    return name.startswith("pg_") or name == "information_schema"
+
+
+def system_schema(table: str) -> bool:
+    """Whether a TableName names its schema, and that is one of PostgreSQL's own."""
+    m = _QUALIFIED.fullmatch(table.strip())
+    schema = (m.group("schema") or "") if m else ""
+    return bool(schema) and is_system_schema(
+        schema[1:-1].replace('""', '"') if schema.startswith('"') else schema.lower())
+
+
 ConfigPath = Annotated[Path, AfterValidator(_resolve)]
 """A file path; relative paths are taken from the config file's directory."""
 
@@ -126,3 +159,9 @@ HostPort = Annotated[str, AfterValidator(_check_hostport)]
 
 Argv = Annotated[list[str], AfterValidator(_check_argv)]
 """A command as an argument list; never run through a shell."""
+
+SqlText = Annotated[str, AfterValidator(_check_sql_text)]
+"""A name or value sent to PostgreSQL: not empty, no NUL (libpq would cut the text there)."""
+
+TableName = Annotated[str, AfterValidator(_check_table_name)]
+"""A table: name or schema.name, PostgreSQL's quoting rules."""

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from config.base import Argv, ConfigPath, Name, Section, argv_template
+from config.base import Argv, ConfigPath, Name, Section, SqlText, TableName, argv_template
 from config.dsn import dsn_without_secrets
 from config.durations import ByteSize, Duration
 from config.errors import FieldError
@@ -19,24 +19,24 @@ class SyncMode(StrEnum):
 
 
 class TransformSettings(Section):
-    target: str
+    target: TableName
     """Green table the query's rows are synced into, e.g. public.validation_results_per_aspect."""
     query: str
     """A SELECT over blue producing the target's rows."""
-    key: list[str] = Field(min_length=1)
+    key: list[SqlText] = Field(min_length=1)
     """Columns of the query that identify a row (the target's primary key)."""
 
 
 class SyncSettings(Section):
     mode: SyncMode = SyncMode.LOGICAL
     """logical (native logical replication) or diff (chunked checksum diff; SELECT on blue only)."""
-    schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)
+    schemas: list[SqlText] = Field(default_factory=lambda: ["public"], min_length=1)
     """Schemas whose tables are synced when `tables` is empty. An empty green gets every object of
     these schemas (and of the synced tables' schemas), types, functions and views included."""
-    tables: list[str] = Field(default_factory=list)
+    tables: list[TableName] = Field(default_factory=list)
     """Tables to sync (schema.table); empty means every table of `schemas`. The other tables of
     their schemas still reach an empty green, without rows."""
-    exclude_tables: list[str] = Field(default_factory=list)
+    exclude_tables: list[TableName] = Field(default_factory=list)
     """Tables never synced (an empty green still gets their definition, without rows)."""
     copy_jobs: int = Field(default=4, ge=1, le=64)
     """Parallel COPY workers for the initial copy: about the database servers' cores (on 2
@@ -60,7 +60,7 @@ class SyncSettings(Section):
     by hand takes them in."""
     name: Name = "cutover"
     """Prefix of the publication, slot and subscription names Cutover creates."""
-    watermark_column: str | None = None
+    watermark_column: SqlText | None = None
     """diff mode: an updated_at-style column that narrows each cycle to changed rows."""
     full_pass_every: int = Field(default=10, ge=1)
     """diff mode with a watermark: every Nth cycle compares everything (catches deletes)."""

@@ -15,7 +15,17 @@ from pydantic import (
     model_validator,
 )
 
-from config.base import Argv, ConfigPath, HostPort, Name, Section, argv_template
+from config.base import (
+    Argv,
+    ConfigPath,
+    HostPort,
+    Name,
+    Section,
+    SqlText,
+    TableName,
+    argv_template,
+    system_schema,
+)
 from config.dsn import dsn_without_secrets
 from config.durations import Duration
 from config.errors import FieldError
@@ -107,11 +117,20 @@ class SqlDriverSettings(Section):
                                             "directory")]
     """Database holding the feature-flag table (no password in the DSN)."""
     password: SecretStr | None = None
-    table: str = "feature_flags"
-    name_column: str = "feature_name"
-    feature: str
+    table: TableName = "feature_flags"
+    """The flags table (name or schema.name); never one of PostgreSQL's own."""
+    name_column: SqlText = "feature_name"
+    feature: SqlText
     """The flag's name, e.g. 'fhir_integration'."""
-    percentage_column: str = "rollout_percentage"
+    percentage_column: SqlText = "rollout_percentage"
+
+    @field_validator("table")
+    @classmethod
+    def _not_a_system_table(cls, table: str) -> str:
+        if system_schema(table):
+            raise ValueError(f"{table!r} is in one of PostgreSQL's own schemas; the flags table "
+                             "is an application table")
+        return table
 
 
 class TrafficSettings(Section):

@@ -15,6 +15,7 @@ from config.settings import Settings
 from controller.journal import EventKind
 from controller.notify import Notifier
 from controller.store import StateStore
+from sync.children import run_command
 
 log = logging.getLogger("cutover.hooks")
 
@@ -77,8 +78,7 @@ def _run_one(hook: Hook, context: dict[str, Any]) -> HookOutcome:
         fields = {k: "" if context.get(k) is None else str(context[k]) for k in HOOK_FIELDS}
         argv = [part.format_map(fields) for part in hook.command]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=hook.timeout,
-                                  check=False)
+            done = run_command(argv, hook.timeout)
         except FileNotFoundError:
             return HookOutcome(name, False, f"command not found: {argv[0]}", hook.on_failure)
         except subprocess.TimeoutExpired:

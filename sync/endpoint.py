@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from config.environments import DatabaseSettings
 from config.replication import CommandEndpointSettings, PgBouncerSettings, SwitchMethod, SwitchoverSettings
 from sync import pgbouncer_ini
+from sync.children import run_command
 from sync.errors import BadInputError, SyncError
 
 
@@ -168,8 +169,7 @@ class CommandEndpoint:
 
     def _run(self, argv: Sequence[str], what: str, timeout: float | None = None) -> None:
         try:
-            done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
-                                  timeout=timeout or self.settings.timeout, stdin=subprocess.DEVNULL)
+            done = run_command(argv, timeout or self.settings.timeout)
         except FileNotFoundError:
             raise BadInputError(f"switchover.command.{what}: {argv[0]!r} not found") from None
         except subprocess.TimeoutExpired:

@@ -23,6 +23,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from config.environments import DatabaseSettings
+from sync.children import pg_tool_env
 from sync.errors import SyncError
 
 ENV_BINDIR = "CUTOVER_PG_BINDIR"
@@ -260,14 +261,6 @@ def version_check(blue_version_num: int, green_version_num: int) -> VersionCheck
 # -- running them ---------------------------------------------------------------------------
 
 
-def tool_env(db: DatabaseSettings) -> dict[str, str]:
-    env = dict(os.environ)
-    if db.password is not None:
-        env["PGPASSWORD"] = db.password.get_secret_value()
-    env["PGCONNECT_TIMEOUT"] = str(max(1, int(db.connect_timeout)))
-    return env
-
-
 Pair = tuple[DatabaseSettings, DatabaseSettings]
 
 
@@ -283,7 +276,7 @@ def run_tool(name: str, args: Sequence[str], db: DatabaseSettings, *,
     green) picks the programs for both servers: pg_dump and pg_restore must match."""
     argv = [_program(name, db, pair), *args, f"--dbname={make_conninfo(db.dsn)}"]
     try:
-        return subprocess.run(argv, env=tool_env(db), capture_output=True, timeout=timeout,
+        return subprocess.run(argv, env=pg_tool_env(db), capture_output=True, timeout=timeout,
                               check=False)
     except subprocess.TimeoutExpired:
         raise SyncError(f"{name} against {db.describe()} did not finish within "
@@ -307,5 +300,5 @@ def start_tool(name: str, args: Sequence[str], db: DatabaseSettings, *,
     stdbuf = shutil.which("stdbuf")
     buffered = [stdbuf, f"--output={OUTPUT_BUFFER}"] if stdbuf else []
     return subprocess.Popen([*buffered, _program(name, db, pair), *args, f"--dbname={conninfo}"],
-                            env=tool_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=pg_tool_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)

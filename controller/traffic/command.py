@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from config.traffic import CommandDriverSettings
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from sync.children import run_command
 
 FIELDS = ("target", "percentage", "blue_weight", "green_weight")
 
@@ -61,8 +62,7 @@ class CommandBalancer:
 
     def _run(self, argv: Sequence[str], field: str) -> str:
         try:
-            done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
-                                  timeout=self.settings.timeout, stdin=subprocess.DEVNULL)
+            done = run_command(argv, self.settings.timeout)
         except FileNotFoundError:
             raise BadTrafficInput(f"traffic.command.{field}: {argv[0]!r} not found") from None
         except PermissionError:

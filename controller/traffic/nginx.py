@@ -15,6 +15,7 @@ from pathlib import Path
 from config.traffic import NginxSettings
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
 from controller.traffic.weights import green_share, weights_for
+from sync.children import run_command
 
 SERVER_LINE = re.compile(r"^\s*server\s+(\S+)(.*?);\s*#\s*cutover:(\S+)\s*$")
 
@@ -71,8 +72,7 @@ class NginxBalancer:
 
     def _run(self, argv: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run(list(argv), capture_output=True, text=True, check=False,
-                                  timeout=self.settings.timeout, stdin=subprocess.DEVNULL)
+            return run_command(argv, self.settings.timeout)
         except FileNotFoundError:
             raise BadTrafficInput(f"traffic.nginx.{what}_command: {argv[0]!r} not found") from None
         except subprocess.TimeoutExpired:

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from config.base import is_system_schema
 from config.traffic import SqlDriverSettings
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
 
@@ -46,6 +47,9 @@ class SqlFlagBalancer:
             row = None
         if row is None:
             raise BadTrafficInput(f"traffic.sql.table: no table {s.table!r} in that database")
+        if is_system_schema(str(row[0])):  # `pg_authid` alone finds pg_catalog's
+            raise BadTrafficInput(f"traffic.sql.table: {s.table!r} is {row[0]}.{row[1]}, one of "
+                                  "PostgreSQL's own tables; name the application's flags table")
         table = sql.Identifier(str(row[0]), str(row[1]))
         for field, column in (("name_column", s.name_column), ("percentage_column", s.percentage_column)):
             found = conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "

@@ -231,9 +231,14 @@ def test_sql_driver_sets_and_reads_the_flag_row(flags_db: str) -> None:
 def test_sql_driver_bad_names_are_clear_and_change_nothing(flags_db: str) -> None:
     with pytest.raises(BadTrafficInput, match=r"traffic\.sql\.feature: no row"):
         shift(balancer_for(sql_settings(flags_db, feature="nope")), 10)
-    hostile = "feature_flags; DROP TABLE feature_flags"
+    with pytest.raises(ValidationError, match=r"name or schema\.name"):  # refused when read
+        sql_settings(flags_db, table="feature_flags; DROP TABLE feature_flags")
     with pytest.raises(BadTrafficInput, match=r"traffic\.sql\.table: no table"):
-        shift(balancer_for(sql_settings(flags_db, table=hostile)), 10)
+        shift(balancer_for(sql_settings(flags_db, table="feature_flags;DROP")), 10)
+    # Unqualified, pg_authid is found in pg_catalog by the search path: refused when resolved.
+    with pytest.raises(BadTrafficInput, match=r"traffic\.sql\.table: 'pg_authid' is pg_catalog"):
+        shift(balancer_for(sql_settings(flags_db, table="pg_authid", name_column="rolname",
+                                        percentage_column="rolconnlimit", feature="postgres")), 10)
     with pytest.raises(BadTrafficInput, match=r"traffic\.sql\.percentage_column"):
         shift(balancer_for(sql_settings(flags_db, percentage_column='x"; DROP TABLE y; --')), 10)
     with psycopg.connect(flags_db) as conn:

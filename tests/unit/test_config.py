@@ -251,6 +251,16 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "NUL"),
     ("path with NUL", with_value(BASE, "state.path", "state\x00.db"), "state.path", "NUL"),
     ("empty DSN", with_value(BASE, "blue.database.dsn", ""), "blue.database.dsn", "empty"),
+    ("NUL in a schema", with_value(BASE, "sync.schemas", ["public", "a\x00b"]), "sync.schemas[1]", "NUL"),
+    ("a table of four parts", with_value(BASE, "sync.tables", ["a.b.c.d"]), "sync.tables[0]",
+     "name or schema.name"),
+    ("NUL in a flag", with_value(BASE, "traffic", {
+        "driver": "sql", "sql": {"dsn": "host=db dbname=flags", "feature": "f\x00"}}),
+     "traffic.sql.feature", "NUL"),
+    ("a system table for flags", with_value(BASE, "traffic", {
+        "driver": "sql", "sql": {"dsn": "host=db dbname=flags", "feature": "f",
+                                 "table": "pg_catalog.pg_authid"}}),
+     "traffic.sql.table", "PostgreSQL's own"),
     ("DSN with a port that is no number", with_value(BASE, "green.database.dsn", "host=pg port=abc"),
      "green.database.dsn", "not a TCP port"),
     ("admin DSN with a password", with_value(BASE, "switchover.pgbouncer.admin_dsn",
