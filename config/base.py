@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 import types
@@ -77,6 +78,14 @@ def _check_name(value: str) -> str:
             f"with a letter or digit), got {value!r}"
         )
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can reach it."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _check_hostport(value: str) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from config.base import ConfigPath, HostPort, Section, argv_template
+from config.base import ConfigPath, HostPort, Section, argv_template, is_loopback
 from config.dsn import dsn_without_secrets
 from config.durations import Duration
 
@@ -84,12 +83,7 @@ class MetricsSettings(Section):
 
     def exposure_warning(self) -> str | None:
         """What to tell the user when `listen` is reachable from other hosts."""
-        host, _ = self.address()
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if loopback:
+        if is_loopback(self.address()[0]):
             return None
         return (f"metrics.listen = {self.listen!r} is reachable from other hosts, and /status and "
                 "/metrics have no authentication; keep 127.0.0.1 and put an authenticating proxy "

@@ -24,6 +24,7 @@ from config.base import (
     SqlText,
     TableName,
     argv_template,
+    is_loopback,
     system_schema,
 )
 from config.dsn import dsn_without_secrets
@@ -108,8 +109,21 @@ class HttpDriverSettings(Section):
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     readback_url: AnyHttpUrl | None = None
     token: SecretStr | None = None
-    """Bearer token; never in the file: CUTOVER_TRAFFIC__HTTP__TOKEN or the credentials dir."""
+    """Bearer token; never in the file: CUTOVER_TRAFFIC__HTTP__TOKEN or the credentials dir.
+    Sent to url's origin (scheme, host, port) only, never to a readback_url elsewhere."""
+    allow_http: bool = False
+    """Send the token over plain http:// to a host other than loopback (it crosses the network
+    readable by anyone on the path); by default a token needs https://."""
     timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _token_over_https(self) -> Self:
+        if self.token is None or self.allow_http or self.url.scheme == "https":
+            return self
+        if is_loopback(self.url.host or ""):
+            return self
+        raise FieldError(("url",), f"{self.url} is plain http and the token would cross the "
+                         "network in clear text; use https://, or set allow_http = true")
 
 
 class SqlDriverSettings(Section):

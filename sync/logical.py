@@ -94,7 +94,9 @@ def start(settings: Settings, say: Say = lambda _: None,
                 added = foreign_keys.add_not_valid(green, foreign_keys.on_blue(blue, tables))
                 if added:
                     say(f"{added} foreign key(s) added NOT VALID; validated once green streams")
-        _subscribe(settings, green, name)
+        # green's server connects to blue itself, with blue's DSN and password.
+        if not objects.create_subscription(green, name, blue_db):
+            say(objects.subscription_logged("green", "blue"))
         objects.write_phase(green, name, Phase.STREAMING, schema_from_blue)
         say(f"subscription {name!r} created: green now streams from blue")
         return StartResult(len(tables), rows, previous[0] if previous else None, False)
@@ -282,13 +284,6 @@ def _wait_tables_ready(green: Conn, name: str, say: Say) -> None:
         time.sleep(0.1)
 
 
-def _subscribe(settings: Settings, green: Conn, name: str) -> None:
-    # The subscription connects from green's server to blue with blue's DSN and password.
-    conninfo = databases(settings)[0].conninfo()
-    green.execute(sql.SQL(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
-        "create_slot = false, slot_name = {}, enabled = true)").format(
-            objects.ident(name), sql.Literal(conninfo), objects.ident(name), sql.Literal(name)))
 
 
 def _drop_slot(blue: Conn, name: str) -> None:

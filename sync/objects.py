@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 from psycopg import sql
 
+from config.environments import DatabaseSettings
 from config.replication import SyncSettings
 from sync.connections import Conn
 
@@ -156,6 +158,45 @@ def clear_switch_mark(conn: Conn, name: str) -> None:
 def slot_exists(blue: Conn, name: str) -> bool:
     return blue.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
                         [name]).fetchone() is not None
+
+
+_QUIET = {"log_statement": "none", "log_min_duration_statement": "-1",
+          "log_min_error_statement": "panic", "pg_stat_statements.track_utility": "off"}
+"""What would copy the subscription's statement, password included, into the server's log
+or pg_stat_statements; turned off around it (superuser settings)."""
+
+
+def create_subscription(conn: Conn, name: str, source: DatabaseSettings) -> bool:
+    """`CREATE SUBSCRIPTION name` on conn's server, streaming publication `name` from the
+    existing slot `name` on source (with source's password: the server connects itself).
+    False when the statement could not be kept out of the server's log and statistics (not a
+    superuser, and source has a password): with log_statement = 'ddl' or 'all' the password
+    is then in that server's log."""
+    changed: dict[str, str | None] = {}
+    for setting, value in _QUIET.items():
+        try:
+            row = conn.execute("SELECT current_setting(%s, true)", [setting]).fetchone()
+            conn.execute("SELECT set_config(%s, %s, false)", [setting, value])
+            changed[setting] = None if row is None else row[0]
+        except psycopg.errors.InsufficientPrivilege:
+            pass
+    try:
+        conn.execute(sql.SQL(
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
+            "create_slot = false, slot_name = {}, enabled = true)").format(
+                ident(name), sql.Literal(source.conninfo()), ident(name), sql.Literal(name)))
+    finally:
+        for setting, before in changed.items():
+            if before is not None:
+                conn.execute("SELECT set_config(%s, %s, false)", [setting, before])
+    return len(changed) == len(_QUIET) or source.password is None
+
+
+def subscription_logged(server: str, source: str) -> str:
+    """The warning for create_subscription's False."""
+    return (f"warning: statement logging could not be turned off for CREATE SUBSCRIPTION (not a "
+            f"superuser on {server}): if {server}'s log_statement is 'ddl' or 'all', {source}'s "
+            f"password is in {server}'s server log; see docs/security.md")
 
 
 def subscription_exists(green: Conn, name: str) -> bool:

@@ -468,12 +468,9 @@ class _Switch:
         """After the resume: the old primary follows the slot, which kept every change since."""
         d = self.d
         if (self.sw.reverse_replication and not self.by_diff and self._sub_state(self.src, d.new) is None
-                and objects.slot_exists(self.dst, d.new)):
-            self.src.execute(sql.SQL(
-                "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, "
-                "create_slot = false, slot_name = {}, enabled = true)").format(
-                    objects.ident(d.new), sql.Literal(d.dst_db.conninfo()), objects.ident(d.new),
-                    sql.Literal(d.new)))
+                and objects.slot_exists(self.dst, d.new)
+                and not objects.create_subscription(self.src, d.new, d.dst_db)):
+            self.say(objects.subscription_logged("blue" if d.to == "green" else "green", d.to))
 
     def drop_old(self) -> None:
         d = self.d

@@ -18,10 +18,9 @@ RETRYABLE = (httpx.TransportError,)
 class HttpBalancer:
     def __init__(self, settings: HttpDriverSettings) -> None:
         self.settings = settings
-        headers = {"Accept": "application/json", "User-Agent": "cutover"}
-        if settings.token is not None:
-            headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
-        self.client = httpx.Client(timeout=settings.timeout, headers=headers)
+        self.client = httpx.Client(timeout=settings.timeout,
+                                   headers={"Accept": "application/json", "User-Agent": "cutover"})
+        self._origin = _origin(str(settings.url))
 
     def describe(self) -> str:
         url = httpx.URL(str(self.settings.url))
@@ -81,7 +80,17 @@ class HttpBalancer:
            stop=stop_after_delay(10), reraise=True)
     def _request(self, method: str, url: str, body: dict[str, int] | None) -> httpx.Response:
         # A 5xx is retried too: control planes answer 503 while they restart.
-        response = self.client.request(method, url, json=body)
+        # The token goes to the control plane's own origin only (a readback_url elsewhere
+        # gets none); httpx follows no redirect.
+        headers = {}
+        if self.settings.token is not None and _origin(url) == self._origin:
+            headers["Authorization"] = f"Bearer {self.settings.token.get_secret_value()}"
+        response = self.client.request(method, url, json=body, headers=headers)
         if response.status_code >= 500:
             raise httpx.TransportError(f"HTTP {response.status_code}")
         return response
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port

@@ -20,6 +20,7 @@ from psycopg import sql
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from config import Settings
 from config.traffic import HAProxySettings, TrafficSettings
 from controller.cli import app
 from controller.lab.lab import Lab
@@ -254,3 +255,23 @@ def test_unreachable_sql_database_names_it_without_password(lab: Lab) -> None:
     assert "127.0.0.1:1/flags" in str(caught.value)
     assert "hunter2" not in str(caught.value)
     assert os.environ.get("PGPASSWORD") is None
+
+
+def test_the_http_token_goes_to_the_control_planes_origin_only(
+        hap: HAProxyBalancer, control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A readback_url on another origin (here localhost for 127.0.0.1) is asked without it."""
+    monkeypatch.setenv("CUTOVER_TRAFFIC__HTTP__TOKEN", TOKEN)
+    elsewhere = control_plane.url.replace("127.0.0.1", "localhost")
+    settings = Settings.model_validate({"traffic": {"driver": "http", "http": {
+        "url": control_plane.url, "readback_url": elsewhere}}})
+    assert settings.traffic is not None
+    lb = balancer_for(settings.traffic)
+    try:
+        with pytest.raises(BadTrafficInput, match="refused the token"):
+            shift(lb, 10)
+    finally:
+        lb.close()
+    assert ("POST", f"Bearer {TOKEN}") in control_plane.requests
+    assert ("GET", None) in control_plane.requests
+    assert ("GET", f"Bearer {TOKEN}") not in control_plane.requests
+    hap.apply(0)

@@ -657,3 +657,20 @@ def test_a_repoint_or_shift_template_with_an_unknown_placeholder_is_refused_up_f
     fine = CommandEndpointSettings(pause=["true"], repoint=["/bin/echo", "{target}", "{{x}}"],
                                    resume=["true"])
     assert fine.repoint == ["/bin/echo", "{target}", "{{x}}"]
+
+
+@pytest.mark.parametrize(("url", "allow_http", "ok"), [
+    ("http://10.0.0.5/weights", False, False), ("http://10.0.0.5/weights", True, True),
+    ("https://10.0.0.5/weights", False, True), ("http://127.0.0.1:8080/weights", False, True),
+    ("http://localhost/weights", False, True)])
+def test_the_http_token_needs_https_beyond_loopback(monkeypatch: pytest.MonkeyPatch, url: str,
+                                                    allow_http: bool, ok: bool) -> None:
+    monkeypatch.setenv("CUTOVER_TRAFFIC__HTTP__TOKEN", "tok")
+    data = {"traffic": {"driver": "http", "http": {"url": url, "allow_http": allow_http}}}
+    if ok:
+        Settings.model_validate(data)
+    else:
+        with pytest.raises(ValueError, match="plain http"):
+            Settings.model_validate(data)
+    monkeypatch.delenv("CUTOVER_TRAFFIC__HTTP__TOKEN")
+    Settings.model_validate(data)  # without a token, nothing secret travels
