@@ -68,6 +68,14 @@ class HAProxySettings(Section):
         return self
 
 
+UPSTREAM_DIRECTIVES = frozenset({
+    "keepalive", "keepalive_requests", "keepalive_time", "keepalive_timeout", "zone", "hash",
+    "ip_hash", "least_conn", "least_time", "random", "ntlm", "queue", "resolver",
+    "resolver_timeout", "sticky"})
+"""What an upstream block may hold besides Cutover's servers: connection and balancing
+settings, never a `server` (it would take traffic the read-back knows nothing of)."""
+
+
 class NginxSettings(Section):
     upstream_file: ConfigPath
     """The file holding the `upstream` block; Cutover rewrites it."""
@@ -86,8 +94,13 @@ class NginxSettings(Section):
     @classmethod
     def _plain_directives(cls, lines: list[str]) -> list[str]:
         for line in lines:
-            if not line.strip() or any(c in line for c in ";{}\n#"):
+            if not line.strip() or any(c in line for c in ";{}\n\r\x00#"):
                 raise ValueError(f"{line!r}: one directive per entry, without ';', braces or '#'")
+            name = line.split()[0]
+            if name not in UPSTREAM_DIRECTIVES:
+                raise ValueError(f"{line!r}: {name!r} is not allowed here (servers come from "
+                                 f"blue_servers and green_servers); allowed: "
+                                 f"{', '.join(sorted(UPSTREAM_DIRECTIVES))}")
         return lines
 
 

@@ -18,6 +18,7 @@ from controller.traffic.weights import green_share, weights_for
 from sync.children import run_command
 
 SERVER_LINE = re.compile(r"^\s*server\s+(\S+)(.*?);\s*#\s*cutover:(\S+)\s*$")
+ANY_SERVER = re.compile(r"^\s*(server|state)\s")
 
 
 class NginxBalancer:
@@ -88,6 +89,10 @@ class NginxBalancer:
         weights: dict[str, int] = {}
         for line in text.splitlines():
             m = SERVER_LINE.match(line)
+            if m is None and ANY_SERVER.match(line):
+                raise TrafficError(f"{path} has a server Cutover did not write ({line.strip()!r}); "
+                                   "its share of traffic would be unknown. The file is Cutover's: "
+                                   "list every server in blue_servers or green_servers")
             if m:
                 flags = m.group(2)
                 w = re.search(r"weight=(\d+)", flags)

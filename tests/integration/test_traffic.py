@@ -125,7 +125,7 @@ def test_nginx_stages_are_tested_reloaded_read_back_and_served(lab: Lab) -> None
 def test_nginx_rejected_config_puts_the_previous_file_back(lab: Lab) -> None:
     good = lab.state.nginx_settings()
     before = good.upstream_file.read_text()
-    bad = NginxSettings.model_validate({**good.model_dump(), "directives": ["no_such_directive on"]})
+    bad = NginxSettings.model_validate({**good.model_dump(), "directives": ["keepalive not-a-number"]})
     lb = NginxBalancer(bad, lab.state.servers_of("blue"), lab.state.servers_of("green"))
     with pytest.raises(TrafficError, match="rejected the new upstream file"):
         shift(lb, 50)

@@ -185,6 +185,25 @@ def test_nginx_directives_cannot_smuggle_config(tmp_path: Path) -> None:
                       directives=["keepalive 1; } server { listen 80"])
 
 
+@pytest.mark.parametrize("line", ["server 6.6.6.6:80 weight=1000", "state /var/lib/nginx/up.state",
+                                  "upstream other", "proxy_pass http://6.6.6.6"])
+def test_nginx_directives_cannot_add_servers(tmp_path: Path, line: str) -> None:
+    """A `server` among the directives would take traffic the read-back knows nothing of (with
+    weight=1000, 99.9 % while Cutover reads green 50 %)."""
+    with pytest.raises(ValueError, match="is not allowed here"):
+        NginxSettings(upstream_file=tmp_path / "up.conf", servers={"b": "127.0.0.1:1"}, directives=[line])
+
+
+def test_nginx_read_back_refuses_a_server_it_did_not_write(tmp_path: Path) -> None:
+    settings = NginxSettings(upstream_file=tmp_path / "up.conf", servers={
+        "blue1": "127.0.0.1:8001", "green1": "127.0.0.1:8002"})
+    lb = NginxBalancer(settings, ["blue1"], ["green1"])
+    text = lb.render(50).replace("}\n", "    server 6.6.6.6:80 weight=1000;\n}\n")
+    settings.upstream_file.write_text(text)
+    with pytest.raises(TrafficError, match="a server Cutover did not write"):
+        lb.read()
+
+
 class RecordingApi:
     """Answers `get weight` from its own table and records every `set weight`."""
 
