@@ -267,8 +267,9 @@ def test_the_http_token_goes_to_the_control_planes_origin_only(
     assert settings.traffic is not None
     lb = balancer_for(settings.traffic)
     try:
+        lb.apply(10)
         with pytest.raises(BadTrafficInput, match="refused the token"):
-            shift(lb, 10)
+            lb.read()
     finally:
         lb.close()
     assert ("POST", f"Bearer {TOKEN}") in control_plane.requests
