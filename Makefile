@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test check test-unit lint bench matrix docs clean
+.PHONY: setup demo test check test-unit lint bench matrix docs lock audit clean
 
 setup:
 	@scripts/setup.sh
@@ -21,7 +21,7 @@ test: setup
 
 # For iteration, under 3 minutes: lint, the unit tests, and one real-server test per layer.
 check: lint
-	$(BIN)/pytest tests/unit --durations=3
+	CUTOVER_FUZZ_EXAMPLES=25 $(BIN)/pytest tests/unit --durations=3
 	$(BIN)/pytest tests/integration -m check --durations=5
 
 test-unit: setup
@@ -42,5 +42,21 @@ docs: setup
 	$(BIN)/cutover config reference > docs/config.md
 	$(BIN)/python -c 'from tests.unit.test_lab_config import *; EXAMPLE.write_text(render_config(default_lab()))'
 
+# The supply chain: requirements.in compiled into requirements.lock with every file's hash, and an
+# audit of the pinned set. Both need the network (PyPI; the audit PyPI's JSON API), and run their
+# tools from a venv of their own, outside the pinned set.
+TOOLS := .venv-tools
+$(TOOLS)/bin/pip-audit:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q pip-tools pip-audit
+
+lock: $(TOOLS)/bin/pip-audit
+	$(TOOLS)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-header --strip-extras \
+		-o requirements.lock requirements.in
+
+# --strict: a package the audit could not look up (no network) is an error, not a silent pass.
+audit: $(TOOLS)/bin/pip-audit
+	$(TOOLS)/bin/pip-audit --strict --disable-pip --require-hashes -r requirements.lock
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis
