@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from config.errors import FieldError
 
@@ -61,13 +61,21 @@ class Section(BaseModel):
         return data
 
 
+def _not_empty(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("empty: give a file's path")
+    return value
+
+
 def _resolve(path: Path) -> Path:
     if "\x00" in str(path):
         raise ValueError("a path cannot contain a NUL character")
     base = CONFIG_DIR.get()
     path = path.expanduser()
     if base is not None and not path.is_absolute():
-        return base / path
+        path = base / path
+    if path.is_dir():  # "." or a folder: every path in the config names a file
+        raise ValueError(f"{path} is a directory; give a file's path")
     return path
 
 
@@ -157,7 +165,7 @@ def system_schema(table: str) -> bool:
         schema[1:-1].replace('""', '"') if schema.startswith('"') else schema.lower())
 
 
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+ConfigPath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_resolve)]
 """A file path; relative paths are taken from the config file's directory."""
 
 Name = Annotated[str, AfterValidator(_check_name)]

@@ -3,7 +3,6 @@ to attach to a change ticket or a post-mortem."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,7 @@ import typer
 
 from config import Settings
 from controller.cli_common import ConfigOption, Exit, err, out, settings_or_exit
-from controller.journal import Event
-from controller.pgstore import StoreError, StoreMissing
+from controller.journal import Event, StoreError, StoreMissing
 from controller.report import render_report
 from controller.store import open_store
 
@@ -39,7 +37,7 @@ def _read(settings: Settings) -> list[Event]:
     except StoreMissing as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(Exit.FAILED) from None
-    except (sqlite3.Error, RuntimeError, StoreError) as exc:
+    except StoreError as exc:
         err.print(f"error: cannot read the journal: {exc}")
         raise typer.Exit(Exit.FAILED) from None
     try:

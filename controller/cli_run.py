@@ -29,8 +29,7 @@ from controller.cli_common import (
     settings_or_exit,
     styled,
 )
-from controller.journal import Event, EventKind
-from controller.pgstore import StoreError
+from controller.journal import Event, EventKind, StoreError
 from controller.phases import TERMINAL, Intent, Phase, State
 from controller.report import ROWS
 from controller.store import StateStore, open_store

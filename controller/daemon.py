@@ -24,11 +24,11 @@ from config.replication import SwitchMethod, SyncMode
 from config.slo import SloSource
 from controller import sdnotify
 from controller.jobs import Jobs
-from controller.journal import EventKind
+from controller.journal import EventKind, StoreError
 from controller.metrics import DaemonMetrics
 from controller.notify import Notifier
 from controller.observe import SyncProbe, WeightProbe, split_dict
-from controller.pgstore import Deposed, Leadership, StoreError
+from controller.pgstore import Deposed, Leadership
 from controller.phases import (
     LIVE_TRAFFIC,
     TERMINAL,

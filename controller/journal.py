@@ -65,6 +65,14 @@ class EventKind(StrEnum):
     REVERT_FAILED = "revert failed"
 
 
+class StoreError(Exception):
+    """The store cannot be reached or used."""
+
+
+class StoreMissing(StoreError):
+    """A reader asked for a store no daemon has created yet."""
+
+
 @dataclass(frozen=True)
 class Event:
     id: int
@@ -75,21 +83,32 @@ class Event:
 
 class Journal:
     def __init__(self, path: Path) -> None:
+        """Opens the journal at path, creating it if it is not there; StoreError, naming the
+        path, when that cannot be done (a directory, not a database, no permission)."""
+        try:
+            self.db = self._open(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the journal {path} ([state] path): {exc}") from None
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()
-        self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if new:
             # Owner-only whatever the umask: the journal holds the cutover's whole story, and
             # SQLite gives the -wal and -shm files the database's mode. chmod, not a second
             # open: closing another descriptor of the file would drop SQLite's POSIX locks.
             path.chmod(0o600)
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{path} was written by a newer Cutover (journal schema {version}, "
-                               f"this one knows {SCHEMA_VERSION}); upgrade Cutover")
-        self.db.execute("PRAGMA journal_mode = WAL")
+            db.close()
+            raise StoreError(f"{path} was written by a newer Cutover (journal schema {version}, "
+                             f"this one knows {SCHEMA_VERSION}); upgrade Cutover")
+        db.execute("PRAGMA journal_mode = WAL")
         for step in range(version + 1, SCHEMA_VERSION + 1):
-            self.db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+            db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+        return db
 
     def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
         at = time.time()

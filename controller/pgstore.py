@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from config.operations import StateSettings
-from controller.journal import Event, EventKind
+from controller.journal import Event, EventKind, StoreError, StoreMissing
 
 SCHEMA = "cutover_store"
 SCHEMA_VERSION = 1
@@ -54,14 +54,6 @@ CREATE TABLE cutover_store.leader (
 );
 """,
 }
-
-
-class StoreError(Exception):
-    """The store cannot be reached or used."""
-
-
-class StoreMissing(StoreError):
-    """A reader asked for a store no daemon has created yet."""
 
 
 class Deposed(StoreError):

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from config import Settings
-from controller.journal import Event, EventKind, Journal
-from controller.pgstore import PgStore, StoreMissing
+from controller.journal import Event, EventKind, Journal, StoreMissing
+from controller.pgstore import PgStore
 
 
 class StateStore(Protocol):

@@ -6,7 +6,6 @@ interleaves both in result.output; errors go to stderr, data to stdout."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -37,13 +36,6 @@ socket = "haproxy.sock"
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("CUTOVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
 @pytest.fixture

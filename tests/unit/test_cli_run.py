@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.journal import EventKind, Journal
+from controller.journal import EventKind, Journal, StoreError
 from controller.phases import Phase, State
 
 runner = CliRunner()
@@ -182,3 +182,19 @@ def test_a_new_journal_is_readable_by_its_owner_only(tmp_path: Path) -> None:
         os.umask(old)
     assert modes["state.db"] == "0o600", modes
     assert set(modes.values()) == {"0o600"}, modes
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/dev/null/state.db"])
+def test_a_journal_that_cannot_be_opened_is_a_store_error_naming_it(path: str) -> None:
+    with pytest.raises(StoreError, match=f"cannot open the journal {path} \\(\\[state\\] path\\)"):
+        Journal(Path(path))
+
+
+def test_status_on_a_journal_that_is_no_database_says_so_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "cutover.toml"
+    config.write_text('[state]\npath = "notes.txt"\n')
+    (tmp_path / "notes.txt").write_text("not a journal\n" * 200)
+    result = CliRunner().invoke(app, ["status", "--json", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot open the journal {tmp_path}/notes.txt ([state] path): file is not a database"]

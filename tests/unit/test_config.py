@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import tempfile
 import types
 import typing
@@ -48,14 +47,6 @@ BASE: dict[str, Any] = {
     "traffic": {"haproxy": {"socket": "haproxy.sock"}},
 }
 
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's CUTOVER_* variables or systemd credentials must not leak into tests."""
-    for name in list(os.environ):
-        if name.startswith("CUTOVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
 # --- helpers: a TOML writer (the standard library only reads TOML) -------------------------
@@ -280,6 +271,11 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
                                                            1.7e308), "blue.database.statement_timeout",
      "at most"),
     ("postgres state without dsn", with_value(BASE, "state.backend", "postgres"), "state", "dsn"),
+    ("empty state path", with_value(BASE, "state.path", ""), "state.path", "empty"),
+    ("state path that is a directory", with_value(BASE, "state.path", "/tmp"), "state.path",
+     "is a directory"),
+    ("state path that is the config's directory", with_value(BASE, "state.path", "."), "state.path",
+     "is a directory"),
 ]
 
 

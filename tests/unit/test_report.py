@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -282,13 +281,6 @@ def cli() -> typer.Typer:
     app.command()(report_cmd)
     return app
 
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("CUTOVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
 def config_file(tmp_path: Path) -> Path:
