@@ -23,7 +23,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from config.environments import DatabaseSettings
-from sync.children import pg_tool_env
+from sync.children import command_env, pg_tool_env
 from sync.errors import SyncError
 
 ENV_BINDIR = "CUTOVER_PG_BINDIR"
@@ -48,7 +48,8 @@ def bindir_version(bindir: Path) -> tuple[int, str] | None:
     """(major, version) from `<bindir>/pg_dump --version`; None when it does not run."""
     try:
         done = subprocess.run([str(bindir / "pg_dump"), "--version"], capture_output=True,
-                              text=True, timeout=30, check=False)
+                              text=True, timeout=30, check=False, env=command_env(),
+                              stdin=subprocess.DEVNULL)
     except OSError:
         return None
     return parse_version(done.stdout) if done.returncode == 0 else None
