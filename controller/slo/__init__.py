@@ -1,2 +1,2 @@
-"""SLO watch: metric sources measure blue and green, a pure judge turns measurements into
-verdicts, and the watcher rolls traffic back to blue on a breach."""
+"""SLO judgement: metric sources measure blue and green, and a pure judge turns measurements
+into verdicts. What a breach does is the daemon's (controller/daemon/watch.py, rollback.py)."""

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from config.slo import HAProxyMetric, SloCheck
-from controller.slo.readings import NO_DATA, Measurement, Reading
-from controller.traffic.balancer import TrafficError
+from controller.slo.readings import NO_DATA, Measurement, Reading, SourceError
 
 RESPONSE_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 FAILURE_FIELDS = ("econ", "eresp", "wretr")
@@ -93,7 +92,8 @@ def _server(old: dict[str, str], new: dict[str, str]) -> _Server:
 
 
 class StatsApi(Protocol):
-    """The one Runtime API call the source makes (traffic.haproxy.RuntimeApi)."""
+    """The one Runtime API call the source makes; SourceError when HAProxy cannot be asked
+    (the daemon adapts traffic.haproxy.RuntimeApi to it)."""
 
     def server_stats(self, backend: str) -> Stats: ...
 
@@ -111,7 +111,7 @@ class HAProxySource:
     def measure(self, check: SloCheck) -> Measurement:
         try:
             stats = self.api.server_stats(self.backend)
-        except TrafficError as exc:
+        except SourceError as exc:
             return Measurement(NO_DATA, NO_DATA, error=str(exc))
         now = self.clock()
         previous = self._last.get(check.name)

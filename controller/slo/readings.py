@@ -32,6 +32,11 @@ class Reading:
 NO_DATA = Reading(None)
 
 
+class SourceError(Exception):
+    """A source's backend could not be asked (unreachable, refused, malformed answer): the
+    check is inconclusive, never a breach."""
+
+
 @dataclass(frozen=True)
 class Measurement:
     green: Reading

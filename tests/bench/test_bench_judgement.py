@@ -40,13 +40,13 @@ import pytest
 
 from config import load_settings
 from config.slo import SloCheck, SloSource
+from controller.daemon.watch import Watch
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad
 from controller.slo.haproxy_source import HAProxySource
 from controller.slo.judge import CheckState, Verdict, judge
 from controller.slo.probe_source import HttpProbeSource
 from controller.slo.readings import MetricSource
-from controller.slo.watch import Watch
 from controller.traffic.haproxy import HAProxyBalancer, RuntimeApi
 from controller.traffic.shift import shift
 from tests.bench.conftest import BENCH_TIMEOUT, env_int, wait_quiet

@@ -17,9 +17,9 @@ import pytest
 
 from config import load_settings
 from config.settings import Settings
+from controller.daemon.watch import WatchResult, watch
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad
-from controller.slo.watch import WatchResult, watch
 from controller.traffic.haproxy import RuntimeApi
 from controller.traffic.shift import shift
 from tests.bench.conftest import BENCH_TIMEOUT, median, wait_quiet

@@ -1,7 +1,7 @@
 """Streaming under `pgbench -c 4 -T 60` on blue (scale 10), synced by our logical.start:
 heartbeat lag p50/p99 (goal p99 <= 150 ms) and what our monitoring costs in TPS (goal < 2 %).
 
-The monitoring is the loop of `cutover sync --follow` (controller/cli_sync.py `_follow`) at
+The monitoring is the loop of `cutover sync --follow` (controller/cli/syncing.py `_follow`) at
 a 100 ms period instead of the default 1 s: beat() on blue, read_status() on both, the drift
 check every 10 s. Lag is taken from every heartbeat, not only from those read_status happened
 to see: a bench-only trigger on green logs each applied heartbeat (seq, beat_at, applied_at),

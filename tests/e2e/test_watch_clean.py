@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from config import load_settings
+from controller.daemon.watch import watch
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad
 from controller.slo.judge import Outcome, Verdict
-from controller.slo.watch import watch
 from controller.traffic.shift import shift
 from tests.trafficfixtures import lab_haproxy
 

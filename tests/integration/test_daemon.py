@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from config import Settings, load_settings
-from controller.cli_run import status_data
-from controller.daemon import Daemon
-from controller.journal import Journal
+from controller.cli.run import status_data
+from controller.daemon.loop import Daemon
+from controller.daemon.phases import Phase, State
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, Pgbench, pgbench_init
 from controller.lab.processes import find_binary, free_port
-from controller.phases import Phase, State
+from controller.state.journal import Journal
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.diff import cycle as diff_cycle
 from sync.status import wait_applied

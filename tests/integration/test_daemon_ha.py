@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from config import Settings
 from config.operations import StateSettings
 from controller.cli import app
-from controller.journal import EventKind
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, pgbench_init
 from controller.lab.processes import free_port
-from controller.pgstore import Deposed, Leadership, PgStore
+from controller.state.journal import EventKind
+from controller.state.pgstore import Deposed, Leadership, PgStore
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.status import wait_applied
 from tests.integration.test_daemon import BUSY_HOST_LATENCY_FLOOR, daemon_settings

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from config import Settings
-from controller.journal import Journal
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, pgbench_init
+from controller.state.journal import Journal
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.status import wait_applied
 from tests.integration.test_daemon import BUSY_HOST_LATENCY_FLOOR, daemon_settings

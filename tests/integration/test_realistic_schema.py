@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from controller.metrics import SyncMetrics
+from controller.daemon.metrics import SyncMetrics
 from sync import diff, logical, objects, readiness
 from sync.catalog import list_tables
 from sync.pgtools import installations

@@ -19,7 +19,7 @@ from config.settings import Settings
 from config.slo import PrometheusSource as PrometheusSettings
 from config.slo import SloCheck, SloSource
 from controller.cli import app
-from controller.journal import Journal
+from controller.daemon.watch import HAProxyStats, build_sources
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad
 from controller.slo.haproxy_source import HAProxySource
@@ -28,7 +28,7 @@ from controller.slo.probe_source import HttpProbeSource
 from controller.slo.prometheus_source import PrometheusSource
 from controller.slo.readings import Measurement
 from controller.slo.sync_sources import DriftSource, LagSource
-from controller.slo.watch import build_sources
+from controller.state.journal import Journal
 from controller.traffic.haproxy import HAProxyBalancer, RuntimeApi
 from controller.traffic.shift import shift
 from sync import logical
@@ -46,7 +46,7 @@ def test_haproxy_source_measures_each_environment_from_counter_deltas(
         lab: Lab, hap: HAProxyBalancer) -> None:
     shift(hap, 50, observe=False)
     set_fault(lab, "green", error_ratio=0.5, latency_ms=50)
-    source = HAProxySource(RuntimeApi(lab.state.haproxy_socket, None, 2.0), "app",
+    source = HAProxySource(HAProxyStats(RuntimeApi(lab.state.haproxy_socket, None, 2.0)), "app",
                            {"blue": lab.state.servers_of("blue"), "green": lab.state.servers_of("green")})
     checks = {m: slo(name=m, source="haproxy", metric=m)
               for m in ("error_ratio", "latency_ms", "request_rate")}
@@ -168,7 +168,7 @@ def test_one_dead_or_hung_green_server_of_two_is_seen(
     although neither is a 5xx answer of a server."""
     shift(hap, 50, observe=False)
     green2 = lab.state.servers_of("green")[1]
-    source = HAProxySource(RuntimeApi(lab.state.haproxy_socket, None, 2.0), "app",
+    source = HAProxySource(HAProxyStats(RuntimeApi(lab.state.haproxy_socket, None, 2.0)), "app",
                            {"blue": lab.state.servers_of("blue"), "green": lab.state.servers_of("green")})
     errors = slo(source="haproxy", metric="error_ratio", max=0.01, failure_limit=3, interval=0.5)
     state, verdicts = CheckState(), list[Verdict]()

@@ -23,11 +23,11 @@ from config.replication import CommandEndpointSettings, SwitchMethod
 from config.settings import Settings
 from config.slo import SloCheck, SloSource
 from controller.cli import app
-from controller.journal import Journal
+from controller.daemon.watch import watch
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, Pgbench, pgbench_init
 from controller.slo.sync_sources import LagSource
-from controller.slo.watch import watch
+from controller.state.journal import Journal
 from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.shift import shift
 from sync import logical

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from config import load_settings
 from controller.cli import app
+from controller.daemon.metrics import SyncMetrics
+from controller.daemon.observe import SyncProbe
 from controller.lab.load import Pgbench, pgbench_init
-from controller.metrics import SyncMetrics
-from controller.observe import SyncProbe
 from sync import logical
 from sync.catalog import table_by_name
 from sync.checksums import row_hash

@@ -99,7 +99,7 @@ def test_exposure_is_at_most_1_2(name: str, analyze: str, installed: Path) -> No
 
 @pytest.mark.parametrize("name", ["cutover.service", "cutover@.service"])
 def test_daemon_units_notify_with_a_watchdog_and_real_credentials(name: str) -> None:
-    """The daemon's contract with systemd (controller/sdnotify.py), and every credential named
+    """The daemon's contract with systemd (controller/daemon/sdnotify.py), and every credential named
     like a secret field of the settings (a typo would silently leave the secret unset)."""
     lines = (SYSTEMD_DIR / name).read_text().splitlines()
     for setting in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30s", "Restart=on-failure",

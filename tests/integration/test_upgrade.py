@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from config import Settings
-from controller.journal import Journal
 from controller.lab.lab import Lab
 from controller.lab.load import HttpLoad, Pgbench, pgbench_init
+from controller.state.journal import Journal
 from controller.traffic.haproxy import HAProxyBalancer
 from sync.status import wait_applied
 from tests.integration.test_daemon import daemon_settings

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import typer
 
-from controller.cli_common import fail
-from controller.cli_sync import _print_preflight
-from controller.journal import EventKind, Journal
-from controller.phases import Phase, State
+from controller.cli.common import fail
+from controller.cli.syncing import _print_preflight
+from controller.daemon.phases import Phase, State
+from controller.state.journal import EventKind, Journal
 from sync.preflight import Check, Report, Status
 
 HOSTILE = 'public."[/x] [bold]t"'

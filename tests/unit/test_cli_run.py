@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.journal import EventKind, Journal, StoreError
-from controller.phases import Phase, State
+from controller.daemon.phases import Phase, State
+from controller.state.journal import EventKind, Journal, StoreError
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from config.operations import Hook, HookPoint
-from controller.hooks import run_hooks
+from controller.daemon.hooks import run_hooks
 
 WRITE_ARGS = "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.exposition import generate_latest
 
-from controller.metrics import DaemonMetrics
+from controller.daemon.metrics import DaemonMetrics
 
 
 def test_a_shared_database_exports_no_sync_gauges_but_keeps_the_loop_heartbeat() -> None:

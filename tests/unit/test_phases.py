@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from controller.phases import (
+from controller.daemon.phases import (
     Breach,
     Effect,
     Failure,

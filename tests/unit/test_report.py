@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from controller import journal as journal_module
-from controller.cli_report import report_cmd
-from controller.journal import Event, EventKind, Journal
-from controller.report import MAX_POINTS, downsample, render_report
+from controller.cli.report import report_cmd
+from controller.report.page import MAX_POINTS, downsample, render_report
+from controller.state import journal as journal_module
+from controller.state.journal import Event, EventKind, Journal
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = 1_700_000_000.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller import sdnotify
+from controller.daemon import sdnotify
 
 
 @pytest.fixture

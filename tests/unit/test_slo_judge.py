@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from config.slo import SloCheck
+from controller.daemon.watch import Watch
 from controller.slo.judge import CheckState, Outcome, Verdict, judge
 from controller.slo.readings import NO_DATA, Measurement, Reading
-from controller.slo.watch import Watch
 
 
 def check(**over: Any) -> SloCheck:

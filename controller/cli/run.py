@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from config import Settings
-from controller.cli_common import (
+from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,
@@ -29,10 +29,10 @@ from controller.cli_common import (
     settings_or_exit,
     styled,
 )
-from controller.journal import Event, EventKind, StoreError
-from controller.phases import TERMINAL, Intent, Phase, State
-from controller.report import ROWS
-from controller.store import StateStore, open_store
+from controller.daemon.phases import TERMINAL, Intent, Phase, State
+from controller.report.page import ROWS
+from controller.state.journal import Event, EventKind, StoreError
+from controller.state.store import StateStore, open_store
 
 DAEMON_ALIVE = 5.0
 """The daemon saves its state at least every second; older than this, it is not running."""
@@ -47,7 +47,7 @@ def run(
     """The controller daemon: the whole cutover (sync, switch, traffic stages with SLO gates,
     finalize), resumable after any stop; or the continuous sync service without [traffic]."""
     settings = settings_or_exit(config)
-    from controller.daemon import Daemon
+    from controller.daemon.loop import Daemon
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -13,7 +13,7 @@ import typer
 from config import ConfigError
 from config.settings import need_traffic
 from config.traffic import TrafficSettings
-from controller.cli_common import (
+from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,

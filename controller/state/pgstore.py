@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from config.operations import StateSettings
-from controller.journal import Event, EventKind, StoreError, StoreMissing
+from controller.state.journal import Event, EventKind, StoreError, StoreMissing
 
 SCHEMA = "cutover_store"
 SCHEMA_VERSION = 1
@@ -99,7 +99,7 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
 
 
 class PgStore:
-    """The StateStore of controller.journal, on PostgreSQL. With an epoch (a leader's store),
+    """The StateStore of controller.state.journal, on PostgreSQL. With an epoch (a leader's store),
     writes succeed only while that epoch is the service's current one."""
 
     def __init__(self, settings: StateSettings, service: str, epoch: int | None = None, *,

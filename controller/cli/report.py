@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from config import Settings
-from controller.cli_common import ConfigOption, Exit, err, out, settings_or_exit
-from controller.journal import Event, StoreError, StoreMissing
-from controller.report import render_report
-from controller.store import open_store
+from controller.cli.common import ConfigOption, Exit, err, out, settings_or_exit
+from controller.report.page import render_report
+from controller.state.journal import Event, StoreError, StoreMissing
+from controller.state.store import open_store
 
 
 def report_cmd(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.journal import Event, EventKind
+from controller.state.journal import Event, EventKind
 
 MAX_POINTS = 1500
 """Per drawn series: more samples than this are reduced (gaps, minima and maxima kept)."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from config import ConfigError
-from controller.cli_common import (
+from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,
@@ -17,8 +17,8 @@ from controller.cli_common import (
     print_json,
     settings_or_exit,
 )
-from controller.journal import EventKind
-from controller.store import open_store
+from controller.state.journal import EventKind
+from controller.state.store import open_store
 from sync.errors import BadInputError, SyncError
 from sync.switch import switch
 

@@ -18,12 +18,12 @@ from config import ConfigError
 from config.operations import HookPoint
 from config.replication import SwitchMethod, SyncMode
 from config.settings import Settings, need_traffic
-from controller.hooks import run_point
-from controller.journal import EventKind
-from controller.metrics import DaemonMetrics
-from controller.phases import Effect, Failure, Job, JobResult, State
-from controller.rollback import roll_back
-from controller.store import StateStore, open_store
+from controller.daemon.hooks import run_point
+from controller.daemon.metrics import DaemonMetrics
+from controller.daemon.phases import Effect, Failure, Job, JobResult, State
+from controller.daemon.rollback import roll_back
+from controller.state.journal import EventKind
+from controller.state.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, shift

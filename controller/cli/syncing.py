@@ -23,7 +23,7 @@ from rich.table import Table
 from config.durations import parse_duration
 from config.replication import SyncMode
 from config.settings import Settings
-from controller.cli_common import (
+from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,
@@ -35,7 +35,7 @@ from controller.cli_common import (
     settings_or_exit,
     styled,
 )
-from controller.metrics import SyncMetrics
+from controller.daemon.metrics import SyncMetrics
 from sync import diff, logical, readiness
 from sync.apply_watch import ApplyWatch
 from sync.catalog import list_tables

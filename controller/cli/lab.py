@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from config.durations import parse_duration
-from controller.cli_common import Exit, JsonOption, fail, out, print_json, print_table, styled
+from controller.cli.common import Exit, JsonOption, fail, out, print_json, print_table, styled
 from controller.lab.lab import DEFAULT_BASE_PORT, DEFAULT_ROOT, Lab
 from controller.lab.load import HttpLoad
 from controller.lab.processes import LabError

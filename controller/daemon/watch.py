@@ -15,19 +15,36 @@ from config import ConfigError
 from config.errors import Problem
 from config.settings import Settings, need_traffic
 from config.slo import SloCheck, SloSource
-from controller.journal import EventKind
-from controller.rollback import report_breach, roll_back
+from controller.daemon.rollback import report_breach, roll_back
 from controller.slo.haproxy_source import HAProxySource
 from controller.slo.judge import CheckState, Outcome, Verdict, judge
 from controller.slo.probe_source import HttpProbeSource
 from controller.slo.prometheus_source import PrometheusSource
-from controller.slo.readings import NO_DATA, Measurement, MetricSource
+from controller.slo.readings import NO_DATA, Measurement, MetricSource, SourceError
 from controller.slo.sync_sources import DriftSource, LagSource
-from controller.store import open_store
+from controller.state.journal import EventKind
+from controller.state.store import open_store
+from controller.traffic.balancer import TrafficError
 from controller.traffic.haproxy import RuntimeApi
 from controller.traffic.shift import ShiftResult
 
 Clock = Callable[[], float]
+
+
+class HAProxyStats:
+    """traffic.haproxy.RuntimeApi as the SLO source's StatsApi: its failures are the source's."""
+
+    def __init__(self, api: RuntimeApi) -> None:
+        self.api = api
+
+    def server_stats(self, backend: str) -> dict[str, dict[str, str]]:
+        try:
+            return self.api.server_stats(backend)
+        except TrafficError as exc:
+            raise SourceError(str(exc)) from exc
+
+    def close(self) -> None:
+        self.api.close()
 
 
 def build_sources(settings: Settings) -> dict[SloSource, MetricSource]:
@@ -41,7 +58,8 @@ def build_sources(settings: Settings) -> dict[SloSource, MetricSource]:
                                        "'haproxy' read its stats (socket or address)")])
         api = RuntimeApi(traffic.haproxy.socket, traffic.haproxy.address, traffic.haproxy.timeout)
         sources[SloSource.HAPROXY] = HAProxySource(
-            api, traffic.haproxy.backend, {"blue": traffic.blue_servers, "green": traffic.green_servers})
+            HAProxyStats(api), traffic.haproxy.backend,
+            {"blue": traffic.blue_servers, "green": traffic.green_servers})
     if SloSource.PROMETHEUS in used:
         assert settings.sources.prometheus is not None  # the settings validator insists
         sources[SloSource.PROMETHEUS] = PrometheusSource(settings.sources.prometheus)

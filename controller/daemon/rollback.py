@@ -20,12 +20,12 @@ import psycopg
 from config.operations import HookPoint, NotifyEvent
 from config.replication import SwitchMethod
 from config.settings import Settings, need_traffic
-from controller.hooks import run_point
-from controller.journal import EventKind
-from controller.notify import Notifier
-from controller.report import verdict_text
+from controller.daemon.hooks import run_point
+from controller.daemon.notify import Notifier
+from controller.report.page import verdict_text
 from controller.slo.judge import Verdict
-from controller.store import StateStore
+from controller.state.journal import EventKind
+from controller.state.store import StateStore
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import ShiftResult, shift

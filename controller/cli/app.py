@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from controller import cli_config, cli_lab, cli_report, cli_run, cli_switch, cli_sync, cli_traffic, cli_watch
-from controller.cli_common import Exit, fail
+from controller.cli import configuration as cli_config
+from controller.cli import lab as cli_lab
+from controller.cli import report as cli_report
+from controller.cli import run as cli_run
+from controller.cli import switch as cli_switch
+from controller.cli import syncing as cli_sync
+from controller.cli import traffic as cli_traffic
+from controller.cli import watch as cli_watch
+from controller.cli.common import Exit, fail
 from controller.lab.lab import DEFAULT_ROOT
 from controller.lab.processes import LabError
 
@@ -50,7 +57,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Leave the lab running afterwards.")] = False,
 ) -> None:
     """Run the main job on the built-in lab, with live progress (what `make demo` runs)."""
-    from controller.demo import run_demo
+    from controller.cli.demo import run_demo
 
     try:
         ok = run_demo(root, seconds, rate, keep)

@@ -1,5 +1,5 @@
 """Which state store a daemon or command uses: the embedded SQLite journal (the default), or
-PostgreSQL for two daemons in HA (controller.pgstore). Both keep the same three things: the
+PostgreSQL for two daemons in HA (controller.state.pgstore). Both keep the same three things: the
 journal of events, the daemon's state, the operator's intents."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from config import Settings
-from controller.journal import Event, EventKind, Journal, StoreMissing
-from controller.pgstore import PgStore
+from controller.state.journal import Event, EventKind, Journal, StoreMissing
+from controller.state.pgstore import PgStore
 
 
 class StateStore(Protocol):

@@ -11,7 +11,7 @@ import typer
 
 from config import ConfigError
 from config.settings import Settings
-from controller.cli_common import (
+from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,
@@ -22,8 +22,8 @@ from controller.cli_common import (
     settings_or_exit,
     styled,
 )
+from controller.daemon.watch import WatchResult, outcome_colour, require_checks, watch
 from controller.slo.judge import Outcome, Verdict
-from controller.slo.watch import WatchResult, outcome_colour, require_checks, watch
 from controller.traffic.balancer import BadTrafficInput, TrafficError
 from controller.traffic.factory import balancer_for
 

@@ -20,13 +20,13 @@ import psycopg
 from rich.table import Table
 
 from config import Settings, load_settings
-from controller.cli_common import out, print_table, styled
-from controller.daemon import Daemon
+from controller.cli.common import out, print_table, styled
+from controller.daemon.loop import Daemon
+from controller.daemon.phases import Phase, State
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
 from controller.lab.load import HttpLoad
-from controller.phases import Phase, State
-from controller.report import render_report
-from controller.store import open_store
+from controller.report.page import render_report
+from controller.state.store import open_store
 from sync import logical
 
 BAKE = "3s"

@@ -1,6 +1,6 @@
 """`cutover run`: the whole cutover as one resumable service. A fixed-cadence loop on the
 monotonic clock: observe (intents, the running job, replication, the SLO watch), decide once
-(controller.phases, pure), persist, then start the one effect decided. Signal handlers only
+(controller.daemon.phases, pure), persist, then start the one effect decided. Signal handlers only
 set flags; the HTTP endpoints read a snapshot the loop publishes."""
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from config import ConfigError, Settings, load_settings
 from config.operations import NotifyEvent
 from config.replication import SwitchMethod, SyncMode
 from config.slo import SloSource
-from controller import sdnotify
-from controller.jobs import Jobs
-from controller.journal import EventKind, StoreError
-from controller.metrics import DaemonMetrics
-from controller.notify import Notifier
-from controller.observe import SyncProbe, WeightProbe, split_dict
-from controller.pgstore import Deposed, Leadership
-from controller.phases import (
+from controller.daemon import sdnotify
+from controller.daemon.jobs import Jobs
+from controller.daemon.metrics import DaemonMetrics
+from controller.daemon.notify import Notifier
+from controller.daemon.observe import SyncProbe, WeightProbe, split_dict
+from controller.daemon.phases import (
     LIVE_TRAFFIC,
     TERMINAL,
     Breach,
@@ -43,11 +41,13 @@ from controller.phases import (
     State,
     decide,
 )
-from controller.rollback import report_breach
+from controller.daemon.rollback import report_breach
+from controller.daemon.watch import Watch, build_sources
 from controller.slo.judge import Outcome, Verdict
 from controller.slo.readings import MetricSource
-from controller.slo.watch import Watch, build_sources
-from controller.store import StateStore, open_store
+from controller.state.journal import EventKind, StoreError
+from controller.state.pgstore import Deposed, Leadership
+from controller.state.store import StateStore, open_store
 from sync.status import SyncStatus
 
 log = logging.getLogger("cutover.daemon")

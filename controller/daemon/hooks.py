@@ -12,9 +12,9 @@ import httpx
 
 from config.operations import HOOK_FIELDS, Hook, HookPoint, NotifyEvent
 from config.settings import Settings
-from controller.journal import EventKind
-from controller.notify import Notifier
-from controller.store import StateStore
+from controller.daemon.notify import Notifier
+from controller.state.journal import EventKind
+from controller.state.store import StateStore
 from sync.children import run_command
 
 log = logging.getLogger("cutover.hooks")

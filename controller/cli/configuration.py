@@ -8,7 +8,7 @@ import typer
 
 from config import Settings, masked_dump
 from config.reference import reference_markdown
-from controller.cli_common import (
+from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,

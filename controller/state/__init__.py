@@ -1,0 +1,1 @@
+"""Where the daemon keeps its state and journal: the store protocol, SQLite and PostgreSQL."""
