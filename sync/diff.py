@@ -34,6 +34,7 @@ from psycopg import sql
 from config.replication import TransformSettings
 from config.settings import Settings
 from sync import largeobjects, objects
+from sync.callbacks import Say
 from sync.catalog import Table, column_types, list_tables, resolve, table_by_name
 from sync.checksums import INTEGER_TYPES, IntBuckets, int_bounds, row_hash, text_row_hash
 from sync.connections import Conn, connect, databases
@@ -48,7 +49,6 @@ MAX_BUCKETS = 2_000_000
 BATCH_ROWS = 5_000
 """Rows per apply transaction."""
 
-Say = Callable[[str], None]
 Key = tuple[Any, ...]
 Progress = Callable[[str, int, int], None]
 """(target, rows written so far, rows to write in all), after each applied batch."""

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import psycopg
 from psycopg import sql
 
 from config.settings import Settings
 from sync import foreign_keys, largeobjects, objects, readiness, status
+from sync.callbacks import Say
 from sync.catalog import Table, list_tables, table_by_name
 from sync.chunks import plan_chunks
 from sync.connections import Conn, connect, databases
@@ -51,7 +51,6 @@ class StartResult:
     """Tables created on blue after the sync started, added to a running sync by a re-run."""
 
 
-Say = Callable[[str], None]
 
 
 def start(settings: Settings, say: Say = lambda _: None,
@@ -144,7 +143,7 @@ def _prepare_green(blue: Conn, green: Conn, tables: list[Table], name: str,
     green has a schema of its own, leftovers of an interrupted copy removed. Returns whether
     the schema came from blue (so indexes must follow)."""
     if objects.slot_exists(blue, name):
-        _drop_slot(blue, name)
+        objects.drop_slot(blue, name)
     present = [t for t in tables if table_by_name(green, t.schema, t.name) is not None]
     if previous is None and present:  # green's own schema, made by its owner
         if len(present) != len(tables):
@@ -286,18 +285,6 @@ def _wait_tables_ready(green: Conn, name: str, say: Say) -> None:
 
 
 
-def _drop_slot(blue: Conn, name: str) -> None:
-    blue.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                 "WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
-    for _ in range(50):
-        try:
-            blue.execute("SELECT pg_drop_replication_slot(%s) FROM pg_replication_slots "
-                         "WHERE slot_name = %s", [name, name])
-            return
-        except psycopg.errors.ObjectInUse:
-            time.sleep(0.1)
-    raise SyncError(f"replication slot {name!r} on blue stays in use; stop its consumer")
-
 
 def settle_follower(settings: Settings, timeout: float, say: Say = lambda _: None) -> bool:
     """Wait until the follower (blue after a switch, green before it) has applied every
@@ -331,7 +318,7 @@ def drop(settings: Settings, say: Say = lambda _: None) -> None:
                 drop_subscription(sub_side, sub_name)
                 say(f"dropped subscription {sub_name!r} on {where}")
             if objects.slot_exists(slot_side, sub_name):
-                _drop_slot(slot_side, sub_name)
+                objects.drop_slot(slot_side, sub_name)
                 say(f"dropped replication slot {sub_name!r}")
             slot_side.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(objects.ident(sub_name)))
         for conn in (blue, green):

@@ -7,10 +7,12 @@ import re
 
 import psycopg
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from config.environments import DatabaseSettings
 from config.replication import SyncSettings
 from sync.connections import Conn
+from sync.errors import SyncError
 
 HEARTBEAT_DDL = """
 CREATE SCHEMA IF NOT EXISTS cutover;
@@ -164,6 +166,28 @@ _QUIET = {"log_statement": "none", "log_min_duration_statement": "-1",
           "log_min_error_statement": "panic", "pg_stat_statements.track_utility": "off"}
 """What would copy the subscription's statement, password included, into the server's log
 or pg_stat_statements; turned off around it (superuser settings)."""
+
+
+SLOT_IN_USE_FOR = 5.0
+"""Seconds a slot's consumer gets to go away once it is told to (pg_terminate_backend)."""
+
+
+def drop_slot(conn: Conn, name: str, within: float = SLOT_IN_USE_FOR) -> None:
+    """Drop replication slot `name` on conn's server if it is there, ending the walsender that
+    uses it first (a subscription's worker reconnects, and takes it again, at once): retried
+    until `within` seconds; SyncError if it stays in use."""
+    retrying = Retrying(stop=stop_after_delay(within), wait=wait_fixed(0.05), reraise=True,
+                        retry=retry_if_exception_type(psycopg.errors.ObjectInUse))
+    try:
+        for attempt in retrying:
+            with attempt:
+                conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                             "WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE slot_name = %s", [name])
+    except psycopg.errors.ObjectInUse:
+        raise SyncError(f"replication slot {name!r} stays in use after {within:g}s; stop its "
+                        "consumer (pg_stat_replication shows it)") from None
 
 
 def create_subscription(conn: Conn, name: str, source: DatabaseSettings) -> bool:

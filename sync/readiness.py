@@ -8,17 +8,16 @@ streams, never inside the write pause.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from config.settings import Settings
+from sync.callbacks import Say
 from sync.catalog import Table, list_tables, quote_name
 from sync.connections import Conn, connect, databases
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from config.environments import DatabaseSettings
 from config.replication import SyncMode
 from config.settings import Settings, need_switchover
 from sync import diff, objects, readiness
+from sync.callbacks import Record, Say
 from sync.catalog import Table, list_tables, table_by_name
 from sync.checksums import KeyRange, chunk_sum, row_hash
 from sync.connections import Conn, connect, databases
@@ -63,8 +64,6 @@ from sync.status import schema_drift, wait_applied
 from sync.verify import Verdict
 from sync.verify import verify as verify_live
 
-Say = Callable[[str], None]
-Record = Callable[[str, dict[str, Any]], None]
 """(step, details): called before ("<step>: start") and after ("<step>: done") each step."""
 
 
@@ -476,7 +475,7 @@ class _Switch:
         d = self.d
         if self._sub_state(self.dst, d.old) is not None:
             drop_subscription(self.dst, d.old)
-        _drop_slot(self.src, d.old)
+        objects.drop_slot(self.src, d.old)
 
     def undo(self) -> None:
         """Back to writes on the old primary with src -> dst replication, whatever was done
@@ -485,7 +484,7 @@ class _Switch:
         objects.clear_switch_mark(self.dst, self.name)
         if self._sub_state(self.src, d.new) is not None:
             drop_subscription(self.src, d.new)
-        _drop_slot(self.dst, d.new)
+        objects.drop_slot(self.dst, d.new)
         if self._sub_state(self.dst, d.old) is False:
             self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(objects.ident(d.old)))
         if self._may_point_elsewhere():
@@ -749,18 +748,6 @@ def _describe(exc: BaseException) -> str:
         return str(exc).strip()
     return f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": ")
 
-
-def _drop_slot(conn: Conn, name: str) -> None:
-    for _ in range(100):
-        try:
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = %s", [name])
-            return
-        except psycopg.errors.ObjectInUse:
-            conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                         "WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
-            time.sleep(0.05)
-    raise SyncError(f"replication slot {name!r} stays in use")
 
 
 def switch(settings: Settings, to: str = "green", *, dry_run: bool = False,

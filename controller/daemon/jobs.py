@@ -28,13 +28,13 @@ from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, shift
 from sync import diff, logical, readiness
+from sync.callbacks import Say
 from sync.copy import CopyProgress, ProgressLines
 from sync.errors import SyncError
 from sync.preflight import Status, run_preflight
 from sync.switch import SwitchUnfinished, switch
 
 log = logging.getLogger("cutover.jobs")
-Say = Callable[[str], None]
 
 
 class HookFailed(Exception):

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,10 +48,10 @@ from controller.slo.readings import MetricSource
 from controller.state.journal import EventKind, StoreError
 from controller.state.pgstore import Deposed, Leadership
 from controller.state.store import StateStore, open_store
+from sync.callbacks import Say
 from sync.status import SyncStatus
 
 log = logging.getLogger("cutover.daemon")
-Say = Callable[[str], None]
 SAMPLE_EVERY = 1.0
 """Seconds between journal samples (what `cutover report` draws)."""
 STOP_WAIT = 60.0

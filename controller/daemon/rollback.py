@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from controller.state.store import StateStore
 from controller.traffic.balancer import TrafficError
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import ShiftResult, shift
+from sync.callbacks import Say
 from sync.connections import connect, databases
 from sync.endpoint import target_of
 from sync.errors import SyncError
@@ -37,7 +37,6 @@ from sync.switch import SwitchReport, endpoint_for, switch
 
 log = logging.getLogger(__name__)
 
-Say = Callable[[str], None]
 
 
 @dataclass

@@ -27,8 +27,7 @@ from controller.state.store import open_store
 from controller.traffic.balancer import TrafficError
 from controller.traffic.haproxy import RuntimeApi
 from controller.traffic.shift import ShiftResult
-
-Clock = Callable[[], float]
+from sync.callbacks import Clock
 
 
 class HAProxyStats:

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, LoadBalancer, Split, TrafficError
+from sync.callbacks import Clock
 
 MIN_REQUESTS = 50
 """Requests a window needs before its split says anything (at 10 %, 5 land on green)."""
@@ -73,7 +74,6 @@ class ShiftResult:
                 "apply_seconds": round(self.apply_seconds, 4), "confirmed": self.confirmed}
 
 
-Clock = Callable[[], float]
 
 
 def shift(lb: LoadBalancer, green_percent: int, *, tolerance: float = 2.0,
