@@ -51,8 +51,6 @@ def run(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpcore"):  # a line per request would bury the breach lines
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     path = config or _env_config()
     daemon = Daemon(settings, config_path=path, period=period, until_done=until_done,
                     say=lambda m: err.print(f"{_now()} {m}", highlight=False))

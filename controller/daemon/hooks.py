@@ -39,11 +39,13 @@ def hook_name(hook: Hook) -> str:
     return f"{hook.method} {hook.url.host if hook.url else '?'}"  # never the full URL: it may hold a token
 
 
-def run_hooks(hooks: list[Hook], point: HookPoint, context: dict[str, Any]) -> list[HookOutcome]:
-    """Run every hook for `point` in order; stop at the first failure that is not ignored."""
+def run_hooks(hooks: list[Hook], point: HookPoint, context: dict[str, Any],
+              transport: httpx.BaseTransport | None = None) -> list[HookOutcome]:
+    """Run every hook for `point` in order; stop at the first failure that is not ignored.
+    transport: for URL hooks, httpx's default (the network) unless given."""
     outcomes = []
     for hook in (h for h in hooks if h.at is point):
-        outcome = _run_one(hook, {"at": point.value, **context})
+        outcome = _run_one(hook, {"at": point.value, **context}, transport)
         outcomes.append(outcome)
         if not outcome.ok:
             log.warning("hook %s at %s failed: %s", outcome.name, point.value, outcome.detail)
@@ -71,7 +73,7 @@ def run_point(settings: Settings, journal: StateStore, point: HookPoint,
     return failed
 
 
-def _run_one(hook: Hook, context: dict[str, Any]) -> HookOutcome:
+def _run_one(hook: Hook, context: dict[str, Any], transport: httpx.BaseTransport | None) -> HookOutcome:
     name = hook_name(hook)
     if hook.command is not None:
         # Every placeholder was checked against HOOK_FIELDS when the config was read.
@@ -89,8 +91,9 @@ def _run_one(hook: Hook, context: dict[str, Any]) -> HookOutcome:
         return HookOutcome(name, True, "ok", hook.on_failure)
     assert hook.url is not None  # the settings insist on one of command or url
     try:
-        response = httpx.request(hook.method, str(hook.url), timeout=hook.timeout,
-                                 json=context if hook.method == "POST" else None)
+        with httpx.Client(transport=transport, timeout=hook.timeout) as client:
+            response = client.request(hook.method, str(hook.url),
+                                      json=context if hook.method == "POST" else None)
     except httpx.HTTPError as exc:
         return HookOutcome(name, False, type(exc).__name__, hook.on_failure)
     if not response.is_success:

@@ -16,9 +16,10 @@ TIMEOUT = 2.0
 
 
 class HttpProbeSource:
-    def __init__(self, urls: dict[str, list[str]]) -> None:
+    def __init__(self, urls: dict[str, list[str]], transport: httpx.BaseTransport | None = None) -> None:
+        """transport: httpx's default (the network) unless given (tests: httpx.MockTransport)."""
         self.urls = urls
-        self.client = httpx.Client(headers={"User-Agent": "cutover-probe"})
+        self.client = httpx.Client(headers={"User-Agent": "cutover-probe"}, transport=transport)
         self.pool = ThreadPoolExecutor(max(1, sum(len(u) for u in urls.values())),
                                        thread_name_prefix="probe")
 

@@ -6,6 +6,7 @@ and an error ratio is weighed by its counts like HAProxy's."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import httpx
 
@@ -19,9 +20,10 @@ class QueryError(Exception):
 
 
 class PrometheusSource:
-    def __init__(self, settings: PrometheusSettings) -> None:
+    def __init__(self, settings: PrometheusSettings, transport: httpx.BaseTransport | None = None) -> None:
+        """transport: httpx's default (the network) unless given (tests: httpx.MockTransport)."""
         self.base = str(settings.url).rstrip("/")
-        self.client = httpx.Client(timeout=settings.timeout)
+        self.client = httpx.Client(timeout=settings.timeout, transport=transport)
 
     def measure(self, check: SloCheck) -> Measurement:
         try:
@@ -51,6 +53,14 @@ class PrometheusSource:
             body = response.json()
         except ValueError:
             raise QueryError(f"Prometheus answered HTTP {response.status_code}, not JSON") from None
+        try:
+            return self._one_number(body)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            raise QueryError(f"Prometheus's answer is malformed: {str(body)[:200]}") from None
+
+    @staticmethod
+    def _one_number(body: Any) -> float | None:
+        """The value of an instant query's answer; QueryError for anything but one number."""
         if body.get("status") != "success":
             raise QueryError(f"Prometheus refused the query ({body.get('errorType')}): "
                              f"{body.get('error')}")

@@ -16,9 +16,10 @@ RETRYABLE = (httpx.TransportError,)
 
 
 class HttpBalancer:
-    def __init__(self, settings: HttpDriverSettings) -> None:
+    def __init__(self, settings: HttpDriverSettings, transport: httpx.BaseTransport | None = None) -> None:
+        """transport: httpx's default (the network) unless given (tests: httpx.MockTransport)."""
         self.settings = settings
-        self.client = httpx.Client(timeout=settings.timeout,
+        self.client = httpx.Client(timeout=settings.timeout, transport=transport,
                                    headers={"Accept": "application/json", "User-Agent": "cutover"})
         self._origin = _origin(str(settings.url))
 
