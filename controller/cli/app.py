@@ -16,6 +16,7 @@ from controller.cli import syncing as cli_sync
 from controller.cli import traffic as cli_traffic
 from controller.cli import watch as cli_watch
 from controller.cli.common import Exit, fail
+from controller.cli.failures import Commands
 from controller.lab.lab import DEFAULT_ROOT
 from controller.lab.processes import LabError
 
@@ -29,6 +30,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Commands,
 )
 app.add_typer(cli_config.app, name="config")
 app.add_typer(cli_lab.app, name="lab")

@@ -11,7 +11,7 @@ import typer
 from config import Settings
 from controller.cli.common import ConfigOption, Exit, err, out, settings_or_exit
 from controller.report.page import render_report
-from controller.state.journal import Event, StoreError, StoreMissing
+from controller.state.journal import Event
 from controller.state.store import open_store
 
 
@@ -32,14 +32,7 @@ def report_cmd(
 
 
 def _read(settings: Settings) -> list[Event]:
-    try:
-        journal = open_store(settings, existing=True)
-    except StoreMissing as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(Exit.FAILED) from None
-    except StoreError as exc:
-        err.print(f"error: cannot read the journal: {exc}")
-        raise typer.Exit(Exit.FAILED) from None
+    journal = open_store(settings, existing=True)
     try:
         return journal.events()
     finally:

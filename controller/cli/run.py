@@ -31,7 +31,7 @@ from controller.cli.common import (
 )
 from controller.daemon.phases import TERMINAL, Intent, Phase, State
 from controller.report.page import ROWS
-from controller.state.journal import Event, EventKind, StoreError
+from controller.state.journal import Event, EventKind
 from controller.state.store import StateStore, open_store
 
 DAEMON_ALIVE = 5.0
@@ -74,12 +74,9 @@ def _now() -> str:
 
 
 def _store(settings: Settings) -> StateStore:
-    """The daemon's store, for reading: nothing is created where there is none (exit 1)."""
-    try:
-        return open_store(settings, existing=True)
-    except StoreError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(Exit.FAILED) from None
+    """The daemon's store, for reading: nothing is created where there is none (StoreError,
+    exit 1)."""
+    return open_store(settings, existing=True)
 
 
 def status_data(store: StateStore) -> dict[str, Any]:

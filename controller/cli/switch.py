@@ -6,20 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from config import ConfigError
 from controller.cli.common import (
     ConfigOption,
-    Exit,
     JsonOption,
     err,
-    error_line,
     out,
     print_json,
     settings_or_exit,
 )
 from controller.state.journal import EventKind
 from controller.state.store import open_store
-from sync.errors import BadInputError, SyncError
 from sync.switch import switch
 
 
@@ -43,12 +39,6 @@ def switch_cmd(
     try:
         report = switch(settings, to, dry_run=dry_run, say=lambda m: console.print(f"  {m}"),
                         record=record)
-    except ConfigError as exc:
-        err.print(str(exc))
-        raise typer.Exit(Exit.USAGE) from None
-    except SyncError as exc:
-        err.print(error_line(exc))
-        raise typer.Exit(Exit.USAGE if isinstance(exc, BadInputError) else Exit.FAILED) from None
     finally:
         if journal is not None:
             journal.close()

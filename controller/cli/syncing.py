@@ -28,7 +28,6 @@ from controller.cli.common import (
     Exit,
     JsonOption,
     err,
-    error_line,
     out,
     print_json,
     print_table,
@@ -53,11 +52,6 @@ from sync.verify import Verdict, verify
 STARTUP_WAIT = 15.0
 
 
-def _fail(exc: SyncError) -> typer.Exit:
-    err.print(error_line(exc))
-    return typer.Exit(Exit.USAGE if isinstance(exc, BadInputError) else Exit.FAILED)
-
-
 def _print_preflight(report: Report) -> None:
     table = Table("check", "result", "found")
     colour = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}
@@ -73,10 +67,7 @@ def _print_preflight(report: Report) -> None:
 def preflight(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Check that blue and green can be synced; exit 1 when any check fails."""
     settings = settings_or_exit(config)
-    try:
-        report = run_preflight(settings)
-    except SyncError as exc:
-        raise _fail(exc) from None
+    report = run_preflight(settings)
     if as_json:
         print_json({"ok": report.ok, "checks": [c.as_dict() for c in report.checks]})
     else:
@@ -116,31 +107,25 @@ def sync(
         except ValueError as exc:
             err.print(f"--interval: {exc}")
             raise typer.Exit(Exit.USAGE) from None
-        try:
-            _diff(settings, follow, every, dry_run, as_json)
-        except SyncError as exc:
-            raise _fail(exc) from None
+        _diff(settings, follow, every, dry_run, as_json)
         return
     if dry_run or interval is not None:
         err.print("--dry-run and --interval are for --mode diff")
         raise typer.Exit(Exit.USAGE)
-    try:
-        if drop:
-            logical.drop(settings, say=lambda m: out.print(f"  {m}"))
-            return
-        if sequences:
-            _sequences(settings, as_json)
-            return
-        metrics = SyncMetrics()
-        started = _start_or_join(settings, metrics, err if as_json else out, join=not follow)
-        # Off the copy's critical path: green already streams while these scans run.
-        logical.settle(settings, started, say=lambda m: (err if as_json else out).print(f"  {m}"))
-        if follow:
-            _follow(settings, metrics, as_json)
-        else:
-            _show_status(settings, as_json)
-    except SyncError as exc:
-        raise _fail(exc) from None
+    if drop:
+        logical.drop(settings, say=lambda m: out.print(f"  {m}"))
+        return
+    if sequences:
+        _sequences(settings, as_json)
+        return
+    metrics = SyncMetrics()
+    started = _start_or_join(settings, metrics, err if as_json else out, join=not follow)
+    # Off the copy's critical path: green already streams while these scans run.
+    logical.settle(settings, started, say=lambda m: (err if as_json else out).print(f"  {m}"))
+    if follow:
+        _follow(settings, metrics, as_json)
+    else:
+        _show_status(settings, as_json)
 
 
 def _diff(settings: Settings, follow: bool, every: float, dry_run: bool, as_json: bool) -> None:
@@ -429,10 +414,7 @@ def _export(metrics: SyncMetrics, s: SyncStatus, with_drift: bool = True) -> Non
 def verify_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Compare blue and green per table by row count and checksum; exit 1 on any difference."""
     settings = settings_or_exit(config)
-    try:
-        report = verify(settings)
-    except SyncError as exc:
-        raise _fail(exc) from None
+    report = verify(settings)
     if as_json:
         print_json(report.as_dict())
     else:

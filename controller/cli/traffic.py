@@ -10,20 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
-from config import ConfigError
 from config.settings import need_traffic
 from config.traffic import TrafficSettings
 from controller.cli.common import (
     ConfigOption,
-    Exit,
     JsonOption,
     err,
-    error_line,
     out,
     print_json,
     settings_or_exit,
 )
-from controller.traffic.balancer import BadTrafficInput, LoadBalancer, TrafficError
+from controller.traffic.balancer import LoadBalancer
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, ShiftResult, shift
 
@@ -34,25 +31,16 @@ class Target(StrEnum):
 
 
 def _traffic(config: Any, what: str) -> TrafficSettings:
-    settings = settings_or_exit(config)
-    try:
-        return need_traffic(settings, what)
-    except ConfigError as exc:
-        err.print(str(exc))
-        raise typer.Exit(Exit.USAGE) from None
+    return need_traffic(settings_or_exit(config), what)
 
 
 @contextmanager
 def _balancer(traffic: TrafficSettings) -> Iterator[LoadBalancer]:
+    lb = balancer_for(traffic)
     try:
-        lb = balancer_for(traffic)
-        try:
-            yield lb
-        finally:
-            lb.close()
-    except TrafficError as exc:
-        err.print(error_line(exc))
-        raise typer.Exit(Exit.USAGE if isinstance(exc, BadTrafficInput) else Exit.FAILED) from None
+        yield lb
+    finally:
+        lb.close()
 
 
 def _report(result: ShiftResult, as_json: bool, lb: LoadBalancer) -> None:

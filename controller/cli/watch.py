@@ -9,14 +9,11 @@ from typing import Annotated
 
 import typer
 
-from config import ConfigError
 from config.settings import Settings
 from controller.cli.common import (
     ConfigOption,
     Exit,
     JsonOption,
-    err,
-    error_line,
     out,
     print_json,
     settings_or_exit,
@@ -24,7 +21,6 @@ from controller.cli.common import (
 )
 from controller.daemon.watch import WatchResult, outcome_colour, require_checks, watch
 from controller.slo.judge import Outcome, Verdict
-from controller.traffic.balancer import BadTrafficInput, TrafficError
 from controller.traffic.factory import balancer_for
 
 
@@ -54,20 +50,10 @@ def watch_cmd(
         out.print(styled(f"  {v.check}: ", (v.outcome.value, outcome_colour(v.outcome)),
                          f" green {value}{base}{limit} ({v.reason})"))
 
-    try:
-        require_checks(settings)  # before anything is printed as if it would watch
-        if not as_json:
-            _show_split(settings)
-        result = watch(settings, duration=duration or None, act=not dry_run, stop=stop, on_verdict=show)
-    except ConfigError as exc:
-        err.print(str(exc))
-        raise typer.Exit(Exit.USAGE) from None
-    except BadTrafficInput as exc:
-        err.print(error_line(exc))
-        raise typer.Exit(Exit.USAGE) from None
-    except TrafficError as exc:
-        err.print(error_line(exc))
-        raise typer.Exit(Exit.FAILED) from None
+    require_checks(settings)  # before anything is printed as if it would watch
+    if not as_json:
+        _show_split(settings)
+    result = watch(settings, duration=duration or None, act=not dry_run, stop=stop, on_verdict=show)
     if as_json:
         print_json(result.as_dict())
     else:

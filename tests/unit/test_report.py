@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from controller.cli.failures import Commands
 from controller.cli.report import report_cmd
 from controller.report.page import MAX_POINTS, downsample, render_report
 from controller.state import journal as journal_module
@@ -277,8 +278,10 @@ runner = CliRunner()
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    app = typer.Typer()
-    app.command()(report_cmd)
+    """`cutover report` alone, with the failure mapping every command has."""
+    app = typer.Typer(cls=Commands)
+    app.callback()(lambda: None)  # a group, as `cutover` is, not a lone command
+    app.command(name="report")(report_cmd)
     return app
 
 
@@ -293,7 +296,7 @@ def test_command_writes_the_report(tmp_path: Path, clock: Clock, cli: typer.Type
     journaled(tmp_path / "state.db", clock, cutover())
     output = tmp_path / "out" / "report.html"
     output.parent.mkdir()
-    result = runner.invoke(cli, ["--config", str(config_file(tmp_path)), "-o", str(output)])
+    result = runner.invoke(cli, ["report", "--config", str(config_file(tmp_path)), "-o", str(output)])
     assert result.exit_code == 0, result.output
     assert str(output) in result.stdout
     page = output.read_text(encoding="utf-8")
@@ -303,7 +306,7 @@ def test_command_writes_the_report(tmp_path: Path, clock: Clock, cli: typer.Type
 
 def test_command_without_a_journal_exits_1_and_creates_nothing(tmp_path: Path, cli: typer.Typer) -> None:
     output = tmp_path / "report.html"
-    result = runner.invoke(cli, ["--config", str(config_file(tmp_path)), "--output", str(output)])
+    result = runner.invoke(cli, ["report", "--config", str(config_file(tmp_path)), "--output", str(output)])
     assert result.exit_code == 1, result.output
     assert str(tmp_path / "state.db") in result.stderr
     assert not (tmp_path / "state.db").exists(), "the journal is not created"
@@ -313,5 +316,5 @@ def test_command_without_a_journal_exits_1_and_creates_nothing(tmp_path: Path, c
 def test_command_with_a_bad_config_exits_2(tmp_path: Path, cli: typer.Typer) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[state]\nnot_a_key = 1\n")
-    result = runner.invoke(cli, ["--config", str(bad), "-o", str(tmp_path / "r.html")])
+    result = runner.invoke(cli, ["report", "--config", str(bad), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2, result.output
