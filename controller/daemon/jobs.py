@@ -25,7 +25,7 @@ from controller.daemon.rollback import roll_back
 from controller.state.journal import EventKind
 from controller.state.store import StateStore, open_store
 from controller.traffic.balancer import TrafficError
-from controller.traffic.factory import balancer_for
+from controller.traffic.factory import Balancers, balancer_for
 from controller.traffic.shift import Seen, shift
 from sync import diff, logical, readiness
 from sync.callbacks import Say
@@ -54,8 +54,12 @@ class _Running:
 class Jobs:
     """Starts a job, and tells the loop when it has finished (each result seen once)."""
 
-    def __init__(self, settings: Settings, metrics: DaemonMetrics, say: Say) -> None:
+    def __init__(self, settings: Settings, metrics: DaemonMetrics, say: Say, *,
+                 balancers: Balancers = balancer_for, threaded: bool = True) -> None:
+        """threaded=False runs each job to its end inside start() (tests of the loop's glue,
+        with a fake balancer); the daemon runs them beside the loop."""
         self.settings, self.metrics, self.say = settings, metrics, say
+        self.balancers, self.threaded = balancers, threaded
         self.current: _Running | None = None
         self.epoch: int | None = None
         """The leader's epoch (PostgreSQL store): the jobs' journal writes are fenced by it."""
@@ -65,7 +69,10 @@ class Jobs:
         thread = threading.Thread(target=self._run, args=(effect, state), name=f"job-{effect.job}",
                                   daemon=True)
         self.current = _Running(effect, thread, time.monotonic())
-        thread.start()
+        if self.threaded:
+            thread.start()
+        else:
+            self._run(effect, state)
 
     def poll(self) -> tuple[Job | None, JobResult | None]:
         """(the job still running, or the result of one that finished since the last poll)."""
@@ -88,7 +95,7 @@ class Jobs:
         started = time.monotonic()
         journal = open_store(self.settings, self.epoch)  # sqlite objects stay in their thread
         try:
-            ctx = _Context(self.settings, journal, self.metrics, self.say, effect, state)
+            ctx = _Context(self.settings, journal, self.metrics, self.say, effect, state, self.balancers)
             result = _JOBS[effect.job](ctx)
         except HookFailed as exc:
             result = JobResult(effect.job, False, str(exc), exc.failure)
@@ -115,6 +122,7 @@ class _Context:
     say: Say
     effect: Effect
     state: State
+    balancers: Balancers
 
     def hooks(self, point: HookPoint) -> None:
         failed = run_point(self.settings, self.journal, point, {
@@ -188,7 +196,7 @@ def _shift(c: _Context) -> JobResult:
 
 def _shift_to(c: _Context, weight: int) -> JobResult:
     traffic = need_traffic(c.settings, "cutover run")
-    lb = balancer_for(traffic)
+    lb = c.balancers(traffic)
     try:
         result = shift(lb, weight, tolerance=traffic.split_tolerance,
                        confirm_timeout=traffic.confirm_timeout)
@@ -232,7 +240,7 @@ def _finalize(c: _Context) -> JobResult:
 
 def _rollback(c: _Context) -> JobResult:
     result = roll_back(c.settings, c.journal, c.state.reason, writes_on_green=c.state.switched,
-                       say=c.say)
+                       say=c.say, balancers=c.balancers)
     if result.traffic_error is not None:
         raise TrafficError(result.traffic_error)
     c.metrics.rollbacks.inc()

@@ -48,6 +48,7 @@ from controller.slo.readings import MetricSource
 from controller.state.journal import EventKind, StoreError
 from controller.state.pgstore import Deposed, Leadership
 from controller.state.store import StateStore, open_store
+from controller.traffic.factory import Balancers, balancer_for
 from sync.callbacks import Say
 from sync.status import SyncStatus
 
@@ -100,7 +101,10 @@ class Snapshot:
 class Daemon:
     def __init__(self, settings: Settings, *, config_path: Path | None = None, period: float = 0.25,
                  until_done: bool = False, say: Say | None = None,
-                 sources: Mapping[SloSource, MetricSource] | None = None) -> None:
+                 sources: Mapping[SloSource, MetricSource] | None = None,
+                 balancers: Balancers = balancer_for, threaded_jobs: bool = True) -> None:
+        """sources, balancers, threaded_jobs: the real ones unless given (tests of the loop's
+        glue without servers: fake sources and balancer, jobs run inside the tick)."""
         self.settings, self.config_path, self.period = settings, config_path, period
         self.until_done = until_done
         self.say = say or (lambda m: log.info("%s", m))
@@ -111,9 +115,9 @@ class Daemon:
         self.deposed: str | None = None
         """Why this daemon stopped acting: another one leads (PostgreSQL store, HA)."""
         self.notifier = Notifier(settings.notify, settings.service)
-        self.jobs = Jobs(settings, self.metrics, self.say)
+        self.jobs = Jobs(settings, self.metrics, self.say, balancers=balancers, threaded=threaded_jobs)
         self.sync = SyncProbe(settings) if self.plan.mode is not Mode.SHARED else None
-        self.weights = WeightProbe(settings)
+        self.weights = WeightProbe(settings, balancers)
         self.sources = sources
         self.own_sources = sources is None
         self.watch: Watch | None = None
@@ -143,22 +147,7 @@ class Daemon:
             if self.settings.state.backend == "postgres" and not self._lead():
                 return self.state
             self._start()
-            last = next_tick = time.monotonic()
-            while not self.stop.is_set():
-                now = time.monotonic()
-                if self.leadership is not None and not self.leadership.held():
-                    raise Deposed("the leader lock's session was lost; another daemon may lead")
-                self.tick(min(now - last, 4 * self.period))
-                last = now
-                if self.until_done and self.state.phase in TERMINAL and self.jobs.current is None:
-                    break
-                next_tick += self.period
-                late = time.monotonic() - next_tick
-                if late > self.period:  # overran a whole period: warn, then keep the cadence
-                    self.metrics.loop_overruns.inc()
-                    log.warning("tick overran by %.2fs", late)
-                    next_tick = time.monotonic()
-                self.stop.wait(max(0.0, next_tick - time.monotonic()))
+            self._loop()
         except Deposed as exc:
             # Stop acting at once: the new leader reconciles whatever this one was doing.
             self.deposed = str(exc)
@@ -167,6 +156,34 @@ class Daemon:
             sdnotify.notify("STOPPING=1", f"STATUS=stopping in {self.state.phase.value}")
             self._shutdown()
         return self.state
+
+    def begin(self) -> None:
+        """What run() does before its first tick (one store, SQLite; no leader election), for
+        a caller that ticks by itself: tests of the loop's glue. close() ends it."""
+        self.store = open_store(self.settings)
+        self._start()
+
+    def close(self) -> None:
+        self._shutdown()
+
+    def _loop(self) -> None:
+        """A tick every period until stopped."""
+        last = next_tick = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.leadership is not None and not self.leadership.held():
+                raise Deposed("the leader lock's session was lost; another daemon may lead")
+            self.tick(min(now - last, 4 * self.period))
+            last = now
+            if self.until_done and self.state.phase in TERMINAL and self.jobs.current is None:
+                break
+            next_tick += self.period
+            late = time.monotonic() - next_tick
+            if late > self.period:  # overran a whole period: warn, then keep the cadence
+                self.metrics.loop_overruns.inc()
+                log.warning("tick overran by %.2fs", late)
+                next_tick = time.monotonic()
+            self.stop.wait(max(0.0, next_tick - time.monotonic()))
 
     def _lead(self) -> bool:
         """PostgreSQL store: wait as the standby until this daemon holds the service's leader

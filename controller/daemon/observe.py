@@ -14,7 +14,7 @@ import psycopg
 from config.replication import SyncMode
 from config.settings import Settings
 from controller.traffic.balancer import LoadBalancer, Split, TrafficError
-from controller.traffic.factory import balancer_for
+from controller.traffic.factory import Balancers, balancer_for
 from sync.apply_watch import ApplyWatch
 from sync.errors import SyncError
 from sync.livepair import LivePair
@@ -107,10 +107,10 @@ class SyncProbe:
 class WeightProbe:
     """What the balancer holds now (read back, not what we last set)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, balancers: Balancers = balancer_for) -> None:
         self.lb: LoadBalancer | None = None
         if settings.traffic is not None:
-            self.lb = balancer_for(settings.traffic)
+            self.lb = balancers(settings.traffic)
 
     def read(self) -> Split | None:
         if self.lb is None:

@@ -26,7 +26,7 @@ from controller.slo.judge import Verdict
 from controller.state.journal import EventKind
 from controller.state.store import StateStore
 from controller.traffic.balancer import TrafficError
-from controller.traffic.factory import balancer_for
+from controller.traffic.factory import Balancers, balancer_for
 from controller.traffic.shift import ShiftResult, shift
 from sync.callbacks import Say
 from sync.connections import connect, databases
@@ -68,12 +68,12 @@ def report_breach(settings: Settings, journal: StateStore, verdict: Verdict) -> 
 
 def roll_back(settings: Settings, journal: StateStore, reason: str, *,
               verdict: dict[str, Any] | None = None, writes_on_green: bool | None = None,
-              say: Say = lambda _: None) -> RollbackResult:
+              say: Say = lambda _: None, balancers: Balancers = balancer_for) -> RollbackResult:
     """writes_on_green: what the caller knows (the daemon's state); None: read from the
     replication that runs (green -> blue means writes are on green)."""
     result = RollbackResult()
     started = time.monotonic()
-    lb = balancer_for(need_traffic(settings, "a rollback"))
+    lb = balancers(need_traffic(settings, "a rollback"))
     try:
         result.traffic = shift(lb, 0, observe=False)
     except TrafficError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from config.traffic import CommandDriverSettings, TrafficDriver, TrafficSettings
 from controller.traffic.balancer import LoadBalancer
 from controller.traffic.command import CommandBalancer
@@ -9,6 +11,9 @@ from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.httpapi import HttpBalancer
 from controller.traffic.nginx import NginxBalancer
 from controller.traffic.sqlflag import SqlFlagBalancer
+
+Balancers = Callable[[TrafficSettings], LoadBalancer]
+"""Where the daemon and rollback get a balancer: balancer_for, or a test's fake."""
 
 
 def balancer_for(traffic: TrafficSettings) -> LoadBalancer:
