@@ -5,24 +5,22 @@ set flags; the HTTP endpoints read a snapshot the loop publishes."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config import ConfigError, Settings, load_settings
 from config.operations import NotifyEvent
 from config.replication import SwitchMethod, SyncMode
 from config.slo import SloSource
 from controller.daemon import sdnotify
+from controller.daemon.http import Snapshot, serve_http
 from controller.daemon.jobs import Jobs
 from controller.daemon.metrics import DaemonMetrics
 from controller.daemon.notify import Notifier
@@ -33,14 +31,13 @@ from controller.daemon.phases import (
     Breach,
     Decision,
     Intent,
-    Mode,
     Observations,
     Phase,
-    Plan,
-    Stage,
     State,
     decide,
 )
+from controller.daemon.plan import Mode, Plan, Stage
+from controller.daemon.record import Recorder
 from controller.daemon.rollback import report_breach
 from controller.daemon.watch import Watch, build_sources
 from controller.slo.judge import Outcome, Verdict
@@ -81,23 +78,6 @@ def plan_for(settings: Settings) -> Plan:
                 control=traffic.control_percent, starved_after=traffic.starved_after)
 
 
-@dataclass
-class Snapshot:
-    """What /status, /healthz and the sd_notify STATUS line show; replaced whole each tick."""
-    state: State
-    reason: str
-    job: str | None
-    weights: dict[str, Any] | None
-    sync: dict[str, Any] | None
-    checks: dict[str, dict[str, Any]]
-    tick_at: float
-
-    def as_dict(self, service: str) -> dict[str, Any]:
-        return {"service": service, **self.state.as_dict(), "decision": self.reason, "job": self.job,
-                "weights": self.weights, "sync": self.sync, "checks": self.checks,
-                "loop_age_seconds": round(time.monotonic() - self.tick_at, 3)}
-
-
 class Daemon:
     def __init__(self, settings: Settings, *, config_path: Path | None = None, period: float = 0.25,
                  until_done: bool = False, say: Say | None = None,
@@ -115,6 +95,7 @@ class Daemon:
         self.deposed: str | None = None
         """Why this daemon stopped acting: another one leads (PostgreSQL store, HA)."""
         self.notifier = Notifier(settings.notify, settings.service)
+        self.recorder = Recorder(self.notifier, self.say)
         self.jobs = Jobs(settings, self.metrics, self.say, balancers=balancers, threaded=threaded_jobs)
         self.sync = SyncProbe(settings) if self.plan.mode is not Mode.SHARED else None
         self.weights = WeightProbe(settings, balancers)
@@ -124,7 +105,6 @@ class Daemon:
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.state = State()
-        self.last_reason = ""
         self.broken: str | None = None
         """Why the replication does not work, as last told."""
         self.snapshot = Snapshot(self.state, "", None, None, None, {}, time.monotonic())
@@ -229,7 +209,8 @@ class Daemon:
                                 tick_at=time.monotonic())
         self.metrics.phase.state(self.state.phase.value)
         if self.settings.metrics.enabled:
-            self.server = serve_http(self)
+            self.server = serve_http(lambda: self.snapshot, self.metrics.registry, self.settings,
+                                     stall=max(5.0, 20 * self.period))
             self.say(f"status on http://{self.settings.metrics.listen}/status")
             if (warning := self.settings.metrics.exposure_warning()) is not None:
                 log.warning(warning)
@@ -292,7 +273,7 @@ class Daemon:
                            sync_held=self.sync.held() if self.sync is not None else "",
                            breach=breach, slo_passing=passing, starved=starved)
         decision = decide(self.state, obs, self.plan)
-        self._record(decision, obs)
+        self.recorder.record(self.store, self.state, decision, obs)
         self.state = decision.state
         if decision.effect is not None:
             self.jobs.start(decision.effect, self.state)
@@ -351,35 +332,6 @@ class Daemon:
             self.metrics.slo_value.labels(v.check, "green").set(v.green)
         if v.baseline is not None:
             self.metrics.slo_value.labels(v.check, "blue").set(v.baseline)
-
-    def _record(self, d: Decision, obs: Observations) -> None:
-        before, after = self.state, d.state
-        if after.phase is not before.phase:
-            text = f"{before.phase.value} -> {after.phase.value}: {after.reason}"
-            self.say(text)
-            self.store.record(EventKind.PHASE, {"from": before.phase.value, "to": after.phase.value,
-                                        "reason": after.reason, "state": after.as_dict()})
-            self.notifier.send(NotifyEvent.PHASE, text, {"from": before.phase.value,
-                                                         "to": after.phase.value, "reason": after.reason})
-        elif after.paused and not before.paused:  # a hold within a phase needs an operator too
-            self.notifier.send(NotifyEvent.PHASE, f"holding: {after.reason}",
-                               {"phase": after.phase.value, "paused": True, "reason": after.reason})
-        if d.effect is not None or obs.intents or obs.done is not None or (
-                after.paused != before.paused) or (after.stage != before.stage):
-            inputs: dict[str, Any] = {"intents": [i.value for i in obs.intents]}
-            if obs.done is not None:
-                inputs["job_result"] = {"job": obs.done.job.value, "ok": obs.done.ok,
-                                        "detail": obs.done.detail}
-            if obs.breach is not None:
-                inputs["breach"] = {"check": obs.breach.check, "reason": obs.breach.reason}
-            self.store.record(EventKind.DECISION, {
-                "reason": d.reason, "effect": d.effect.as_dict() if d.effect else None,
-                "inputs": inputs, "state": after.as_dict()})
-            if d.reason != self.last_reason and after.phase is before.phase:
-                self.say(d.reason)
-        self.last_reason = d.reason
-        if after != before:
-            self.store.save_state(after.as_dict())
 
     def _publish(self, d: Decision, sync: dict[str, Any] | None) -> None:
         now = time.monotonic()
@@ -443,43 +395,3 @@ class Daemon:
         self._drop_watch()
         self.say("config reloaded")
         self.store.record(EventKind.RELOAD, {"plan": {"stages": [s.weight for s in plan.stages]}})
-
-
-
-
-
-# -- HTTP: /metrics, /healthz, /status ---------------------------------------------------------
-
-def serve_http(daemon: Daemon) -> ThreadingHTTPServer:
-    stall = max(5.0, 20 * daemon.period)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(daemon.metrics.registry))
-            elif path == "/healthz":
-                age = time.monotonic() - daemon.snapshot.tick_at
-                ok = age < stall
-                self._send(200 if ok else 503, "text/plain; charset=utf-8",
-                           f"{'ok' if ok else 'stalled'}: last tick {age:.1f}s ago\n".encode())
-            elif path == "/status":
-                body = json.dumps(daemon.snapshot.as_dict(daemon.settings.service), default=str)
-                self._send(200, "application/json", body.encode())
-            else:
-                self._send(404, "text/plain", b"not found: try /metrics, /healthz or /status\n")
-
-        def _send(self, code: int, ctype: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(daemon.settings.metrics.address(), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    return server

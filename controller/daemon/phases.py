@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from controller.daemon.plan import Mode, Plan
+
 
 class Phase(StrEnum):
     PENDING = "pending"
@@ -27,15 +29,6 @@ class Phase(StrEnum):
 TERMINAL = frozenset({Phase.FINALIZED, Phase.ROLLED_BACK})
 LIVE_TRAFFIC = frozenset({Phase.SHIFTING, Phase.PROMOTED})
 """Phases where green serves traffic: the SLO watch runs and a breach rolls back."""
-
-
-class Mode(StrEnum):
-    FULL = "full"
-    """Sync, switch writes, shift traffic."""
-    SHARED = "shared"
-    """switchover.method = "none": both versions share one database; traffic stages only."""
-    SYNC_ONLY = "sync_only"
-    """No [traffic]: the continuous sync service, streaming forever."""
 
 
 class Intent(StrEnum):
@@ -124,34 +117,6 @@ class State:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["phase"] = Phase(known.get("phase", Phase.PENDING))
         return cls(**known)
-
-
-@dataclass(frozen=True)
-class Stage:
-    weight: int
-    bake: float
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The static part of the settings the decisions depend on."""
-    mode: Mode
-    stages: tuple[Stage, ...] = ()
-    auto_switch: bool = True
-    hold: float = 600.0
-    auto_finalize: bool = True
-    on_breach: str = "rollback"
-    diff_every: float | None = None
-    """sync.mode = diff: seconds between diff cycles while streaming (None: logical)."""
-    control: int = 0
-    """Percent kept on blue as a live control while the last stage (100) bakes."""
-    starved_after: float = 3.0
-    """Multiples of a stage's bake it may go without evidence before its hooks, then a hold."""
-
-    def weight(self, stage: int) -> int:
-        """What a stage gives green while it bakes: the last one keeps the control on blue."""
-        weight = self.stages[stage].weight
-        return weight - self.control if weight == 100 else weight
 
 
 @dataclass(frozen=True)

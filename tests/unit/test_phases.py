@@ -13,14 +13,12 @@ from controller.daemon.phases import (
     Intent,
     Job,
     JobResult,
-    Mode,
     Observations,
     Phase,
-    Plan,
-    Stage,
     State,
     decide,
 )
+from controller.daemon.plan import Mode, Plan, Stage
 
 STAGES = (Stage(10, 60.0), Stage(50, 60.0), Stage(100, 60.0))
 FULL = Plan(Mode.FULL, STAGES, auto_switch=True, hold=300.0)
