@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from controller.cli.failures import Commands
 from controller.cli.report import report_cmd
-from controller.report.page import MAX_POINTS, downsample, render_report
+from controller.report.page import render_report
+from controller.report.series import MAX_POINTS, downsample
 from controller.state import journal as journal_module
 from controller.state.journal import Event, EventKind, Journal
 
