@@ -34,6 +34,7 @@ from controller.cli.common import (
     settings_or_exit,
     styled,
 )
+from controller.cli.follow import follow_forever, status_line
 from controller.daemon.metrics import SyncMetrics
 from sync import diff, logical, readiness
 from sync.apply_watch import ApplyWatch
@@ -46,7 +47,7 @@ from sync.logical import StartResult
 from sync.preflight import Report, Status, run_preflight
 from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
-from sync.status import SyncStatus, beat
+from sync.status import beat
 from sync.verify import Verdict, verify
 
 STARTUP_WAIT = 15.0
@@ -123,7 +124,7 @@ def sync(
     # Off the copy's critical path: green already streams while these scans run.
     logical.settle(settings, started, say=lambda m: (err if as_json else out).print(f"  {m}"))
     if follow:
-        _follow(settings, metrics, as_json)
+        follow_forever(settings, metrics, as_json)
     else:
         _show_status(settings, as_json)
 
@@ -275,18 +276,6 @@ def _start(settings: Settings, metrics: SyncMetrics, console: Console) -> StartR
     return logical.start(settings, say=lambda m: console.print(f"  {m}"), progress=log)
 
 
-def _status_line(s: SyncStatus) -> str:
-    def num(v: float | None, unit: str, fmt: str = ",.0f") -> str:
-        return "?" if v is None else f"{v:{fmt}}{unit}"
-    lag_ms = None if s.heartbeat_lag_seconds is None else s.heartbeat_lag_seconds * 1000
-    if s.broken:
-        return f"BROKEN: {s.broken}"
-    return (f"{'streaming' if s.streaming else s.phase}: lag {num(s.lag_bytes, ' B')} / "
-            f"{num(lag_ms, ' ms', ',.1f')}, slot {s.wal_status or '-'}, retained WAL "
-            f"{num(s.retained_wal_bytes, ' B')}" + (f", DRIFT: {'; '.join(s.drift)}" if s.drift else "")
-            + (f", green not ready: {'; '.join(s.not_ready)}" if s.not_ready else ""))
-
-
 def _show_status(settings: Settings, as_json: bool) -> None:
     """Streaming health once a heartbeat got through; exit 1 when the replication is broken."""
     blue_db, green_db = databases(settings)
@@ -307,108 +296,9 @@ def _show_status(settings: Settings, as_json: bool) -> None:
     if as_json:
         print_json(status.as_dict())
     else:
-        out.print(_status_line(status))
+        out.print(status_line(status))
     if status.broken:
         raise SyncError(f"replication is broken: {status.broken}")
-
-
-def _follow(settings: Settings, metrics: SyncMetrics, as_json: bool) -> None:
-    """Heartbeat, status and metrics every heartbeat_interval until SIGTERM. A database that
-    restarts or drops the connection is reported once, retried each tick, and welcomed back:
-    the service outlives its servers' restarts (the subscription reconnects by itself)."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    if settings.metrics.enabled:
-        metrics.serve(settings.metrics)
-        out.print(f"  metrics on http://{settings.metrics.listen}/metrics")
-    console = err if as_json else out
-    period = settings.sync.heartbeat_interval
-    report_every = max(period, min(settings.sync.interval, 10.0))
-    next_report = 0.0
-    link = LivePair(settings, "follow")
-    watch = ApplyWatch()
-    broken: str | None = None
-    said: set[str] = set()
-    refused: set[str] = set()
-    try:
-        next_tick = time.monotonic()
-        while not stop.is_set():
-            now = time.monotonic()
-            with_drift = now >= next_report
-            was_down = set(link.down)
-            try:
-                blue, green = link.open()
-                beat(blue)
-                status = watch.read(blue, green, settings.sync, with_drift=with_drift)
-            except (SyncError, psycopg.Error) as exc:
-                _lost(exc, link, was_down, metrics)
-                _say_once(console, said, exc, link, period)
-            else:
-                for env, seconds in link.succeeded().items():
-                    console.print(f"{env} reachable again after {seconds:.1f}s")
-                said.clear()
-                _export(metrics, status, with_drift)
-                broken = _say_broken(console, status, broken)
-                if status.new_tables and settings.sync.join_new_tables:
-                    _join(settings, console, refused)
-                if with_drift:
-                    next_report = now + report_every
-                    if as_json:
-                        print_json(status.as_dict())
-                    else:
-                        out.print(_status_line(status))
-            for env in ENVS:
-                metrics.database_up.labels(env).set(1 if link.up(env) else 0)
-            metrics.heartbeat.set_to_current_time()
-            next_tick += period
-            stop.wait(max(0.0, next_tick - time.monotonic()))
-    finally:
-        link.close()
-
-
-def _say_broken(console: Console, status: SyncStatus, said: str | None) -> str | None:
-    """A broken replication, said once per failure, and when it heals."""
-    if status.broken != said:
-        console.print(f"replication is broken: {status.broken}" if status.broken else
-                      "replication works again: a heartbeat got through")
-    return status.broken
-
-
-def _lost(exc: BaseException, link: LivePair, was_down: set[str], metrics: SyncMetrics) -> None:
-    """A failed tick: the sides it lost are down, and each new outage is counted."""
-    link.failed(exc)
-    for env in set(link.down) - was_down:
-        metrics.database_outages.labels(env).inc()
-    metrics.streaming.set(0)
-
-
-def _join(settings: Settings, console: Console, refused: set[str]) -> None:
-    """The continuous sync takes in tables created on blue while it runs (without waiting
-    for their copy: the heartbeat goes on); what it cannot take is reported once."""
-    try:
-        logical.join_new_tables(settings, say=console.print, wait=False, partial=True)
-    except (SyncError, psycopg.Error) as exc:
-        if str(exc) not in refused:
-            refused.add(str(exc))
-            console.print(f"cannot take in a new table: {exc}")
-
-
-def _say_once(console: Console, said: set[str], exc: BaseException, link: LivePair,
-              period: float) -> None:
-    """What went wrong: once per side that is down, or per distinct error while both are up,
-    until the loop works again."""
-    problems = {env: f"{env} unreachable: {why}" for env, why in link.down.items()} \
-        or {str(exc): f"status unavailable: {str(exc).strip()}"}
-    for key, problem in problems.items():
-        if key not in said:
-            said.add(key)
-            console.print(f"{problem}; retrying every {period:g}s")
-
-
-def _export(metrics: SyncMetrics, s: SyncStatus, with_drift: bool = True) -> None:
-    metrics.export(s.as_dict(), with_drift=with_drift)
-    metrics.heartbeat.set_to_current_time()
 
 
 def verify_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> None:

@@ -5,20 +5,14 @@ loop must keep its cadence when a server is down."""
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import replace
 from typing import Any
-
-import psycopg
 
 from config.replication import SyncMode
 from config.settings import Settings
 from controller.traffic.balancer import LoadBalancer, Split, TrafficError
 from controller.traffic.factory import Balancers, balancer_for
-from sync.apply_watch import ApplyWatch
-from sync.errors import SyncError
-from sync.livepair import LivePair
-from sync.status import SyncStatus, beat
+from sync.follower import Follower
+from sync.status import SyncStatus
 
 log = logging.getLogger("cutover.observe")
 DRIFT_EVERY = 10.0
@@ -31,48 +25,30 @@ class SyncProbe:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.by_diff = settings.sync.mode == SyncMode.DIFF
-        self.link: LivePair | None = None
-        self.next_beat = 0.0
-        self.next_drift = 0.0
-        self.latest: SyncStatus | None = None
+        self.follower: Follower | None = None
         self._problem: str | None = None
-        self.apply = ApplyWatch()
+
+    @property
+    def latest(self) -> SyncStatus | None:
+        return None if self.follower is None else self.follower.latest
 
     def read(self) -> SyncStatus | None:
         if self.by_diff:
             return None
-        try:
-            if self.link is None:
-                self.link = LivePair(self.settings, "daemon")
-            blue, green = self.link.open()
-            now = time.monotonic()
-            if now >= self.next_beat:
-                beat(blue)
-                self.next_beat = now + self.settings.sync.heartbeat_interval
-            with_drift = now >= self.next_drift
-            if with_drift:
-                self.next_drift = now + DRIFT_EVERY
-            status = self.apply.read(blue, green, self.settings.sync, with_drift=with_drift)
-        except (SyncError, psycopg.Error) as exc:
-            # A server restarting, a dropped connection: unknown this tick, reconnect the next.
-            if self.link is not None:
-                self.link.failed(exc)
-            problem = ", ".join(sorted(self.link.down)) if self.link else ""
-            problem = problem or str(exc).strip()
+        if self.follower is None:
+            self.follower = Follower(self.settings, "daemon", drift_every=DRIFT_EVERY,
+                                     beat_every=self.settings.sync.heartbeat_interval)
+        tick = self.follower.step()
+        if tick.error is not None:
+            problem = ", ".join(sorted(self.follower.down)) or str(tick.error).strip()
             if problem != self._problem:  # once per problem, not every tick of an outage
-                log.warning("replication status unavailable: %s", str(exc).strip())
+                log.warning("replication status unavailable: %s", str(tick.error).strip())
                 self._problem = problem
-            self.latest = None
             return None
         self._problem = None
-        for env, seconds in self.link.succeeded().items():
+        for env, seconds in tick.back.items():
             log.warning("%s reachable again after %.1fs", env, seconds)
-        if not with_drift and self.latest is not None:
-            status = replace(status, drift=self.latest.drift,
-                             blocking_drift=self.latest.blocking_drift,
-                             new_tables=self.latest.new_tables, not_ready=self.latest.not_ready)
-        self.latest = status
-        return status
+        return tick.status
 
     def ready(self) -> bool:
         """The auto-switch gate: streaming, with lag in bytes and in time under the limits.
@@ -100,8 +76,8 @@ class SyncProbe:
                 "new tables, add missing columns on green")
 
     def close(self) -> None:
-        if self.link is not None:
-            self.link.close()
+        if self.follower is not None:
+            self.follower.close()
 
 
 class WeightProbe:

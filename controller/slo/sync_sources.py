@@ -8,8 +8,8 @@ import psycopg
 from config.settings import Settings
 from config.slo import SloCheck
 from controller.slo.readings import NO_DATA, Measurement, Reading
-from sync.connections import connect, databases
 from sync.errors import SyncError
+from sync.livepair import LivePair
 from sync.status import beat, heartbeat, running_stream
 from sync.verify import verify
 
@@ -22,30 +22,35 @@ class LagSource:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.link: LivePair | None = None
+        """One connection per side, kept between measurements (reopened after an outage)."""
 
     def measure(self, check: SloCheck) -> Measurement:
+        if self.link is None:
+            self.link = LivePair(self.settings, "slo-lag")
         try:
-            blue_db, green_db = databases(self.settings)
-            with connect(blue_db, "slo-lag") as blue, connect(green_db, "slo-lag") as green:
-                stream = running_stream(blue, green, self.settings.sync)
-                if stream is None:
-                    return Measurement(NO_DATA, NO_DATA, error=(
-                        "lag not judged: no replication either way (no subscription on green "
-                        "or blue: is `cutover sync` running?)"))
-                source, follower = (blue, green) if stream.source == "blue" else (green, blue)
-                hb = heartbeat(follower)
-                if hb is None or hb.lag_seconds is None:
-                    return Measurement(NO_DATA, NO_DATA, error=(
-                        f"lag not judged yet: {stream.follower} has applied no heartbeat from "
-                        f"{stream.source}"))
-                beat(source)
+            blue, green = self.link.open()
+            stream = running_stream(blue, green, self.settings.sync)
+            if stream is None:
+                return Measurement(NO_DATA, NO_DATA, error=(
+                    "lag not judged: no replication either way (no subscription on green "
+                    "or blue: is `cutover sync` running?)"))
+            source, follower = (blue, green) if stream.source == "blue" else (green, blue)
+            hb = heartbeat(follower)
+            if hb is None or hb.lag_seconds is None:
+                return Measurement(NO_DATA, NO_DATA, error=(
+                    f"lag not judged yet: {stream.follower} has applied no heartbeat from "
+                    f"{stream.source}"))
+            beat(source)
         except (SyncError, psycopg.Error) as exc:
+            self.link.failed(exc)
             return Measurement(NO_DATA, NO_DATA, error=str(exc).strip())
         stalled = (hb.age_seconds or 0.0) - check.interval
         return Measurement(Reading(max(hb.lag_seconds, stalled)), NO_DATA)
 
     def close(self) -> None:
-        pass
+        if self.link is not None:
+            self.link.close()
 
 
 class DriftSource:
