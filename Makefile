@@ -40,7 +40,8 @@ bench: setup
 
 docs: setup
 	$(BIN)/cutover config reference > docs/config.md
-	$(BIN)/python -c 'from tests.unit.test_lab_config import *; EXAMPLE.write_text(render_config(default_lab()))'
+	$(BIN)/python -c 'import sys; from controller.lab.lab import example_config; sys.stdout.write(example_config())' \
+		> config/examples/lab.toml
 
 # The supply chain: requirements.in compiled into requirements.lock with every file's hash, and an
 # audit of the pinned set. Both need the network (PyPI; the audit PyPI's JSON API), and run their

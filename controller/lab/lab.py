@@ -43,6 +43,13 @@ class Component:
     """PostgreSQL's version, for the clusters."""
 
 
+def example_config() -> str:
+    """config/examples/lab.toml: the config a default lab writes (`make docs` regenerates it)."""
+    servers = server_names(1)
+    return render_config(LabState(root=DEFAULT_ROOT, user=None, servers=servers, with_prometheus=True,
+                                  ports=plan_ports(servers, DEFAULT_BASE_PORT, probe=False)))
+
+
 class Lab:
     def __init__(self, root: Path = DEFAULT_ROOT, *, servers_per_env: int = 1,
                  with_prometheus: bool = False, base_port: int | None = None,
