@@ -451,6 +451,29 @@ def _diff_one(blue: Conn, green: Conn, target: Target, settings: Settings, marks
     return done
 
 
+def _for_pass(settings: Settings, reverse: bool, full: bool) -> Settings:
+    """The settings a reverse pass (no transforms: they have no inverse; their targets left
+    alone) or a full one (no watermark shortcut) works with."""
+    if not (reverse or full):
+        return settings
+    sync = settings.sync.model_copy(update={
+        "transforms": [] if reverse else settings.sync.transforms,
+        "exclude_tables": settings.sync.exclude_tables + (
+            [t.target for t in settings.sync.transforms] if reverse else []),
+        "watermark_column": None})
+    return settings.model_copy(update={"sync": sync})
+
+
+def _tune_for_buckets(conn: Conn) -> None:
+    # One bucket per ~100 rows is 50 k groups for 5 M rows. The planner cannot count the
+    # groups of an expression (it guesses one per row) and picks a parallel sort; a hash
+    # aggregate in 64 MB is what fits: 2.1 s -> 1.25 s per side on pgbench -s 50. No parallel
+    # workers: the other side's scan has the other core.
+    conn.execute("SET work_mem = '64MB'")
+    conn.execute("SET enable_sort = off")
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+
+
 def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: None,
           bucket_rows: int = BUCKET_ROWS, reverse: bool = False, full: bool = False,
           progress: Progress = lambda _t, _d, _n: None) -> CycleReport:
@@ -461,13 +484,7 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
     started = time.monotonic()
     report = CycleReport(dry_run)
     blue_db, green_db = databases(settings)
-    if reverse or full:
-        sync = settings.sync.model_copy(update={
-            "transforms": [] if reverse else settings.sync.transforms,
-            "exclude_tables": settings.sync.exclude_tables + (
-                [t.target for t in settings.sync.transforms] if reverse else []),
-            "watermark_column": None})
-        settings = settings.model_copy(update={"sync": sync})
+    settings = _for_pass(settings, reverse, full)
     if reverse:
         blue_db, green_db = green_db, blue_db
     with connect(blue_db, "diff", statement_timeout=0) as blue, \
@@ -482,13 +499,7 @@ def cycle(settings: Settings, *, dry_run: bool = False, say: Say = lambda _: Non
             raise BadInputError(f"no tables to sync in schemas {settings.sync.schemas}")
         _replica_role(green)
         for conn in (blue, green):
-            # One bucket per ~100 rows is 50 k groups for 5 M rows. The planner cannot count
-            # the groups of an expression (it guesses one per row) and picks a parallel sort;
-            # a hash aggregate in 64 MB is what fits: 2.1 s -> 1.25 s per side on pgbench
-            # -s 50. No parallel workers: the other side's scan has the other core.
-            conn.execute("SET work_mem = '64MB'")
-            conn.execute("SET enable_sort = off")
-            conn.execute("SET max_parallel_workers_per_gather = 0")
+            _tune_for_buckets(conn)
         marks = Watermarks(green) if settings.sync.watermark_column else None
         blue.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:

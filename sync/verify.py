@@ -149,21 +149,25 @@ def _verify_table(settings: Settings, blue: Conn, green: Conn, table: Table, rec
         suspects = still + changing
     blue_rows = sum(c.blue.rows for c in chunks)
     green_rows = sum(c.green.rows for c in chunks)
-    differing = [c for c in suspects if c not in changing]
-    if not suspects:
-        verdict = Verdict.COMPLETE
-    elif not differing:
-        verdict = Verdict.CHANGING
-    elif green_rows < blue_rows:
-        verdict = Verdict.DATA_LOSS
-    elif green_rows > blue_rows:
-        verdict = Verdict.EXTRA_DATA
-    else:
-        verdict = Verdict.DIFFERS
+    verdict = _verdict(suspects, [c for c in suspects if c not in changing], blue_rows, green_rows)
     key = table.key or ("(whole table)",)
     span = widest([key_span(blue, table), key_span(green, theirs)]) if suspects else None
     return TableReport(table.qualified, verdict, blue_rows, green_rows, len(chunks),
                        [c.rng.label(key, span) for c in suspects])
+
+
+def _verdict(suspects: list[_Chunk], differing: list[_Chunk], blue_rows: int, green_rows: int) -> Verdict:
+    """Chunks still differing after the rechecks, and not because they kept changing, are a
+    difference: lost rows, extra rows, or rows that differ."""
+    if not suspects:
+        return Verdict.COMPLETE
+    if not differing:
+        return Verdict.CHANGING
+    if green_rows < blue_rows:
+        return Verdict.DATA_LOSS
+    if green_rows > blue_rows:
+        return Verdict.EXTRA_DATA
+    return Verdict.DIFFERS
 
 
 def _replace(chunks: list[_Chunk], new: _Chunk) -> None:

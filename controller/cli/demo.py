@@ -61,16 +61,14 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
         primary = "green" if second.switched else "blue"
         with psycopg.connect(lab.state.db_dsn(primary)) as conn:
             written = _count(conn) - before
-        with psycopg.connect(lab.state.db_dsn("green")) as conn:
-            green_sum = _checksum(conn)
-        with psycopg.connect(lab.state.db_dsn("blue")) as conn:
-            blue_sum = _checksum(conn)
+        blue_sum, green_sum = (_checksum_of(lab, env) for env in ("blue", "green"))
         writes_ok = sum(1 for x in http.samples if x.status == 201)
         faulted = sum(1 for x in http.samples if x.status >= 500 and x.env == "green")
         _summary(lab, settings)
-        out.print(f"  run 1 ended {first.phase.value} ({first.reason}); writes on "
-                  f"{'green' if first.switched else 'blue'}")
-        out.print(f"  run 2 ended {second.phase.value}; writes on {'green' if second.switched else 'blue'}")
+        for n, run in enumerate((first, second), 1):
+            why = f" ({run.reason})" if n == 1 else ""
+            out.print(f"  run {n} ended {run.phase.value}{why}; writes on "
+                      f"{'green' if run.switched else 'blue'}")
         out.print(f"  requests: {http.total}, failed: {http.failed}, by env: {dict(http.by_env())}, "
                   f"p50 {http.latency_ms(50):.1f} ms, p99 {http.latency_ms(99):.1f} ms")
         out.print(f"  failed requests: {http.failed}, all from green's injected fault: "
@@ -78,17 +76,21 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
         out.print(f"  writes acknowledged: {writes_ok}, rows found on {primary} (the primary): {written}")
         out.print(f"  lab_items on blue and green: {blue_sum[0]:,} and {green_sum[0]:,} rows, checksums "
                   f"{'equal' if blue_sum == green_sum else 'DIFFER'}")
-        report = _report(settings, lab)
+        out.print(f"  report: {_report(settings, lab)}")
         ok = (first.phase is Phase.ROLLED_BACK and not first.switched
               and second.phase is Phase.FINALIZED and second.switched and http.total > 0
               and http.failed == faulted and written == writes_ok and blue_sum == green_sum)
-        out.print(f"  report: {report}")
         out.print(styled(("demo ok", "bold green")) if ok else styled(("demo found a problem", "bold red")))
         return ok
     finally:
         if not keep:
             out.rule(styled(("5. the lab down", "bold")))
             lab.down(purge=True, progress=lambda msg: out.print(f"  {msg}"))
+
+
+def _checksum_of(lab: Lab, env: str) -> tuple[int, str]:
+    with psycopg.connect(lab.state.db_dsn(env)) as conn:
+        return _checksum(conn)
 
 
 def demo_settings(lab: Lab) -> Settings:
