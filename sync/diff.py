@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from config.replication import TransformSettings
 from config.settings import Settings
 from sync import largeobjects, objects
 from sync.callbacks import Say
-from sync.catalog import Table, column_types, list_tables, resolve, table_by_name
-from sync.checksums import INTEGER_TYPES, IntBuckets, int_bounds, row_hash, text_row_hash
+from sync.catalog import list_tables, table_by_name
+from sync.checksums import IntBuckets, int_bounds
 from sync.connections import Conn, connect, databases
+from sync.diff_apply import BATCH_ROWS, Applier, Key, Progress, batches, key_match
+from sync.diff_targets import Side, Target, targets
 from sync.errors import BadInputError, SyncError
 from sync.schema import SchemaDump, synced_schemas
 from sync.sequences import copy_sequences
@@ -46,38 +45,6 @@ BUCKET_ROWS = 100
 """Rows per bucket: small enough that one changed row in a bucket costs ~100 (key, hash)
 pairs of step 2, large enough that step 1 returns few rows (50 k for 5 M rows)."""
 MAX_BUCKETS = 2_000_000
-BATCH_ROWS = 5_000
-"""Rows per apply transaction."""
-
-Key = tuple[Any, ...]
-Progress = Callable[[str, int, int], None]
-"""(target, rows written so far, rows to write in all), after each applied batch."""
-
-
-@dataclass(frozen=True)
-class Side:
-    """What a side's rows come from: a table, or a query over blue (a transform)."""
-
-    source: sql.Composable
-    """FROM-clause text: a table, or (query) AS src."""
-    rowhash: sql.Composable
-
-
-@dataclass(frozen=True)
-class Target:
-    """One green table synced from blue: a table of the same name, or a transform."""
-
-    label: str
-    green: Table
-    blue: Side
-    green_side: Side
-    key: tuple[str, ...]
-    columns: tuple[str, ...]
-    """Compared and copied: blue's (or the query's) columns green has too."""
-    key_types: tuple[str, ...]
-    int_key: bool
-    est_rows: int
-    """Rows to plan buckets for: the planner's estimate, or a count of a transform's query."""
 
 
 @dataclass
@@ -112,87 +79,6 @@ class CycleReport:
                 "inserted": self.total("inserted"), "updated": self.total("updated"),
                 "deleted": self.total("deleted"),
                 "tables": [vars(t) for t in self.tables]}
-
-
-# -- what to sync ---------------------------------------------------------------------------
-
-
-def targets(settings: Settings, blue: Conn, green: Conn) -> list[Target]:
-    """The synced tables (blue's, found on green) and the transforms; BadInputError naming
-    the table for anything that cannot be diffed."""
-    sync = settings.sync
-    transform_targets = {resolve_green(green, t.target) for t in sync.transforms}
-    out: list[Target] = []
-    for table in list_tables(blue, sync):
-        mine = table_by_name(green, table.schema, table.name)
-        if mine is None:
-            raise BadInputError(f"{table.qualified} is on blue but not on green; create it on "
-                                "green, list it in sync.exclude_tables, or give a [[sync.transforms]] "
-                                "that fills green's table from it and exclude it")
-        if mine.oid in transform_targets:
-            continue
-        if not table.key or table.key != mine.key:
-            what = "has no primary key" if not table.key else f"is keyed {mine.key} on green"
-            raise BadInputError(f"{table.qualified} {what}; the diff sync finds rows by their "
-                                "primary key (the same on both sides)")
-        columns = tuple(c for c in table.columns if c in mine.columns)
-        rowhash = row_hash(blue, green, table, mine, columns)
-        out.append(_target(table.qualified, mine, table.key, columns, green, Side(table.ident, rowhash),
-                           Side(mine.ident, rowhash), max(table.est_rows, mine.est_rows)))
-    out += [_transform(t, blue, green) for t in sync.transforms]
-    return out
-
-
-def resolve_green(green: Conn, name: str) -> int:
-    try:
-        return resolve(green, name)
-    except BadInputError as exc:
-        raise BadInputError(str(exc).replace("on blue", "on green").replace(
-            "sync.tables", "sync.transforms.target")) from None
-
-
-def _transform(t: TransformSettings, blue: Conn, green: Conn) -> Target:
-    oid = resolve_green(green, t.target)
-    row = green.execute("SELECT n.nspname::text, c.relname::text FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", [oid]).fetchone()
-    assert row is not None
-    table = table_by_name(green, str(row[0]), str(row[1]))
-    assert table is not None
-    query = sql.SQL("({}) AS src").format(sql.SQL(t.query))  # the operator's own SQL, over blue
-    try:
-        with blue.transaction():
-            cur = blue.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(query))
-    except psycopg.Error as exc:
-        raise BadInputError(f"sync.transforms ({t.target}): the query fails on blue: "
-                            f"{str(exc).strip()}") from None
-    produced = tuple(d.name for d in cur.description or ())
-    missing_key = [k for k in t.key if k not in produced]
-    if missing_key:
-        raise BadInputError(f"sync.transforms ({t.target}): key column(s) {missing_key} are not "
-                            f"among the query's columns {list(produced)}")
-    unknown = [c for c in produced if c not in table.columns]
-    if unknown:
-        raise BadInputError(f"sync.transforms ({t.target}): the query's column(s) {unknown} are "
-                            f"not in {table.qualified}")
-    if set(t.key) != set(table.key):
-        raise BadInputError(f"sync.transforms ({t.target}): key {t.key} is not the primary key "
-                            f"{list(table.key)} of {table.qualified}")
-    # Types may differ between a query and a table: compared by their text.
-    rowhash = text_row_hash(produced)
-    # The planner's estimate sizes the buckets: counting would run the query once more.
-    plan = blue.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {}").format(query)).fetchone()
-    planned = int(plan[0][0]["Plan"]["Plan Rows"]) if plan else 0
-    return _target(f"{table.qualified} (transform)", table, tuple(table.key), produced, green,
-                   Side(query, rowhash), Side(table.ident, rowhash), max(planned, table.est_rows))
-
-
-def _target(label: str, green_table: Table, key: tuple[str, ...], columns: tuple[str, ...],
-            green: Conn, blue_side: Side, green_side: Side, est_rows: int) -> Target:
-    types = column_types(green, green_table)
-    key_types = tuple(types[k] for k in key)
-    int_key = len(key) == 1 and key_types[0] in INTEGER_TYPES
-    return Target(label, green_table, blue_side, green_side, key, columns, key_types, int_key,
-                  est_rows)
 
 
 # -- step 1: buckets ------------------------------------------------------------------------
@@ -258,86 +144,6 @@ def _aliases(keys: int) -> sql.Composable:
     return sql.SQL(", ").join([*(sql.Identifier(f"k{i}") for i in range(keys)), sql.Identifier("h")])
 
 
-# -- step 3: apply --------------------------------------------------------------------------
-
-
-def _key_match(target: Target, keys: Sequence[Key]) -> sql.Composable:
-    """`(k1, k2) IN (SELECT * FROM unnest(ARRAY[..]::t1[], ...))` with the keys as literals
-    (COPY takes no parameters)."""
-    cols = [[k[i] for k in keys] for i in range(len(target.key))]
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::{}[]").format(sql.Literal(values), sql.SQL(typ))
-        for values, typ in zip(cols, target.key_types, strict=True))
-    keyrow = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
-    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(keyrow, arrays)
-
-
-def _batches(keys: Iterable[Key], size: int) -> Iterator[list[Key]]:
-    it = iter(keys)
-    while batch := list(islice(it, size)):
-        yield batch
-
-
-class Applier:
-    """Writes one target's differences to green, a batch per transaction."""
-
-    def __init__(self, blue: Conn, green: Conn, target: Target,
-                 progress: Progress = lambda _t, _d, _n: None) -> None:
-        self.blue, self.green, self.t, self.progress = blue, green, target, progress
-        self.cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.columns)
-        self.stage = sql.Identifier(f"cutover_diff_stage_{target.green.oid}")
-        # GENERATED ALWAYS identity columns take a value on INSERT (OVERRIDING SYSTEM VALUE)
-        # but no UPDATE may set them: a row whose value changed (re-created on blue) is
-        # deleted and inserted again instead.
-        always = {str(r[0]) for r in green.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a'",
-            [target.green.oid]).fetchall()}
-        self.always = [c for c in target.columns if c in always]
-        self.settable = [c for c in target.columns if c not in target.key and c not in always]
-
-    def apply(self, upserts: list[Key], deletes: list[Key]) -> None:
-        self.green.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} "
-                                   "WITH NO DATA").format(self.stage, self.cols, self.t.green.ident))
-        total, done = len(upserts) + len(deletes), 0
-        for batch in _batches(deletes, BATCH_ROWS):
-            with self.green.transaction():
-                self.green.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
-                    self.t.green.ident, _key_match(self.t, batch)))
-            done += len(batch)
-            self.progress(self.t.label, done, total)
-        for batch in _batches(upserts, BATCH_ROWS):
-            with self.green.transaction():
-                self._upsert(batch)
-            done += len(batch)
-            self.progress(self.t.label, done, total)
-        self.green.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.stage))
-
-    def _upsert(self, batch: list[Key]) -> None:
-        t = self.t
-        read = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(
-            self.cols, t.blue.source, _key_match(t, batch))
-        with self.blue.cursor() as src, self.green.cursor() as dst:
-            dst.execute(sql.SQL("TRUNCATE {}").format(self.stage))
-            with src.copy(read) as out, dst.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    self.stage, self.cols)) as inp:
-                for block in out:
-                    inp.write(block)
-            keys = sql.SQL(", ").join(sql.Identifier(k) for k in t.key)
-            if self.always:
-                dst.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {} AND ({})").format(
-                    t.green.ident, self.stage,
-                    sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(k), sql.Identifier(k))
-                                          for k in t.key),
-                    sql.SQL(" OR ").join(sql.SQL("t.{} IS DISTINCT FROM s.{}").format(
-                        sql.Identifier(c), sql.Identifier(c)) for c in self.always)))
-            action = sql.SQL("DO NOTHING") if not self.settable else sql.SQL("DO UPDATE SET {}").format(
-                sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-                                   for c in self.settable))
-            dst.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} "
-                                "ON CONFLICT ({}) {}").format(
-                                    t.green.ident, self.cols, self.cols, self.stage, keys, action))
-
-
 # -- one cycle ------------------------------------------------------------------------------
 
 
@@ -388,12 +194,12 @@ def diff_since(blue: Conn, green: Conn, target: Target, column: str, since: str,
             [since]).fetchall()}
     report.blue_rows = len(have)
     had: dict[Key, int] = {}
-    for batch in _batches(have, BATCH_ROWS):
+    for batch in batches(have, BATCH_ROWS):
         with green.cursor(binary=True) as cur:
             had.update({tuple(r[:n]): int(r[n]) for r in cur.execute(sql.SQL(
                 "SELECT {}, {} FROM {} WHERE {}").format(
                     keys, target.green_side.rowhash, target.green_side.source,
-                    _key_match(target, batch))).fetchall()})
+                    key_match(target, batch))).fetchall()})
     report.green_rows = len(had)
     inserts = [k for k in have if k not in had]
     updates = [k for k, h in have.items() if k in had and had[k] != h]

@@ -13,7 +13,7 @@ from typing import Any
 
 from config.replication import SyncMode
 from config.settings import Settings
-from sync import diff, largeobjects, objects
+from sync import diff_targets, largeobjects, objects
 from sync.catalog import Table, columns_of, extensions, list_sequences, list_tables, table_by_name
 from sync.compat import column_problems
 from sync.connections import Conn, connect, databases
@@ -118,7 +118,7 @@ def _diff_targets(settings: Settings, tables: list[Table], blue: Conn, green: Co
         return Check("diff_tables", Status.PASS, "green has none of the tables: blue's schema "
                      "will be copied to it, then the rows by a diff")
     try:
-        found = diff.targets(settings, blue, green)
+        found = diff_targets.targets(settings, blue, green)
     except BadInputError as exc:
         return Check("diff_tables", Status.FAIL, str(exc),
                      "give green the table with the same primary key, exclude it, or add a transform")
