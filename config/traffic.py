@@ -160,6 +160,11 @@ class SqlDriverSettings(Section):
         return table
 
 
+DriverSettings = (HAProxySettings | NginxSettings | CommandDriverSettings | HttpDriverSettings
+                  | SqlDriverSettings)
+"""One driver's section: TrafficSettings.driver_settings() gives the chosen one."""
+
+
 class TrafficSettings(Section):
     driver: TrafficDriver = TrafficDriver.HAPROXY
     stages: list[Stage] = Field(default_factory=_default_stages, min_length=1)
@@ -208,6 +213,12 @@ class TrafficSettings(Section):
         if both:
             raise ValueError(f"{sorted(both)} also listed in blue_servers; a server is blue or green")
         return green
+
+    def driver_settings(self) -> DriverSettings:
+        """The chosen driver's section, typed (the validator below insists it is there; the
+        command driver's has only defaults)."""
+        chosen: DriverSettings | None = getattr(self, self.driver.value)
+        return CommandDriverSettings() if chosen is None else chosen
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from config.traffic import CommandDriverSettings, TrafficDriver, TrafficSettings
+from config.traffic import (
+    CommandDriverSettings,
+    HAProxySettings,
+    HttpDriverSettings,
+    NginxSettings,
+    SqlDriverSettings,
+    TrafficSettings,
+)
 from controller.traffic.balancer import LoadBalancer
 from controller.traffic.command import CommandBalancer
 from controller.traffic.haproxy import HAProxyBalancer
@@ -18,18 +25,14 @@ Balancers = Callable[[TrafficSettings], LoadBalancer]
 
 def balancer_for(traffic: TrafficSettings) -> LoadBalancer:
     blue, green = traffic.blue_servers, traffic.green_servers
-    match traffic.driver:
-        case TrafficDriver.HAPROXY:
-            assert traffic.haproxy is not None
-            return HAProxyBalancer(traffic.haproxy, blue, green)
-        case TrafficDriver.NGINX:
-            assert traffic.nginx is not None
-            return NginxBalancer(traffic.nginx, blue, green)
-        case TrafficDriver.COMMAND:
-            return CommandBalancer(traffic.command or CommandDriverSettings())
-        case TrafficDriver.HTTP:
-            assert traffic.http is not None
-            return HttpBalancer(traffic.http)
-        case TrafficDriver.SQL:
-            assert traffic.sql is not None
-            return SqlFlagBalancer(traffic.sql)
+    match traffic.driver_settings():
+        case HAProxySettings() as haproxy:
+            return HAProxyBalancer(haproxy, blue, green)
+        case NginxSettings() as nginx:
+            return NginxBalancer(nginx, blue, green)
+        case CommandDriverSettings() as command:
+            return CommandBalancer(command)
+        case HttpDriverSettings() as http:
+            return HttpBalancer(http)
+        case SqlDriverSettings() as flags:
+            return SqlFlagBalancer(flags)
