@@ -141,9 +141,11 @@ after the killed run, with much to apply (switchover.timeout is the pause's limi
 
 
 class _Switch:
-    def __init__(self, settings: Settings, d: Direction, endpoint: WriteEndpoint, say: Say,
-                 record: Record, *, compare: bool = True, back_on_difference: bool = True) -> None:
+    def __init__(self, settings: Settings, d: Direction, sides: tuple[Conn, Conn], endpoint: WriteEndpoint,
+                 say: Say, record: Record, *, compare: bool = True, back_on_difference: bool = True) -> None:
+        """sides: connections to the old primary (d.src_db) and the new one (d.dst_db)."""
         self.settings, self.d, self.endpoint, self.say, self.record = settings, d, endpoint, say, record
+        self.src, self.dst = sides
         self.sw = need_switchover(settings, "the switch")
         # sync.mode = diff: no replication either way; a final full diff under the fence makes
         # the new primary equal to the old one (it compares every row: no separate verify),
@@ -156,8 +158,6 @@ class _Switch:
         self.back_on_difference = back_on_difference
         self.diffed: CycleReport | None = None
         self.report = SwitchReport(d.to)
-        self.src: Conn
-        self.dst: Conn
         self.slot_conn: Conn | None = None
         """A replication connection to the new primary; its slot's snapshot lives while it idles."""
         self.fence_snapshot: str | None = None
@@ -728,9 +728,8 @@ class _Switch:
         self.say(f"{diff}; switching writes back to {back_to}")
         self._close_slot_conn()
         self.finish()  # the old primary follows the new one: what it took comes back
-        back = _Switch(self.settings, direction(self.settings, back_to), self.endpoint,
-                       self.say, self.record, compare=False)
-        back.src, back.dst = self.dst, self.src
+        back = _Switch(self.settings, direction(self.settings, back_to), (self.dst, self.src),
+                       self.endpoint, self.say, self.record, compare=False)
         try:
             back.run(dry_run=False)
         except (SyncError, psycopg.Error) as exc:
@@ -759,6 +758,5 @@ def switch(settings: Settings, to: str = "green", *, dry_run: bool = False,
     ep = endpoint or endpoint_for(settings)
     with connect(d.src_db, "switch", statement_timeout=0) as src, \
             connect(d.dst_db, "switch", statement_timeout=0) as dst:
-        run = _Switch(settings, d, ep, say, record, back_on_difference=back_on_difference)
-        run.src, run.dst = src, dst
-        return run.run(dry_run)
+        return _Switch(settings, d, (src, dst), ep, say, record,
+                       back_on_difference=back_on_difference).run(dry_run)
