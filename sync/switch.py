@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -51,85 +49,28 @@ from config.settings import Settings, need_switchover
 from sync import diff, objects, readiness
 from sync.callbacks import Record, Say
 from sync.catalog import Table, list_tables, table_by_name
-from sync.checksums import KeyRange, chunk_sum, row_hash
-from sync.connections import Conn, connect, databases
+from sync.connections import Conn, connect
 from sync.diff import CycleReport
-from sync.endpoint import PgBouncerEndpoint, WriteEndpoint, endpoint_from, target_of
-from sync.errors import BadInputError, SyncError
+from sync.endpoint import PgBouncerEndpoint, WriteEndpoint, target_of
+from sync.errors import SyncError
 from sync.guardian import Guardian
 from sync.logical import drop_subscription, ensure_publication
 from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
 from sync.status import schema_drift, wait_applied
+from sync.switch_compare import compare_at_fence
+from sync.switch_report import (
+    Direction,
+    SwitchReport,
+    SwitchUnfinished,
+    VerifyDifference,
+    direction,
+    endpoint_for,
+)
 from sync.verify import Verdict
 from sync.verify import verify as verify_live
 
 """(step, details): called before ("<step>: start") and after ("<step>: done") each step."""
-
-
-@dataclass
-class SwitchReport:
-    to: str
-    dry_run: bool = False
-    already: bool = False
-    """The endpoint already pointed at the target: only the leftovers were finished."""
-    undid_interrupted: bool = False
-    pause_ms: float | None = None
-    lsn: str | None = None
-    sequences: int = 0
-    tables_verified: int = 0
-    verified: str | None = None
-    """Where the comparison ran: "in pause", "after resume", "after resume, live", or None
-    (not compared)."""
-    not_compared: list[str] = field(default_factory=list)
-    """Tables a live comparison could not settle: they kept changing under writes."""
-    difference: str | None = None
-    """A difference found and left as it is (a rollback does not go back to the side it left)."""
-    steps: dict[str, float] = field(default_factory=dict)
-    """Seconds per step."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"to": self.to, "dry_run": self.dry_run, "already": self.already,
-                "undid_interrupted": self.undid_interrupted,
-                "pause_ms": None if self.pause_ms is None else round(self.pause_ms, 1),
-                "lsn": self.lsn, "sequences": self.sequences,
-                "tables_verified": self.tables_verified, "verified": self.verified,
-                "not_compared": self.not_compared, "difference": self.difference,
-                "steps_ms": {k: round(v * 1000, 1) for k, v in self.steps.items()}}
-
-
-def endpoint_for(settings: Settings) -> WriteEndpoint:
-    return endpoint_from(need_switchover(settings, "the switch"))
-
-
-@dataclass(frozen=True)
-class Direction:
-    to: str
-    src_db: DatabaseSettings
-    dst_db: DatabaseSettings
-    old: str
-    """The replication src -> dst running now: subscription on dst, slot on src."""
-    new: str
-    """The one to create dst -> src: publication and slot on dst, subscription on src."""
-
-
-def direction(settings: Settings, to: str) -> Direction:
-    blue, green = databases(settings)
-    name, reverse = objects.pg_name(settings.sync), objects.reverse_name(settings.sync)
-    if to == "green":
-        return Direction("green", blue, green, name, reverse)
-    if to == "blue":
-        return Direction("blue", green, blue, reverse, name)
-    raise BadInputError(f"--to must be green or blue, not {to!r}")
-
-
-class VerifyDifference(SyncError):
-    """The two sides differed at the fence."""
-
-
-class SwitchUnfinished(SyncError):
-    """A switch that failed past its point of no return: writes go to the new primary (or
-    will, once the endpoint takes them); running it again finishes it."""
 
 
 GUARDIAN_GRACE = 2.0
@@ -333,40 +274,11 @@ class _Switch:
         self.report.sequences = done.copied
 
     def verify(self) -> None:
-        """Both sides as they stood at the fence, each on its own connection at once, every
-        table; any difference raises VerifyDifference. The new primary is read in the fence
-        snapshot when there is one (after the resume), else as it is (under the fence)."""
-        tables = list_tables(self.src, self.settings.sync)
-        if self.sw.verify == "checksums":
-            hashes = [row_hash(self.src, self.dst, t, t, t.columns) for t in tables]
-
-            def measure(conn: Conn) -> list[tuple[int, int]]:
-                whole = KeyRange(None, None)
-                sums = [chunk_sum(conn, t, h, whole) for t, h in zip(tables, hashes, strict=True)]
-                return [(s.rows, s.checksum) for s in sums]
-        else:
-            def measure(conn: Conn) -> list[tuple[int, int]]:
-                counts = [conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()
-                          for t in tables]
-                return [(int(c[0]) if c else -1, 0) for c in counts]
-
-        def at_fence(conn: Conn) -> list[tuple[int, int]]:
-            if self.fence_snapshot is None:
-                return measure(conn)
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
-                    sql.Literal(self.fence_snapshot)))
-                return measure(conn)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            ours, theirs = pool.submit(measure, self.src), pool.submit(at_fence, self.dst)
-            old_side, new_side = ours.result(), theirs.result()
-        for t, a, b in zip(tables, old_side, new_side, strict=True):
-            if a != b:
-                what = "rows" if a[0] != b[0] else "rows (same count, different contents)"
-                raise VerifyDifference(f"{t.qualified}: {a[0]} {what} on the old primary, {b[0]} "
-                                       f"on {self.d.to} at the fence")
-        self.report.tables_verified = len(tables)
+        """Both sides as they stood at the fence (switch_compare.compare_at_fence); any
+        difference raises VerifyDifference."""
+        self.report.tables_verified = compare_at_fence(
+            self.src, self.dst, list_tables(self.src, self.settings.sync), self.sw.verify,
+            self.fence_snapshot, self.d.to)
 
     def prepare_back(self) -> None:
         """Before the pause (captures nothing yet): the reverse publication on the new primary,

@@ -32,7 +32,8 @@ from sync.callbacks import Say
 from sync.copy import CopyProgress, ProgressLines
 from sync.errors import SyncError
 from sync.preflight import Status, run_preflight
-from sync.switch import SwitchUnfinished, switch
+from sync.switch import switch
+from sync.switch_report import SwitchUnfinished
 
 log = logging.getLogger("cutover.jobs")
 

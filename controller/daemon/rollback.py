@@ -33,7 +33,8 @@ from sync.connections import connect, databases
 from sync.endpoint import target_of
 from sync.errors import SyncError
 from sync.status import running_stream
-from sync.switch import SwitchReport, endpoint_for, switch
+from sync.switch import switch
+from sync.switch_report import SwitchReport, endpoint_for
 
 log = logging.getLogger(__name__)
 
