@@ -57,7 +57,7 @@ from sync.guardian import Guardian
 from sync.logical import drop_subscription, ensure_publication
 from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
-from sync.status import schema_drift, wait_applied
+from sync.status import wait_applied
 from sync.switch_compare import compare_at_fence
 from sync.switch_report import (
     Direction,
@@ -67,6 +67,7 @@ from sync.switch_report import (
     direction,
     endpoint_for,
 )
+from sync.switch_schema import columns_the_old_side_has, precheck_schema
 from sync.verify import Verdict
 from sync.verify import verify as verify_live
 
@@ -150,7 +151,7 @@ class _Switch:
         if self._lag_bytes() is None:
             raise SyncError(f"no replication slot {d.old!r} on {d.src_db.describe()}: {d.to} does "
                             "not follow the current primary; run `cutover sync` first")
-        self._precheck_schema()
+        precheck_schema(self.settings, self.src, self.dst, self.d)
         self._precheck_writers()
 
     def _lag_bytes(self) -> int | None:
@@ -197,40 +198,6 @@ class _Switch:
             return
         with connect(self.d.dst_db, "ready", statement_timeout=0) as conn:
             readiness.make_ready(conn, tables, self.say, refresh_all=self.d.to == "green")
-
-    def _precheck_schema(self) -> None:
-        """A table or column the new primary lacks, or one it never received, would lose its
-        writes' data with the switch: refused until the sync carries it."""
-        d = self.d
-        old = "blue" if d.to == "green" else "green"
-        blocking = [str(x) for x in schema_drift(self.src, self.dst, self.settings.sync,
-                                                  publication=d.old, names=(old, d.to))
-                    if x.blocks_writes]
-        if blocking:
-            raise SyncError(f"{d.to} cannot take the writes yet: {'; '.join(blocking[:5])}"
-                            f"{f' (and {len(blocking) - 5} more)' if len(blocking) > 5 else ''}; "
-                            f"re-run `cutover sync` to add tables created on {old} since the sync "
-                            f"started, add missing columns on {d.to}, then switch")
-        if self.sw.reverse_replication:
-            self._precheck_way_back()
-
-    def _precheck_way_back(self) -> None:
-        """The reverse replication leaves out the columns only the new primary has (a column
-        list), which PostgreSQL allows only when the list covers the replica identity: a
-        table identified otherwise would stop the old primary's apply at its first change."""
-        tables = list_tables(self.dst, self.settings.sync)
-        listed = self._columns_the_old_side_has(tables)
-        stuck = []
-        for t in tables:
-            theirs = table_by_name(self.src, t.schema, t.name)
-            extra = sorted(set(t.columns) - set(theirs.columns)) if theirs is not None else []
-            if extra and t.oid not in listed:
-                stuck.append(f"{t.qualified} (only {self.d.to} has {', '.join(extra)})")
-        if stuck:
-            raise SyncError(f"the way back could not replicate {'; '.join(stuck[:5])}: a table whose "
-                            "replica identity is not its primary key cannot leave those columns "
-                            f"out. Add the columns on the old primary too, or give the table a "
-                            "primary key (REPLICA IDENTITY DEFAULT), then switch")
 
     def _precheck_writers(self) -> None:
         old = self.src.execute(
@@ -288,7 +255,7 @@ class _Switch:
         tables = self._tables_back()
         if tables is None:
             return
-        ensure_publication(self.dst, self.d.new, tables, self._columns_the_old_side_has(tables))
+        ensure_publication(self.dst, self.d.new, tables, columns_the_old_side_has(self.src, self.dst, tables))
         self.src.execute(objects.HEARTBEAT_DDL)
         self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
         if self.after_resume:  # connected now, so the pause does not wait for it
@@ -305,25 +272,6 @@ class _Switch:
             self.say(f"not replicated back (only {self.d.to} has them): "
                      f"{', '.join(t.qualified for t in own)}")
         return [t for t in tables if t not in own]
-
-    def _columns_the_old_side_has(self, tables: list[Table]) -> dict[int, tuple[str, ...]]:
-        """Per table of the new primary with columns the old one lacks (an expanded schema):
-        the columns both have. Column lists need a publisher of PostgreSQL 15 or later."""
-        if self.dst.info.server_version < 150000:
-            return {}
-        out = {}
-        for t in tables:
-            theirs = table_by_name(self.src, t.schema, t.name)
-            if theirs is None or not set(t.columns) - set(theirs.columns):
-                continue
-            common = tuple(c for c in t.columns if c in theirs.columns)
-            # A column list must cover the replica identity, or the publisher refuses every
-            # UPDATE and DELETE of the table (green's own forward apply included): only a
-            # table identified by its primary key, all of it in the list, gets one. Any other
-            # keeps all its columns, and the switch's drift check says what blue lacks.
-            if t.replica_identity == "d" and t.key and set(t.key) <= set(common):
-                out[t.oid] = common
-        return out
 
     def stop_and_slot(self) -> None:
         """Under the fence: old -> new stops, and the reverse slot starts exactly here, before
