@@ -47,7 +47,8 @@ class HookFailed(Exception):
 @dataclass
 class _Running:
     effect: Effect
-    thread: threading.Thread
+    thread: threading.Thread | None
+    """None when the job ran inside start() (threaded=False)."""
     started: float
     result: JobResult | None = None
 
@@ -67,27 +68,28 @@ class Jobs:
 
     def start(self, effect: Effect, state: State) -> None:
         assert self.current is None or self.current.result is not None, "one job at a time"
+        if not self.threaded:
+            self.current = _Running(effect, None, time.monotonic())
+            self._run(effect, state)
+            return
         thread = threading.Thread(target=self._run, args=(effect, state), name=f"job-{effect.job}",
                                   daemon=True)
         self.current = _Running(effect, thread, time.monotonic())
-        if self.threaded:
-            thread.start()
-        else:
-            self._run(effect, state)
+        thread.start()
 
     def poll(self) -> tuple[Job | None, JobResult | None]:
         """(the job still running, or the result of one that finished since the last poll)."""
         cur = self.current
         if cur is None:
             return None, None
-        if cur.thread.is_alive():
+        if cur.thread is not None and cur.thread.is_alive():
             return cur.effect.job, None
         self.current = None
         assert cur.result is not None
         return None, cur.result
 
     def wait(self, timeout: float) -> None:
-        if self.current is not None:
+        if self.current is not None and self.current.thread is not None:
             self.current.thread.join(timeout)
 
     def _run(self, effect: Effect, state: State) -> None:

@@ -95,19 +95,22 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()
         db = sqlite3.connect(path, timeout=10, isolation_level=None)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if new:
-            # Owner-only whatever the umask: the journal holds the cutover's whole story, and
-            # SQLite gives the -wal and -shm files the database's mode. chmod, not a second
-            # open: closing another descriptor of the file would drop SQLite's POSIX locks.
-            path.chmod(0o600)
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise StoreError(f"{path} was written by a newer Cutover (journal schema {version}, "
-                             f"this one knows {SCHEMA_VERSION}); upgrade Cutover")
-        db.execute("PRAGMA journal_mode = WAL")
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if new:
+                # Owner-only whatever the umask: the journal holds the cutover's whole story,
+                # and SQLite gives the -wal and -shm files the database's mode. chmod, not a
+                # second open: closing another descriptor would drop SQLite's POSIX locks.
+                path.chmod(0o600)
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{path} was written by a newer Cutover (journal schema {version}, "
+                                 f"this one knows {SCHEMA_VERSION}); upgrade Cutover")
+            db.execute("PRAGMA journal_mode = WAL")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+        except BaseException:
+            db.close()  # a file that is no journal is not left open
+            raise
         return db
 
     def record(self, kind: EventKind, data: dict[str, Any]) -> Event:

@@ -206,3 +206,12 @@ def test_a_restart_resumes_the_stage_from_the_journal(
         assert [s["state"]["stage"] for s in starts] == [0, 1]
     finally:
         again.close()
+
+
+def test_closing_right_after_a_tick_that_ran_a_job_ends_cleanly(
+        tmp_path: Path, lb: FakeBalancer, source: FakeSource) -> None:
+    run = Harness(settings(tmp_path), lb, source)
+    run.daemon.tick(TICK)  # shared mode: the first tick starts (here: runs) stage 1's shift
+    assert run.daemon.jobs.current is not None
+    run.close()
+    assert lb.applied == [10]
