@@ -32,6 +32,9 @@ endpoint already points at the target or the mark is there while the old primary
 fenced (writes may have landed there: only forward), undone otherwise, then run again. One
 killed before its comparison after the resume is compared live by the next, once the old
 primary has caught up (the fence snapshot died with the killed run).
+
+What the steps do to the data depends on the sync mode (sync.switch_movers: replication, or a
+final diff under the fence); the undo and what an earlier run left are in sync.switch_undo.
 """
 
 from __future__ import annotations
@@ -41,24 +44,20 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from config.environments import DatabaseSettings
 from config.replication import SyncMode
 from config.settings import Settings, need_switchover
-from sync import diff, objects, readiness
+from sync import objects, readiness
 from sync.callbacks import Record, Say
-from sync.catalog import Table, list_tables, table_by_name
+from sync.catalog import list_tables
 from sync.connections import Conn, connect
-from sync.diff import CycleReport
-from sync.endpoint import PgBouncerEndpoint, WriteEndpoint, target_of
+from sync.endpoint import WriteEndpoint
 from sync.errors import SyncError
 from sync.guardian import Guardian
-from sync.logical import drop_subscription, ensure_publication
 from sync.schema import synced_schemas
 from sync.sequences import copy_sequences
-from sync.status import wait_applied
-from sync.switch_compare import compare_at_fence
+from sync.switch_compare import compare_at_fence, compare_live
+from sync.switch_movers import Sides, mover_for
 from sync.switch_report import (
     Direction,
     SwitchReport,
@@ -67,19 +66,11 @@ from sync.switch_report import (
     direction,
     endpoint_for,
 )
-from sync.switch_schema import columns_the_old_side_has, precheck_schema
-from sync.verify import Verdict
-from sync.verify import verify as verify_live
-
-"""(step, details): called before ("<step>: start") and after ("<step>: done") each step."""
-
+from sync.switch_undo import Undo
 
 GUARDIAN_GRACE = 2.0
 """The guardian acts this long after switchover.timeout, should the switch hang past its own
 limit; a controller that dies is seen at once (its pipe closes)."""
-LIVE_CATCH_UP_TIMEOUT = 300.0
-"""How long a live comparison waits for the old primary to follow: a rerun may come long
-after the killed run, with much to apply (switchover.timeout is the pause's limit)."""
 
 
 class _Switch:
@@ -89,32 +80,22 @@ class _Switch:
         self.settings, self.d, self.endpoint, self.say, self.record = settings, d, endpoint, say, record
         self.src, self.dst = sides
         self.sw = need_switchover(settings, "the switch")
-        # sync.mode = diff: no replication either way; a final full diff under the fence makes
-        # the new primary equal to the old one (it compares every row: no separate verify),
-        # and the way back is the same diff reversed.
-        self.by_diff = settings.sync.mode == SyncMode.DIFF
-        self.compare = compare and self.sw.verify != "none" and not self.by_diff
+        self.sides = Sides(settings, d, *sides, say)
+        # The diff sync's final diff compares every row: no separate comparison.
+        self.compare = compare and self.sw.verify != "none" and settings.sync.mode != SyncMode.DIFF
         # Comparing after the resume needs the reverse replication to switch back losslessly.
         self.after_resume = (self.compare and self.sw.verify_at == "after_resume"
                              and self.sw.reverse_replication)
         self.back_on_difference = back_on_difference
-        self.diffed: CycleReport | None = None
+        self.mover = mover_for(self.sides, export_snapshot=self.after_resume)
         self.report = SwitchReport(d.to)
-        self.slot_conn: Conn | None = None
-        """A replication connection to the new primary; its slot's snapshot lives while it idles."""
-        self.fence_snapshot: str | None = None
         self.sequence_schemas = list(settings.sync.schemas)
         """Where sequences are copied from in the pause: found before it (precheck)."""
         self.name = objects.pg_name(settings.sync)
         self.guardian: Guardian | None = None
         self.marked = False
         """Past the point of no return (the mark is on the new primary): only forward now."""
-        self.reconciling = False
-        """Undoing what an earlier run left: where a command endpoint points is unknown."""
-        self.repoint_tried = False
-        self.dst_fenced: bool | None = None
-        """Whether the new primary was fenced before this run (the way back: the old primary of
-        the switch before), so an undo puts that fence back; None: unknown (a later run)."""
+        self.back = Undo(self.sides, endpoint, self.mover, self.name)
 
     def step(self, name: str, fn: Callable[[], Any], **details: Any) -> Any:
         self.record(f"{name}: start", details)
@@ -124,66 +105,13 @@ class _Switch:
         self.record(f"{name}: done", {**details, "seconds": self.report.steps[name]})
         return result
 
-    # -- state of both sides -----------------------------------------------------------
-
-    def _sub_state(self, conn: Conn, name: str) -> bool | None:
-        row = conn.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", [name]).fetchone()
-        return None if row is None else bool(row[0])
-
-    def _points_at(self, db: DatabaseSettings) -> bool:
-        return self.endpoint.points_at() == target_of(db)
-
     # -- the steps ---------------------------------------------------------------------
 
     def precheck(self) -> None:
-        d = self.d
-        self.dst_fenced = objects.fenced(self.dst)
+        self.back.dst_fenced = objects.fenced(self.dst)
         self.sequence_schemas = synced_schemas(self.src, self.settings)
-        if self.by_diff:
-            self._precheck_writers()
-            return
-        state = self._sub_state(self.dst, d.old)
-        if state is None:
-            raise SyncError(f"no subscription {d.old!r} on {d.dst_db.describe()}: {d.to} is not "
-                            "streaming from the current primary; run `cutover sync` first")
-        if not state:
-            raise SyncError(f"subscription {d.old!r} on {d.dst_db.describe()} is disabled")
-        if self._lag_bytes() is None:
-            raise SyncError(f"no replication slot {d.old!r} on {d.src_db.describe()}: {d.to} does "
-                            "not follow the current primary; run `cutover sync` first")
-        precheck_schema(self.settings, self.src, self.dst, self.d)
+        self.mover.precheck()
         self._precheck_writers()
-
-    def _lag_bytes(self) -> int | None:
-        row = self.src.execute(
-            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots "
-            "WHERE slot_name = %s", [self.d.old]).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
-
-    def catch_up(self) -> None:
-        """Before the pause, with writes flowing: wait until the new primary has applied all
-        but a bounded tail (a heartbeat gets through within catch_up_tail, the lag is under
-        sync.max_lag_bytes), so the drain in the pause never waits on a backlog, such as a
-        big transaction still being applied."""
-        if self.by_diff:
-            return
-        sw, limit = self.sw, self.settings.sync.max_lag_bytes
-        deadline = time.monotonic() + sw.catch_up_timeout
-        said = False
-        while True:
-            lag = self._lag_bytes() or 0
-            started = time.monotonic()
-            if not wait_applied(self.src, self.dst, max(0.0, deadline - started)):
-                raise SyncError(f"{self.d.to} did not catch up within switchover.catch_up_timeout "
-                                f"({sw.catch_up_timeout:g}s; {lag:,} bytes behind); writes were "
-                                "never paused")
-            took = time.monotonic() - started
-            if took <= sw.catch_up_tail and lag <= limit:
-                return
-            if not said:
-                said = True
-                self.say(f"waiting for {self.d.to} to catch up before pausing writes ({lag:,} bytes "
-                         f"behind; a heartbeat took {took:.1f}s to apply); writes flow meanwhile")
 
     def make_ready(self, dry_run: bool) -> None:
         """Before the pause, never inside it: the new primary's planner statistics, and (going
@@ -224,18 +152,6 @@ class _Switch:
             time.sleep(0.005)
         raise SyncError("client sessions on the old primary would not end")
 
-    def drain(self) -> None:
-        if self.by_diff:
-            self.diffed = diff.cycle(self.settings, reverse=self.d.to == "blue", full=True)
-            self.say(f"final diff under the fence: {self.diffed.total('blue_rows'):,} rows compared, "
-                     f"+{self.diffed.total('inserted')} ~{self.diffed.total('updated')} "
-                     f"-{self.diffed.total('deleted')} applied")
-            return
-        if not wait_applied(self.src, self.dst, self.sw.timeout):
-            raise SyncError(f"{self.d.to} did not apply the last writes in time")
-        row = self.src.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        self.report.lsn = str(row[0]) if row else None
-
     def sequences(self) -> None:
         done = copy_sequences(self.src, self.dst, self.sequence_schemas)
         self.report.sequences = done.copied
@@ -245,57 +161,19 @@ class _Switch:
         difference raises VerifyDifference."""
         self.report.tables_verified = compare_at_fence(
             self.src, self.dst, list_tables(self.src, self.settings.sync), self.sw.verify,
-            self.fence_snapshot, self.d.to)
+            self.mover.fence_snapshot, self.d.to)
 
     def prepare_back(self) -> None:
-        """Before the pause (captures nothing yet): the reverse publication on the new primary,
-        the heartbeat stamp on the old one."""
-        self.dst.execute(objects.SWITCH_MARK_DDL)  # the mark's table, so the pause only inserts
+        """Before the pause: the mark's table on the new primary, so the pause only inserts,
+        and the way back (the mover's)."""
+        self.dst.execute(objects.SWITCH_MARK_DDL)
         objects.clear_switch_mark(self.dst, self.name)  # from an earlier switch this way: stale
-        tables = self._tables_back()
-        if tables is None:
-            return
-        ensure_publication(self.dst, self.d.new, tables, columns_the_old_side_has(self.src, self.dst, tables))
-        self.src.execute(objects.HEARTBEAT_DDL)
-        self.src.execute(objects.GREEN_HEARTBEAT_TRIGGER)
-        if self.after_resume:  # connected now, so the pause does not wait for it
-            self.slot_conn = connect(self.d.dst_db, "reverse-slot", replication=True)
-
-    def _tables_back(self) -> list[Table] | None:
-        """The new primary's tables the reverse replication carries (None: there is none)."""
-        if not self.sw.reverse_replication or self.by_diff:
-            return None
-        tables = list_tables(self.dst, self.settings.sync)
-        # A table only the new primary has (an expanded schema) has nowhere to go back to.
-        own = [t for t in tables if table_by_name(self.src, t.schema, t.name) is None]
-        if own:
-            self.say(f"not replicated back (only {self.d.to} has them): "
-                     f"{', '.join(t.qualified for t in own)}")
-        return [t for t in tables if t not in own]
-
-    def stop_and_slot(self) -> None:
-        """Under the fence: old -> new stops, and the reverse slot starts exactly here, before
-        the new primary takes its first write."""
-        d = self.d
-        if self.by_diff:
-            return
-        self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(objects.ident(d.old)))
-        if not self.sw.reverse_replication or objects.slot_exists(self.dst, d.new):
-            return
-        if self.slot_conn is None:
-            self.dst.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [d.new])
-            return
-        # The exported snapshot is the new primary exactly at the fence, before its first write.
-        row = self.slot_conn.execute(sql.SQL(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
-                objects.ident(d.new))).fetchone()
-        assert row is not None
-        self.fence_snapshot = str(row[2])
+        self.mover.prepare_back()
 
     def repoint(self) -> None:
         if self.guardian is not None:
             self.guardian.repointing()
-        self.repoint_tried = True
+        self.back.repoint_tried = True
         self.endpoint.repoint(self.d.dst_db)
 
     def mark(self) -> None:
@@ -309,86 +187,18 @@ class _Switch:
         self.marked = True
         objects.clear_switch_mark(self.src, self.name)  # the earlier switch's, now superseded
 
-    def _marked(self) -> bool:
-        """A mark on the new primary that still counts: the old primary is still fenced (an
-        undo or the guardian going back lifts that fence, which leaves a mark stale)."""
-        return objects.switch_marked(self.dst, self.name, self.d.to) and objects.fenced(self.src)
-
-    def _complete_repoint(self) -> None:
-        """The endpoint really pointed at the new primary: PgBouncer as it serves (the file
-        may have been written without its RELOAD), a command endpoint by running its repoint
-        again (it cannot be read back)."""
-        if isinstance(self.endpoint, PgBouncerEndpoint) and \
-                self.endpoint.serving() == target_of(self.d.dst_db):
-            return
-        self.endpoint.repoint(self.d.dst_db)
-
-    def subscribe_back(self) -> None:
-        """After the resume: the old primary follows the slot, which kept every change since."""
-        d = self.d
-        if (self.sw.reverse_replication and not self.by_diff and self._sub_state(self.src, d.new) is None
-                and objects.slot_exists(self.dst, d.new)
-                and not objects.create_subscription(self.src, d.new, d.dst_db)):
-            self.say(objects.subscription_logged("blue" if d.to == "green" else "green", d.to))
-
-    def drop_old(self) -> None:
-        d = self.d
-        if self._sub_state(self.dst, d.old) is not None:
-            drop_subscription(self.dst, d.old)
-        objects.drop_slot(self.src, d.old)
-
-    def undo(self) -> None:
-        """Back to writes on the old primary with src -> dst replication, whatever was done
-        before the point of no return."""
-        d = self.d
-        objects.clear_switch_mark(self.dst, self.name)
-        if self._sub_state(self.src, d.new) is not None:
-            drop_subscription(self.src, d.new)
-        objects.drop_slot(self.dst, d.new)
-        if self._sub_state(self.dst, d.old) is False:
-            self.dst.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(objects.ident(d.old)))
-        if self._may_point_elsewhere():
-            try:
-                self.endpoint.repoint(d.src_db)
-            except SyncError as exc:
-                if isinstance(self.endpoint, PgBouncerEndpoint):
-                    raise
-                # The user's repoint failed both ways: the endpoint most likely never moved.
-                self.say(f"pointing the endpoint back failed too ({str(exc).strip()}); it most "
-                         "likely still points at the old primary: resuming there")
-        objects.unfence(self.src)
-        if self._was_fenced():  # only one side takes writes, also after an undone way back
-            objects.fence(self.dst)
-        self.endpoint.resume()
-
-    def _was_fenced(self) -> bool:
-        """The new primary was the old primary of an earlier switch, fenced since: this run
-        knows from its precheck; a later run from the earlier switch's mark on this side."""
-        if self.dst_fenced is not None:
-            return self.dst_fenced
-        src_side = "blue" if self.d.to == "green" else "green"
-        return objects.switch_marked(self.src, self.name, src_side)
-
-    def _may_point_elsewhere(self) -> bool:
-        """Whether the endpoint may not point at the old primary any more: PgBouncer's file
-        says so; a command endpoint this run tried to repoint (a failed script may have done
-        part of its work), or one an earlier run may have repointed."""
-        if isinstance(self.endpoint, PgBouncerEndpoint):
-            return not self._points_at(self.d.src_db)
-        return self.repoint_tried or self.reconciling
-
     # -- the whole -------------------------------------------------------------------------
 
     def reconcile(self) -> bool:
         """Finish or undo a switch an earlier run left midway; True when it was complete.
         Once the endpoint points at the target, writes may have landed there: only forward."""
         d = self.d
-        left = self._left_midway()
+        left = self.back.left_midway()
         if left == "finish":
             self.say(f"writes already go to {d.to}: finishing what an earlier run left")
-            uncompared = self._uncompared()
+            uncompared = self.mover.uncompared()
             objects.unfence(self.dst)
-            self._complete_repoint()
+            self.back.complete_repoint()
             self.endpoint.resume()
             self.report.already = True
             if not uncompared:
@@ -397,52 +207,29 @@ class _Switch:
             # Its fence snapshot died with it: compare live instead, once the old primary has
             # caught up, with verify's rechecks under the new primary's writes. The old
             # replication goes only after that, so a run killed meanwhile compares again.
-            self.step("subscribe back", self.subscribe_back)
-            self._compare_or_switch_back("verify live", self.verify_caught_up)
-            self.step("drop old replication", self.drop_old)
+            self.step("subscribe back", self.mover.subscribe_back)
+            self._compare_or_switch_back("verify live", lambda: compare_live(self.sides, self.report))
+            self.step("drop old replication", self.mover.drop_old)
             return True
         if left == "undo":
             self.say("undoing an interrupted switch first: writes resume on the current primary")
-            self.reconciling = True
-            self.step("undo interrupted", self.undo)
+            self.back.reconciling = True
+            self.step("undo interrupted", self.back.undo)
             self.report.undid_interrupted = True
         return False
 
-    def _left_midway(self) -> str | None:
-        """What an earlier run left: "finish" (the endpoint points at the target already),
-        "undo" (objects or a fence of a switch that did not get that far), or None."""
-        d = self.d
-        if self._points_at(d.dst_db) or self._marked():
-            return "finish"
-        if (objects.slot_exists(self.dst, d.new) or objects.fenced(self.src)
-                or self._sub_state(self.dst, d.old) is False):
-            return "undo"
-        return None
-
-    def _uncompared(self) -> bool:
-        """A run that repointed but did not finish: the reverse slot exists and the old
-        replication is still there (it goes only after the comparison after the resume)."""
-        d = self.d
-        return (self.after_resume and objects.slot_exists(self.dst, d.new)
-                and (objects.slot_exists(self.src, d.old) or self._sub_state(self.dst, d.old) is not None))
-
     def finish(self) -> None:
-        self.step("subscribe back", self.subscribe_back)
-        self.step("drop old replication", self.drop_old)
+        self.step("subscribe back", self.mover.subscribe_back)
+        self.step("drop old replication", self.mover.drop_old)
 
     def run(self, dry_run: bool) -> SwitchReport:
         try:
             return self._run(dry_run)
         finally:
-            self._close_slot_conn()
-
-    def _close_slot_conn(self) -> None:
-        if self.slot_conn is not None:
-            self.slot_conn.close()
-            self.slot_conn = None
+            self.mover.close()
 
     def _run(self, dry_run: bool) -> SwitchReport:
-        if dry_run and (left := self._left_midway()) is not None:
+        if dry_run and (left := self.back.left_midway()) is not None:
             self.report.dry_run = True
             self.report.already = left == "finish"
             self.say(f"dry run: writes already go to {self.d.to}; a run would finish what an "
@@ -456,10 +243,10 @@ class _Switch:
         self.step("make ready", lambda: self.make_ready(dry_run))
         self.step("precheck", self.precheck)
         if not dry_run:
-            self.step("catch up", self.catch_up)
+            self.step("catch up", self.mover.catch_up)
         if dry_run:  # reads only: nothing created on either server
-            self._tables_back()
-            lag = self._lag_bytes()
+            self.mover.tables_back()
+            lag = self.mover.lag_bytes()
             if lag and lag > self.settings.sync.max_lag_bytes:
                 self.say(f"{self.d.to} is {lag:,} bytes behind: a switch would wait for it to catch "
                          "up before pausing writes")
@@ -468,10 +255,11 @@ class _Switch:
             return self.report
         self.step("prepare back", self.prepare_back)
         in_pause: list[tuple[str, Callable[[], Any]]] = [
-            ("fence", self.fence_src), ("drain", self.drain), ("sequences", self.sequences)]
+            ("fence", self.fence_src), ("drain", lambda: self.mover.drain(self.report)),
+            ("sequences", self.sequences)]
         if self.compare and not self.after_resume:
             in_pause.append(("verify", self.verify))
-        in_pause += [("stop and slot", self.stop_and_slot),
+        in_pause += [("stop and slot", self.mover.stop_and_slot),
                      ("unfence new primary", lambda: objects.unfence(self.dst)),
                      ("repoint", self.repoint),
                      ("mark", self.mark)]
@@ -486,8 +274,8 @@ class _Switch:
         if self.after_resume:
             try:
                 self._compare_or_switch_back("verify", self.verify)
-            finally:  # the fence snapshot's connection holds the slot the old primary subscribes to
-                self._close_slot_conn()
+            finally:
+                self.mover.close()
         self.finish()
         return self.report
 
@@ -536,7 +324,7 @@ class _Switch:
         self.say(f"switch failed ({what}); undoing: writes resume on the old primary")
         try:
             self.guardian.back()  # in case the mark was being written when it failed
-            self.step("undo", self.undo)
+            self.step("undo", self.back.undo)
         except Exception as undo_exc:
             released = self.guardian.release()
             raise SyncError(f"switch failed: {what}; AND undoing it failed: {_describe(undo_exc)}; "
@@ -544,25 +332,6 @@ class _Switch:
                             "once both databases answer") from None
         raise SyncError(f"switch to {self.d.to} failed and was undone (writes are on the "
                         f"old primary, nothing lost): {what}") from None
-
-    def verify_caught_up(self) -> None:
-        """Both sides compared live, once the old primary has applied the new one's writes so
-        far: what verify calls different after its rechecks raises VerifyDifference."""
-        if not wait_applied(self.dst, self.src, LIVE_CATCH_UP_TIMEOUT):
-            raise SyncError(f"{self.d.src_db.describe()} did not catch up with {self.d.to} "
-                            f"within {LIVE_CATCH_UP_TIMEOUT:g}s")
-        report = verify_live(self.settings)
-        self.report.verified = "after resume, live"
-        self.report.tables_verified = sum(t.verdict is Verdict.COMPLETE for t in report.tables)
-        self.report.not_compared = [t.table for t in report.tables if t.verdict is Verdict.CHANGING]
-        if self.report.not_compared:
-            self.say(f"not settled under {self.d.to}'s writes (compare them with `cutover verify` "
-                     f"when quieter): {', '.join(self.report.not_compared)}")
-        if not report.ok:
-            bad = "; ".join(f"{t.table}: {t.verdict.value} ({t.blue_rows} rows on blue, "
-                            f"{t.green_rows} on green)" for t in report.tables
-                            if t.verdict not in (Verdict.COMPLETE, Verdict.CHANGING))
-            raise VerifyDifference(bad)
 
     def _compare_or_switch_back(self, name: str, compare: Callable[[], None]) -> None:
         """Compare while writes flow on the new primary; on a difference, switch writes
@@ -586,7 +355,7 @@ class _Switch:
             return
         back_to = "blue" if self.d.to == "green" else "green"
         self.say(f"{diff}; switching writes back to {back_to}")
-        self._close_slot_conn()
+        self.mover.close()
         self.finish()  # the old primary follows the new one: what it took comes back
         back = _Switch(self.settings, direction(self.settings, back_to), (self.dst, self.src),
                        self.endpoint, self.say, self.record, compare=False)
