@@ -128,10 +128,8 @@ class ParallelCopy:
             self._failed.set()
             raise
 
-    def _copy(self, n: int, green: Conn, chunk: Chunk) -> None:
-        """One chunk: psql streams blue's rows under the snapshot at C speed (psycopg hands out
-        COPY data row by row, which costs twice the time); we feed them to green in 1 MiB
-        blocks inside a transaction that commits only if blue's side ended cleanly."""
+    def _statements(self, chunk: Chunk, freeze: bool) -> tuple[sql.Composed, sql.Composed]:
+        """The chunk's COPY out of blue (its pages, by ctid) and into green."""
         table = chunk.table
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
         only = sql.SQL("ONLY ") if table.kind == "r" else sql.SQL("")
@@ -143,9 +141,16 @@ class ParallelCopy:
         fmt = sql.SQL("binary" if self._binary[table.oid] else "text")
         read = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
             cols, only, table.ident, where, fmt)
-        freeze = table.oid in self._freezable
         options = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE" if freeze else ""))
-        write = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(table.ident, cols, options)
+        return read, sql.SQL("COPY {} ({}) FROM STDIN ({})").format(table.ident, cols, options)
+
+    def _copy(self, n: int, green: Conn, chunk: Chunk) -> None:
+        """One chunk: psql streams blue's rows under the snapshot at C speed (psycopg hands out
+        COPY data row by row, which costs twice the time); we feed them to green in 1 MiB
+        blocks inside a transaction that commits only if blue's side ended cleanly."""
+        table = chunk.table
+        freeze = table.oid in self._freezable
+        read, write = self._statements(chunk, freeze)
         source = start_tool("psql", [
             "-X", "-q", "-v", "ON_ERROR_STOP=1",
             "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",

@@ -54,23 +54,28 @@ class Report:
 LONG_XACT_SECONDS = 300
 
 
+def _connect_both(settings: Settings, report: Report) -> tuple[Conn, Conn] | None:
+    """Both databases, or None with the one that cannot be reached as a failed check."""
+    conns: list[Conn] = []
+    for env, db in zip(("blue", "green"), databases(settings), strict=True):
+        try:
+            conns.append(connect(db, "preflight"))
+        except SyncError as exc:
+            for c in conns:
+                c.close()
+            report.checks.append(Check(f"connect_{env}", Status.FAIL, str(exc),
+                                       f"check {env}.database.dsn and the password"))
+            return None
+    return conns[0], conns[1]
+
+
 def run_preflight(settings: Settings) -> Report:
     """All checks; a database that cannot be reached is itself a failed check."""
     report = Report()
-    blue_db, green_db = databases(settings)
-    try:
-        blue = connect(blue_db, "preflight")
-    except SyncError as exc:
-        report.checks.append(Check("connect_blue", Status.FAIL, str(exc),
-                                   "check blue.database.dsn and the password"))
+    both = _connect_both(settings, report)
+    if both is None:
         return report
-    try:
-        green = connect(green_db, "preflight")
-    except SyncError as exc:
-        blue.close()
-        report.checks.append(Check("connect_green", Status.FAIL, str(exc),
-                                   "check green.database.dsn and the password"))
-        return report
+    blue, green = both
     with blue, green:
         tables = list_tables(blue, settings.sync)
         if settings.sync.mode == SyncMode.DIFF:  # SELECT on blue, writes on green: no replication

@@ -24,13 +24,24 @@ from controller.cli.common import out, print_table, styled
 from controller.daemon.loop import Daemon
 from controller.daemon.phases import Phase, State
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
-from controller.lab.load import HttpLoad
+from controller.lab.load import HttpLoad, LoadReport
 from controller.report.page import render_report
 from controller.state.store import open_store
 from sync import logical
 
 BAKE = "3s"
 """Each stage's bake in the demo (the lab's config says 15 s: a demo should not take minutes)."""
+
+
+def _print_outcome(runs: tuple[State, State], http: LoadReport, faulted: int) -> None:
+    for n, run in enumerate(runs, 1):
+        why = f" ({run.reason})" if n == 1 else ""
+        out.print(f"  run {n} ended {run.phase.value}{why}; writes on "
+                  f"{'green' if run.switched else 'blue'}")
+    out.print(f"  requests: {http.total}, failed: {http.failed}, by env: {dict(http.by_env())}, "
+              f"p50 {http.latency_ms(50):.1f} ms, p99 {http.latency_ms(99):.1f} ms")
+    out.print(f"  failed requests: {http.failed}, all from green's injected fault: "
+              f"{http.failed == faulted}")
 
 
 def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
@@ -65,14 +76,7 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
         writes_ok = sum(1 for x in http.samples if x.status == 201)
         faulted = sum(1 for x in http.samples if x.status >= 500 and x.env == "green")
         _summary(lab, settings)
-        for n, run in enumerate((first, second), 1):
-            why = f" ({run.reason})" if n == 1 else ""
-            out.print(f"  run {n} ended {run.phase.value}{why}; writes on "
-                      f"{'green' if run.switched else 'blue'}")
-        out.print(f"  requests: {http.total}, failed: {http.failed}, by env: {dict(http.by_env())}, "
-                  f"p50 {http.latency_ms(50):.1f} ms, p99 {http.latency_ms(99):.1f} ms")
-        out.print(f"  failed requests: {http.failed}, all from green's injected fault: "
-                  f"{http.failed == faulted}")
+        _print_outcome((first, second), http, faulted)
         out.print(f"  writes acknowledged: {writes_ok}, rows found on {primary} (the primary): {written}")
         out.print(f"  lab_items on blue and green: {blue_sum[0]:,} and {green_sum[0]:,} rows, checksums "
                   f"{'equal' if blue_sum == green_sum else 'DIFFER'}")
