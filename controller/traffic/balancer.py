@@ -68,3 +68,22 @@ class LoadBalancer(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def share_split(green: float) -> Split:
+    """A split known only as green's share (a flag, a command, an API): no servers."""
+    return Split(green, {"blue": round(100 - green), "green": round(green)})
+
+
+class ShareBalancer:
+    """What the drivers that know only green's share have in common: they expect exactly the
+    share they set, and cannot count requests."""
+
+    def expected(self, green_percent: int) -> Split:
+        return share_split(green_percent)
+
+    def counters(self) -> dict[str, EnvCounters] | None:
+        return None
+
+    def close(self) -> None:
+        pass

@@ -9,7 +9,13 @@ import subprocess
 from collections.abc import Sequence
 
 from config.traffic import CommandDriverSettings
-from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from controller.traffic.balancer import (
+    BadTrafficInput,
+    ShareBalancer,
+    Split,
+    TrafficError,
+    share_split,
+)
 from sync.children import run_command
 
 FIELDS = ("target", "percentage", "blue_weight", "green_weight")
@@ -26,7 +32,7 @@ def fill(template: Sequence[str], green_percent: int) -> list[str]:
                               + ", ".join("{" + f + "}" for f in FIELDS)) from None
 
 
-class CommandBalancer:
+class CommandBalancer(ShareBalancer):
     def __init__(self, settings: CommandDriverSettings) -> None:
         self.settings = settings
         fill(settings.argv, 0)  # placeholders checked before anything runs
@@ -49,16 +55,8 @@ class CommandBalancer:
             raise TrafficError(f"traffic.command.readback printed {output[-200:]!r}; it must print "
                                "green's percentage (0-100) on its last line")
         green = float(m.group(1))
-        return Split(green, {"blue": round(100 - green), "green": round(green)})
+        return share_split(green)
 
-    def expected(self, green_percent: int) -> Split:
-        return Split(float(green_percent), {"blue": 100 - green_percent, "green": green_percent})
-
-    def counters(self) -> dict[str, EnvCounters] | None:
-        return None
-
-    def close(self) -> None:
-        pass
 
     def _run(self, argv: Sequence[str], field: str) -> str:
         try:

@@ -10,12 +10,17 @@ import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from config.traffic import HttpDriverSettings
-from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from controller.traffic.balancer import (
+    BadTrafficInput,
+    ShareBalancer,
+    Split,
+    TrafficError,
+)
 
 RETRYABLE = (httpx.TransportError,)
 
 
-class HttpBalancer:
+class HttpBalancer(ShareBalancer):
     def __init__(self, settings: HttpDriverSettings, transport: httpx.BaseTransport | None = None) -> None:
         """transport: httpx's default (the network) unless given (tests: httpx.MockTransport)."""
         self.settings = settings
@@ -49,11 +54,6 @@ class HttpBalancer:
         share = 100.0 * green / total if total else 0.0
         return Split(share, {"blue": round(blue), "green": round(green)})
 
-    def expected(self, green_percent: int) -> Split:
-        return Split(float(green_percent), {"blue": 100 - green_percent, "green": green_percent})
-
-    def counters(self) -> dict[str, EnvCounters] | None:
-        return None
 
     def close(self) -> None:
         self.client.close()

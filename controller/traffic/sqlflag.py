@@ -12,10 +12,16 @@ from psycopg.conninfo import make_conninfo
 
 from config.base import is_system_schema
 from config.traffic import SqlDriverSettings
-from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from controller.traffic.balancer import (
+    BadTrafficInput,
+    ShareBalancer,
+    Split,
+    TrafficError,
+    share_split,
+)
 
 
-class SqlFlagBalancer:
+class SqlFlagBalancer(ShareBalancer):
     def __init__(self, settings: SqlDriverSettings) -> None:
         self.settings = settings
         self._table: sql.Composed | None = None
@@ -88,13 +94,5 @@ class SqlFlagBalancer:
     def read(self) -> Split:
         with self._connect() as conn:
             green = self._read(conn)
-        return Split(green, {"blue": round(100 - green), "green": round(green)})
+        return share_split(green)
 
-    def expected(self, green_percent: int) -> Split:
-        return Split(float(green_percent), {"blue": 100 - green_percent, "green": green_percent})
-
-    def counters(self) -> dict[str, EnvCounters] | None:
-        return None
-
-    def close(self) -> None:
-        pass
