@@ -19,6 +19,9 @@ class HookPoint(StrEnum):
     AFTER_SWITCH = "after_switch"
     BEFORE_TRAFFIC = "before_traffic"
     AFTER_STAGE = "after_stage"
+    APPROVE_STAGE = "approve_stage"
+    """A baked stage with gate = "hook": it goes on once every one succeeds (asked again every
+    traffic.gate_poll meanwhile); a hook with on_failure = "rollback" rolls back instead."""
     STAGE_STARVED = "stage_starved"
     """A stage's checks could gather no evidence for traffic.starved_after x its bake (e.g. to
     start synthetic load); the stage waits once more, then holds."""
@@ -96,6 +99,8 @@ class NotifyEvent(StrEnum):
     ROLLBACK = "rollback"
     HOOK_FAILED = "hook_failed"
     REPLICATION = "replication"
+    GATE = "gate"
+    """A baked stage waits at its gate for `cutover promote` or its approve_stage hooks."""
     """The replication broke (apply errors, subscription disabled, no worker), or works again."""
 
 

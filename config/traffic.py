@@ -37,6 +37,10 @@ class Stage(Section):
     """Percentage of requests sent to green in this stage."""
     bake: Duration = 60.0
     """How long every SLO check must pass before the next stage."""
+    gate: Literal["none", "promote", "hook"] = "none"
+    """What the stage waits for once baked, before the next: none; promote: `cutover
+    promote`; hook: the approve_stage hooks (asked every traffic.gate_poll until they all
+    succeed; `cutover promote` approves too). A breach still rolls back while it waits."""
 
 
 def _default_stages() -> list[Stage]:
@@ -189,6 +193,8 @@ class TrafficSettings(Section):
     """`cutover run`: after the last stage, keep watching the SLOs this long (a breach still
     rolls back, and blue is still kept current) before finalizing."""
     finalize: Literal["auto", "manual"] = "auto"
+    gate_poll: Duration = Field(default=15.0, gt=0)
+    """A stage with gate = "hook": how often its approve_stage hooks are asked again."""
     """auto: finalize once the hold has passed; manual: wait for `cutover promote`."""
     haproxy: HAProxySettings | None = None
     nginx: NginxSettings | None = None

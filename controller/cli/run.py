@@ -94,7 +94,8 @@ def status_data(store: StateStore) -> dict[str, Any]:
 
 def _status_table(d: dict[str, Any]) -> Table:
     where = d["phase"] + (f" stage {d['stage'] + 1}" if d["phase"] in ("shifting",) else "")
-    title = (f"{where}{' (PAUSED)' if d['paused'] else ''} — {d['reason']}"
+    held = " (PAUSED)" if d["paused"] else " (AT ITS GATE)" if d.get("gated") else ""
+    title = (f"{where}{held} — {d['reason']}"
              f"{'' if d['daemon_running'] else '  [daemon not running]'}")
     table = Table("what", "value", "verdict", title=title, title_justify="left")
     w = d.get("weights")

@@ -18,7 +18,7 @@ from config import ConfigError
 from config.operations import HookPoint
 from config.replication import SwitchMethod, SyncMode
 from config.settings import Settings, need_traffic
-from controller.daemon.hooks import run_point
+from controller.daemon.hooks import first_failure, run_hooks, run_point
 from controller.daemon.metrics import DaemonMetrics
 from controller.daemon.phases import Effect, Failure, Job, JobResult, State
 from controller.daemon.rollback import roll_back
@@ -220,6 +220,21 @@ def _starved(c: _Context) -> JobResult:
     return JobResult(Job.STARVED, True)
 
 
+def _approve(c: _Context) -> JobResult:
+    """The approve_stage hooks, each journaled: approved when none fails. A refusal is "not
+    yet" (the gate asks again), not a failure to notify, unless the hook says rollback."""
+    context = {"service": c.settings.service, "phase": c.state.phase.value, "stage": c.effect.stage,
+               "weight": c.effect.weight}
+    outcomes = run_hooks(c.settings.hooks, HookPoint.APPROVE_STAGE, context)
+    for o in outcomes:
+        c.journal.record(EventKind.HOOK, {"at": HookPoint.APPROVE_STAGE.value, **o.as_dict()})
+    refused = first_failure(outcomes)
+    if refused is None:
+        return JobResult(Job.APPROVE, True)
+    return JobResult(Job.APPROVE, False, f"hook {refused.name}: {refused.detail}",
+                     Failure.ROLLBACK if refused.on_failure == "rollback" else Failure.HOLD)
+
+
 def _stage_done(c: _Context) -> JobResult:
     if c.effect.weight is not None:  # the last stage's control moves to green
         _shift_to(c, c.effect.weight)
@@ -262,6 +277,6 @@ def _moves_writes(settings: Settings) -> bool:
 
 _JOBS: dict[Job, Callable[[_Context], JobResult]] = {
     Job.PREFLIGHT: _preflight, Job.COPY: _copy, Job.SWITCH: _switch, Job.SHIFT: _shift,
-    Job.SYNC_CYCLE: _sync_cycle,
-    Job.STAGE_DONE: _stage_done, Job.STARVED: _starved, Job.FINALIZE: _finalize, Job.ROLLBACK: _rollback,
+    Job.SYNC_CYCLE: _sync_cycle, Job.STAGE_DONE: _stage_done, Job.STARVED: _starved,
+    Job.APPROVE: _approve, Job.FINALIZE: _finalize, Job.ROLLBACK: _rollback,
 }

@@ -71,11 +71,12 @@ def plan_for(settings: Settings) -> Plan:
         return Plan(Mode.SYNC_ONLY, diff_every=diff_every)
     no_writes = settings.switchover is None or settings.switchover.method is SwitchMethod.NONE
     return Plan(Mode.SHARED if no_writes else Mode.FULL,
-                tuple(Stage(s.weight, s.bake) for s in traffic.stages),
+                tuple(Stage(s.weight, s.bake, s.gate) for s in traffic.stages),
                 auto_switch=settings.switchover.auto if settings.switchover else False,
                 hold=traffic.hold, auto_finalize=traffic.finalize == "auto",
                 on_breach=settings.rollback.on_breach, diff_every=diff_every,
-                control=traffic.control_percent, starved_after=traffic.starved_after)
+                control=traffic.control_percent, starved_after=traffic.starved_after,
+                gate_poll=traffic.gate_poll)
 
 
 class Daemon:

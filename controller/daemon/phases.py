@@ -50,6 +50,8 @@ class Job(StrEnum):
     SHIFT = "shift"
     STAGE_DONE = "stage_done"
     """The after_stage hooks of a baked stage."""
+    APPROVE = "approve"
+    """The approve_stage hooks of a baked stage whose gate is "hook"."""
     FINALIZE = "finalize"
     ROLLBACK = "rollback"
     SYNC_CYCLE = "sync_cycle"
@@ -98,6 +100,12 @@ class State:
     """SHIFTING: time in this stage not baked because a check had no evidence either way."""
     starved_hooks: bool = False
     """SHIFTING: the stage_starved hooks ran in this stage."""
+    gated: bool = False
+    """SHIFTING: the stage has baked and waits at its gate."""
+    approved: bool = False
+    """SHIFTING: the stage's gate is open (`cutover promote`, or its approve_stage hooks)."""
+    since_ask: float = 0.0
+    """SHIFTING, at a hook gate: time since its hooks were last asked."""
     hold_seconds: float = 0.0
     """PROMOTED: time held at 100 %."""
     since_sync: float = 0.0
@@ -192,9 +200,9 @@ def _take_intent(s: State, intent: Intent, plan: Plan, job_running: bool) -> Sta
     # PROMOTE: the next step now.
     if s.phase is Phase.STREAMING and plan.mode is Mode.FULL and not job_running:
         return replace(s, phase=Phase.SWITCHING, paused=False, reason="promoted by the operator")
-    if s.phase is Phase.SHIFTING and s.applied:  # also ends a hold (a starved stage's)
+    if s.phase is Phase.SHIFTING and s.applied:  # also ends a hold (a starved stage's), opens a gate
         return replace(s, bake_seconds=max(s.bake_seconds, plan.stages[s.stage].bake), paused=False,
-                       reason="promoted by the operator: bake skipped")
+                       approved=True, reason="promoted by the operator: bake skipped, gate open")
     if s.phase is Phase.PROMOTED:
         return replace(s, phase=Phase.FINALIZING, reason="finalized by the operator")
     return s
@@ -208,6 +216,8 @@ def _job_finished(s: State, r: JobResult, plan: Plan) -> State:
         return replace(s, reason=f"rollback failed, retrying: {r.detail}")
     if r.job is Job.SYNC_CYCLE:  # the continuous sync keeps going: the next cycle retries
         return replace(s, reason=f"diff cycle failed, retrying in the next: {r.detail}")
+    if r.job is Job.APPROVE and r.failure is not Failure.ROLLBACK:  # not yet: asked again later
+        return replace(s, reason=f"stage {s.stage + 1} not approved yet: {r.detail}")
     if r.job is Job.SWITCH and r.failure is Failure.FINISH:
         # Writes went to green already: stay switching, the next run finishes the switch.
         return replace(s, reason=f"switch unfinished, finishing it: {r.detail}")
@@ -239,7 +249,8 @@ def _shift_ok(s: State, r: JobResult, plan: Plan) -> State:
 def _stage_done(s: State, r: JobResult, plan: Plan) -> State:
     if s.stage + 1 < len(plan.stages):
         return replace(s, stage=s.stage + 1, applied=False, bake_seconds=0.0, starved_seconds=0.0,
-                       starved_hooks=False, reason=f"stage {s.stage + 1} baked")
+                       starved_hooks=False, gated=False, approved=False, since_ask=0.0,
+                       reason=f"stage {s.stage + 1} baked")
     return replace(s, phase=Phase.PROMOTED, hold_seconds=0.0, reason="all traffic on green")
 
 
@@ -257,6 +268,8 @@ _JOB_OK: dict[Job, Callable[[State, JobResult, Plan], State]] = {
     Job.SHIFT: _shift_ok, Job.STAGE_DONE: _stage_done, Job.FINALIZE: _finalize_ok,
     Job.SYNC_CYCLE: lambda s, r, plan: replace(s, reason=r.detail),
     Job.STARVED: lambda s, r, plan: replace(s, reason=f"stage {s.stage + 1}: stage_starved hooks ran"),
+    Job.APPROVE: lambda s, r, plan: replace(s, approved=True,
+                                            reason=f"stage {s.stage + 1} approved by its hooks"),
     Job.ROLLBACK: _rollback_ok,
 }
 
@@ -322,6 +335,8 @@ def _shifting(s: State, o: Observations, plan: Plan) -> Decision:
         s = replace(s, starved_seconds=s.starved_seconds + o.elapsed)
         if s.starved_seconds >= plan.starved_after * stage.bake:
             return _starved(s, o, plan)
+    if baked >= stage.bake and stage.gate != "none" and not s.approved:
+        return _gated(s, o, plan)
     if baked >= stage.bake:
         # The last stage ends at 100 % whatever its control was (a reload may have changed it).
         return Decision(s, Effect(Job.STAGE_DONE, stage=s.stage,
@@ -329,6 +344,25 @@ def _shifting(s: State, o: Observations, plan: Plan) -> Decision:
                         f"stage {s.stage + 1} baked")
     return Decision(s, None, f"baking stage {s.stage + 1}" + ("" if o.slo_passing else " (held: "
                                                               "a check is not passing)"))
+
+
+def _gated(s: State, o: Observations, plan: Plan) -> Decision:
+    """A baked stage at its gate: it waits for `cutover promote`, or asks its approve_stage
+    hooks now and every gate_poll after. The watch goes on: a breach still rolls back."""
+    n = s.stage + 1
+    if plan.stages[s.stage].gate == "hook":
+        asked = s.since_ask + o.elapsed
+        if not s.gated:
+            why = f"stage {n} baked: waiting for its approve_stage hooks (or `cutover promote`)"
+            return Decision(replace(s, gated=True, since_ask=0.0, reason=why),
+                            Effect(Job.APPROVE, stage=s.stage), why)
+        if asked >= plan.gate_poll:
+            return Decision(replace(s, since_ask=0.0), Effect(Job.APPROVE, stage=s.stage),
+                            f"stage {n}: asking its approve_stage hooks again")
+        return Decision(replace(s, since_ask=asked), None,
+                        f"stage {n} baked: waiting for its approve_stage hooks (or `cutover promote`)")
+    why = f"stage {n} baked: waiting at its gate for `cutover promote`"
+    return Decision(replace(s, gated=True, reason=why), None, why)
 
 
 def _starved(s: State, o: Observations, plan: Plan) -> Decision:

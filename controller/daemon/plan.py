@@ -20,6 +20,8 @@ class Mode(StrEnum):
 class Stage:
     weight: int
     bake: float
+    gate: str = "none"
+    """What the stage waits for once baked: "none", "promote" or "hook"."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Plan:
     """Percent kept on blue as a live control while the last stage (100) bakes."""
     starved_after: float = 3.0
     """Multiples of a stage's bake it may go without evidence before its hooks, then a hold."""
+    gate_poll: float = 15.0
+    """Seconds between asks of a hook gate's approve_stage hooks."""
 
     def weight(self, stage: int) -> int:
         """What a stage gives green while it bakes: the last one keeps the control on blue."""

@@ -32,8 +32,11 @@ class Recorder:
         elif after.paused and not before.paused:  # a hold within a phase needs an operator too
             self.notifier.send(NotifyEvent.PHASE, f"holding: {after.reason}",
                                {"phase": after.phase.value, "paused": True, "reason": after.reason})
+        if after.gated and not before.gated:
+            self.notifier.send(NotifyEvent.GATE, d.reason, {"stage": after.stage + 1, "reason": d.reason})
         if d.effect is not None or obs.intents or obs.done is not None or (
-                after.paused != before.paused) or (after.stage != before.stage):
+                after.paused != before.paused) or (after.stage != before.stage) or (
+                after.gated != before.gated):
             inputs: dict[str, Any] = {"intents": [i.value for i in obs.intents]}
             if obs.done is not None:
                 inputs["job_result"] = {"job": obs.done.job.value, "ok": obs.done.ok,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from config import Settings
+from config.operations import Hook
 from config.slo import SloCheck, SloSource
 from config.traffic import TrafficSettings
 from controller.daemon.loop import Daemon
@@ -215,3 +216,35 @@ def test_closing_right_after_a_tick_that_ran_a_job_ends_cleanly(
     assert run.daemon.jobs.current is not None
     run.close()
     assert lb.applied == [10]
+
+
+def test_gates_hold_baked_stages_until_promoted_or_approved_by_their_hooks(
+        tmp_path: Path, lb: FakeBalancer, source: FakeSource) -> None:
+    approved = tmp_path / "qa-approved"
+    s = settings(tmp_path, stages=[{"weight": 10, "bake": "0.1s", "gate": "promote"},
+                                   {"weight": 50, "bake": "0.1s", "gate": "hook"},
+                                   {"weight": 100, "bake": "0.1s"}], gate_poll="0.1s")
+    s = s.model_copy(update={"hooks": [Hook.model_validate(
+        {"at": "approve_stage", "name": "qa", "command": ["test", "-e", str(approved)]})]})
+    run = Harness(s, lb, source)
+    try:
+        run.until(Phase.SHIFTING, stage=0, gated=True)
+        for _ in range(20):  # baked long since: it waits
+            run.daemon.tick(TICK)
+        assert (run.daemon.state.stage, lb.applied) == (0, [10])
+        assert "waiting at its gate for `cutover promote`" in run.daemon.state.reason
+        run.intent("promote")
+        run.until(Phase.SHIFTING, stage=1, gated=True)
+        for _ in range(10):
+            run.daemon.tick(TICK)
+            time.sleep(TICK)
+        assert (run.daemon.state.stage, lb.applied) == (1, [10, 50])
+        assert "not approved yet: hook qa" in run.daemon.state.reason
+        approved.touch()
+        run.until(Phase.PROMOTED)
+        asks = [h["ok"] for h in journal_kinds(s.state.path, "hook") if h["at"] == "approve_stage"]
+        assert len(asks) >= 2
+        assert not any(asks[:-1])
+        assert asks[-1]
+    finally:
+        run.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,11 @@ from config.slo import SloCheck
 from config.traffic import HttpDriverSettings
 from controller.daemon.hooks import run_hooks
 from controller.daemon.notify import Notifier
+from controller.daemon.phases import Observations, Phase, State, decide
+from controller.daemon.plan import Mode, Plan, Stage
+from controller.daemon.record import Recorder as DecisionRecorder
 from controller.slo.prometheus_source import PrometheusSource
+from controller.state.journal import Journal
 from controller.traffic.balancer import BadTrafficInput, TrafficError
 from controller.traffic.httpapi import HttpBalancer
 
@@ -60,6 +65,26 @@ def test_an_event_not_subscribed_to_is_not_sent() -> None:
     settings = NotifySettings(webhook=SecretStr(WEBHOOK), events=[NotifyEvent.ROLLBACK])
     assert not Notifier(settings, "s", hook.transport).send(NotifyEvent.PHASE, "x", {})
     assert hook.requests == []
+
+
+def test_a_stage_reaching_its_gate_is_notified_once_with_what_it_waits_for(tmp_path: Path) -> None:
+    hook = Recorder(lambda r: httpx.Response(200))
+    plan = Plan(Mode.SHARED, (Stage(10, 1.0, gate="promote"), Stage(100, 1.0)))
+    recorder = DecisionRecorder(Notifier(NotifySettings(webhook=SecretStr(WEBHOOK)), "s", hook.transport),
+                                lambda _: None)
+    store = Journal(tmp_path / "state.db")
+    state = State(phase=Phase.SHIFTING, applied=True, bake_seconds=1.0)
+    for _ in range(3):  # reached, then waiting: one notification
+        obs = Observations(elapsed=1.0)
+        d = decide(state, obs, plan)
+        recorder.record(store, state, d, obs)
+        state = d.state
+    store.close()
+    (request,) = hook.requests
+    body = json.loads(request.content)
+    assert body["event"] == "gate"
+    assert "waiting at its gate for `cutover promote`" in body["text"]
+    assert body["data"]["stage"] == 1
 
 
 @pytest.mark.parametrize("handler", [lambda r: httpx.Response(500, text="boom"), refused],

@@ -393,3 +393,69 @@ def test_a_failing_check_is_not_starvation() -> None:
         s = decide(s, Observations(elapsed=30, slo_passing=False), FULL).state
     assert not s.paused
     assert s.starved_seconds == 0
+
+
+GATED = Plan(Mode.SHARED, (Stage(10, 60.0, gate="promote"), Stage(50, 60.0, gate="hook"),
+                           Stage(100, 60.0)), gate_poll=15.0)
+
+
+def test_a_promote_gate_holds_a_baked_stage_until_promoted() -> None:
+    s = State(phase=Phase.SHIFTING, stage=0, applied=True, bake_seconds=59.0)
+    d = decide(s, Observations(elapsed=5.0), GATED)
+    assert d.effect is None
+    assert d.state.gated
+    assert d.state.stage == 0
+    assert "waiting at its gate for `cutover promote`" in d.state.reason
+    for _ in range(20):  # baked long ago: it still waits, and the watch stays on
+        d = decide(d.state, Observations(elapsed=5.0), GATED)
+        assert d.effect is None
+        assert d.state.stage == 0
+    breach = decide(d.state, Observations(elapsed=5.0, breach=Breach("error_rate", "5 %")), GATED)
+    assert breach.state.phase is Phase.ROLLING_BACK
+    assert breach.effect == Effect(Job.ROLLBACK)
+    d = decide(d.state, Observations(elapsed=5.0, intents=(Intent.PROMOTE,)), GATED)
+    assert d.effect == Effect(Job.STAGE_DONE, stage=0)
+    nxt = decide(d.state, done(Job.STAGE_DONE), GATED).state
+    assert (nxt.stage, nxt.gated, nxt.approved) == (1, False, False)
+
+
+def test_an_early_promote_opens_the_gate_and_skips_the_bake() -> None:
+    s = State(phase=Phase.SHIFTING, stage=0, applied=True, bake_seconds=1.0)
+    d = decide(s, Observations(elapsed=1.0, intents=(Intent.PROMOTE,)), GATED)
+    assert d.effect == Effect(Job.STAGE_DONE, stage=0)
+
+
+def test_a_hook_gate_asks_its_hooks_every_poll_until_they_approve() -> None:
+    s = State(phase=Phase.SHIFTING, stage=1, applied=True, bake_seconds=60.0)
+    d = decide(s, Observations(elapsed=1.0), GATED)
+    assert d.effect == Effect(Job.APPROVE, stage=1)
+    assert d.state.gated
+    refused = JobResult(Job.APPROVE, False, "hook qa: exit 1", Failure.HOLD)
+    d = decide(d.state, Observations(elapsed=1.0, done=refused), GATED)
+    assert d.effect is None
+    assert not d.state.paused
+    assert "not approved yet" in d.state.reason
+    asked = []
+    for _ in range(10):  # 20 s: asked again once gate_poll (15 s) has passed
+        d = decide(d.state, Observations(elapsed=2.0), GATED)
+        asked.append(d.effect)
+    assert asked.count(Effect(Job.APPROVE, stage=1)) == 1
+    d = decide(d.state, done(Job.APPROVE), GATED)
+    assert d.effect == Effect(Job.STAGE_DONE, stage=1)
+    assert d.state.approved
+
+
+def test_a_hook_gate_refusal_asking_for_rollback_rolls_back() -> None:
+    s = State(phase=Phase.SHIFTING, stage=1, applied=True, bake_seconds=60.0, gated=True)
+    refused = JobResult(Job.APPROVE, False, "hook qa: exit 1", Failure.ROLLBACK)
+    d = decide(s, Observations(done=refused), GATED)
+    assert d.state.phase is Phase.ROLLING_BACK
+    assert d.effect == Effect(Job.ROLLBACK)
+
+
+def test_a_stage_without_a_gate_never_waits() -> None:
+    s = State(phase=Phase.SHIFTING, stage=2, applied=True, bake_seconds=60.0)
+    d = decide(s, Observations(elapsed=1.0), GATED)
+    assert d.effect is not None
+    assert d.effect.job is Job.STAGE_DONE
+    assert not d.state.gated
