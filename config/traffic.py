@@ -164,6 +164,16 @@ class SqlDriverSettings(Section):
         return table
 
 
+class StickySettings(Section):
+    by: Literal["cookie"] = "cookie"
+    """cookie: a client that holds the balancer's persistence cookie stays on the server it
+    names, whatever the weights; new clients are split by the stage's weight. HAProxy: the
+    backend needs `cookie <name> insert indirect nocache` and a `cookie <value>` on every
+    server (checked before the first change). A server at weight 0 is put in maintenance,
+    which breaks its clients' stickiness at once: a rollback moves every client to blue, and
+    the last stage every client to green."""
+
+
 DriverSettings = (HAProxySettings | NginxSettings | CommandDriverSettings | HttpDriverSettings
                   | SqlDriverSettings)
 """One driver's section: TrafficSettings.driver_settings() gives the chosen one."""
@@ -196,6 +206,8 @@ class TrafficSettings(Section):
     gate_poll: Duration = Field(default=15.0, gt=0)
     """A stage with gate = "hook": how often its approve_stage hooks are asked again."""
     """auto: finalize once the hold has passed; manual: wait for `cutover promote`."""
+    sticky: StickySettings | None = None
+    """Sticky stages (see [traffic.sticky]); none: every request is split by weight."""
     haproxy: HAProxySettings | None = None
     nginx: NginxSettings | None = None
     command: CommandDriverSettings | None = None
@@ -231,6 +243,10 @@ class TrafficSettings(Section):
         if getattr(self, self.driver.value) is None and self.driver is not TrafficDriver.COMMAND:
             raise FieldError((self.driver.value,), f"missing; driver '{self.driver.value}' needs a "
                              f"[traffic.{self.driver.value}] section")
+        if self.sticky is not None and self.driver is not TrafficDriver.HAPROXY:
+            raise FieldError(("sticky",), f"sticky stages need driver 'haproxy' (its cookie "
+                             f"persistence); driver '{self.driver.value}' cannot keep clients on "
+                             "their colour yet: remove [traffic.sticky]")
         if self.nginx is not None:
             missing = [s for s in self.blue_servers + self.green_servers if s not in self.nginx.servers]
             if missing:

@@ -8,15 +8,21 @@ from pathlib import Path
 from controller.lab.processes import Proc, RunAs, find_binary, run, spawn
 
 BACKEND = "app"
+STICKY_BACKEND = "app_sticky"
+"""The same servers behind a second frontend, clients kept on their server by a cookie."""
+STICKY_COOKIE = "CUTOVER_SERVER"
 SOCKET = "haproxy.sock"
 
 
-def write_config(root: Path, front_port: int, admin_port: int, servers: Mapping[str, int],
+def write_config(root: Path, ports: tuple[int, int, int], servers: Mapping[str, int],
                  weights: Mapping[str, int], run_as: RunAs | None) -> Path:
-    """servers: name -> port. No health checks: the lab wants weights to mean exactly what
-    the controller set, and its SLO checks are what judge green."""
+    """ports: the frontend's, the admin socket's, the sticky frontend's; servers: name ->
+    port. No health checks: the lab wants weights to mean exactly what the controller set,
+    and its SLO checks are what judge green."""
+    front_port, admin_port, sticky_port = ports
     lines = [f"    server {name} 127.0.0.1:{port} weight {weights.get(name, 0)}"
              for name, port in servers.items()]
+    sticky = [f"{line} cookie {name}" for line, name in zip(lines, servers, strict=True)]
     cfg = root / "haproxy.cfg"
     cfg.write_text(f"""# written by cutover lab
 global
@@ -40,6 +46,15 @@ frontend web
 backend {BACKEND}
     balance roundrobin
 {chr(10).join(lines)}
+
+frontend web_sticky
+    bind 127.0.0.1:{sticky_port}
+    default_backend {STICKY_BACKEND}
+
+backend {STICKY_BACKEND}
+    balance roundrobin
+    cookie {STICKY_COOKIE} insert indirect nocache
+{chr(10).join(sticky)}
 """)
     if run_as:
         run_as.chown(cfg)

@@ -225,8 +225,9 @@ class Lab:
         progress(f"starting HAProxy on port {self.state.port('haproxy')} (100 % blue)")
         servers = {s: self.state.port(f"app:{s}") for s in self.state.servers}
         weights = {s: (100 if env == "blue" else 0) for s, env in self.state.servers.items()}
-        haproxy.write_config(self.root, self.state.port("haproxy"), self.state.port("haproxy_admin"),
-                             servers, weights, self.run_as)
+        ports = (self.state.port("haproxy"), self.state.port("haproxy_admin"),
+                 self.state.port("haproxy_sticky"))
+        haproxy.write_config(self.root, ports, servers, weights, self.run_as)
         proc = haproxy.start(self.root, self.state.log("haproxy"), self.run_as)
         self._started("haproxy", proc)
         wait_for_port(self.state.port("haproxy"), proc, self.state.log("haproxy"), "HAProxy")

@@ -13,7 +13,7 @@ from controller.lab.processes import Proc, free_port, port_is_free
 ENVS = ("blue", "green")
 # Offsets from the base port; app servers follow from APP_OFFSET.
 PORT_OFFSETS = {"blue_pg": 0, "green_pg": 1, "pgbouncer": 2, "haproxy": 3, "haproxy_admin": 4,
-                "prometheus": 5, "metrics": 6, "nginx": 7}
+                "prometheus": 5, "metrics": 6, "nginx": 7, "haproxy_sticky": 8}
 APP_OFFSET = 10
 
 
@@ -75,6 +75,11 @@ class LabState(BaseModel):
     @property
     def frontend_url(self) -> str:
         return f"http://127.0.0.1:{self.port('haproxy')}"
+
+    @property
+    def sticky_url(self) -> str:
+        """HAProxy's second frontend: the same servers, clients kept on theirs by a cookie."""
+        return f"http://127.0.0.1:{self.port('haproxy_sticky')}"
 
     def app_url(self, server: str) -> str:
         return f"http://127.0.0.1:{self.port(f'app:{server}')}"

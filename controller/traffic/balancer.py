@@ -22,9 +22,15 @@ class Split:
     """Green's share of new requests, 0-100."""
     detail: dict[str, int] = field(default_factory=dict)
     """Per-server weights where the balancer has them, else {"blue": %, "green": %}."""
+    persistent: tuple[str, ...] = ()
+    """Servers at weight 0 that still serve the clients stuck to them (sticky stages): they
+    take traffic the weights do not show."""
 
     def as_dict(self) -> dict[str, object]:
-        return {"green_percent": round(self.green_percent, 2), "detail": self.detail}
+        out: dict[str, object] = {"green_percent": round(self.green_percent, 2), "detail": self.detail}
+        if self.persistent:
+            out["persistent"] = list(self.persistent)
+        return out
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def balancer_for(traffic: TrafficSettings) -> LoadBalancer:
     blue, green = traffic.blue_servers, traffic.green_servers
     match traffic.driver_settings():
         case HAProxySettings() as haproxy:
-            return HAProxyBalancer(haproxy, blue, green)
+            return HAProxyBalancer(haproxy, blue, green, sticky=traffic.sticky is not None)
         case NginxSettings() as nginx:
             return NginxBalancer(nginx, blue, green)
         case CommandDriverSettings() as command:

@@ -21,6 +21,8 @@ from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, Tra
 from controller.traffic.weights import green_share, weights_for
 
 PROMPT = b"\n> "
+MAINT_FLAGS = 0x01 | 0x02 | 0x04 | 0x20
+"""srv_admin_state bits of a server in maintenance: forced, inherited, by DNS, by configuration."""
 CHUNK = 65536
 
 
@@ -113,8 +115,13 @@ class RuntimeApi:
 
 
 class HAProxyBalancer:
-    def __init__(self, settings: HAProxySettings, blue: Sequence[str], green: Sequence[str]) -> None:
+    def __init__(self, settings: HAProxySettings, blue: Sequence[str], green: Sequence[str], *,
+                 sticky: bool = False) -> None:
+        """sticky: the backend keeps clients on their server by cookie; a server at weight 0
+        goes to maintenance, the one state that breaks that persistence (weight 0 and drain
+        keep serving the clients stuck to it)."""
         self.api = RuntimeApi(settings.socket, settings.address, settings.timeout)
+        self.sticky = sticky
         self.backend = settings.backend
         self.blue, self.green = list(blue), list(green)
         _check_name(self.backend, "traffic.haproxy.backend")
@@ -135,15 +142,28 @@ class HAProxyBalancer:
             raise BadTrafficInput(
                 f"traffic.blue_servers/green_servers: backend {self.backend!r} has no server "
                 f"{', '.join(repr(s) for s in unknown)} (it has: {', '.join(stats)})")
+        uncookied = [s for s in (*self.blue, *self.green) if not stats[s].get("cookie")]
+        if self.sticky and uncookied:
+            raise BadTrafficInput(
+                f"traffic.sticky: backend {self.backend!r} keeps no client on server "
+                f"{', '.join(repr(s) for s in uncookied)}: add `cookie <name> insert indirect "
+                "nocache` to the backend and `cookie <value>` to each server, or remove "
+                "[traffic.sticky]")
 
     def apply(self, green_percent: int) -> None:
         target = weights_for(green_percent, self.blue, self.green)
         current = self.read().detail
         for server, weight in sorted(target.items(), key=lambda item: _order(current.get(item[0]), item[1])):
-            reply = self.api.execute(f"set weight {self.backend}/{server} {weight}")
-            if reply.strip():
-                raise TrafficError(f"HAProxy refused `set weight {self.backend}/{server} {weight}`: "
-                                   f"{reply.strip()}")
+            if self.sticky and weight:  # out of maintenance before it takes its share
+                self._command(f"set server {self.backend}/{server} state ready")
+            self._command(f"set weight {self.backend}/{server} {weight}")
+            if self.sticky and not weight:  # its stuck clients move on now, not when they leave
+                self._command(f"set server {self.backend}/{server} state maint")
+
+    def _command(self, command: str) -> None:
+        reply = self.api.execute(command)
+        if reply.strip():
+            raise TrafficError(f"HAProxy refused `{command}`: {reply.strip()}")
 
     def read(self) -> Split:
         weights = {}
@@ -154,7 +174,18 @@ class HAProxyBalancer:
             except (ValueError, IndexError):
                 raise TrafficError(f"HAProxy answered `get weight {self.backend}/{server}` with "
                                    f"{reply.strip()!r}") from None
-        return Split(green_share(weights, self.green), weights)
+        return Split(green_share(weights, self.green), weights, self._persistent(weights))
+
+    def _persistent(self, weights: dict[str, int]) -> tuple[str, ...]:
+        """Sticky: the servers at weight 0 not in maintenance, which still serve their clients."""
+        if not self.sticky:
+            return ()
+        maint = {}
+        for line in self.api.execute(f"show servers state {self.backend}").splitlines()[2:]:
+            fields = line.split()  # be_id be_name srv_id srv_name srv_addr op_state admin_state ...
+            if len(fields) > 6 and fields[6].isdigit():
+                maint[fields[3]] = bool(int(fields[6]) & MAINT_FLAGS)
+        return tuple(s for s, w in weights.items() if not w and not maint.get(s, False))
 
     def expected(self, green_percent: int) -> Split:
         weights = weights_for(green_percent, self.blue, self.green)

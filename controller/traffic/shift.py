@@ -111,7 +111,7 @@ def _apply_and_read(lb: LoadBalancer, green_percent: int) -> Split | None:
         except TrafficError as exc:
             raise TrafficError(f"{exc}; the balancer now holds: {_real_state(lb)}") from None
         after = lb.read()
-        if after is None or after.detail == want.detail:
+        if after is None or (after.detail, after.persistent) == (want.detail, want.persistent):
             return after
         if attempt == 2:
             raise TrafficError(f"{lb.describe()}: set green {green_percent} % but it reads back "
@@ -129,7 +129,8 @@ def _real_state(lb: LoadBalancer) -> str:
 
 def _show(split: Split) -> str:
     detail = ", ".join(f"{k}={v}" for k, v in split.detail.items())
-    return f"green {split.green_percent:.1f} % ({detail})"
+    still = f"; {', '.join(split.persistent)} still serving stuck clients" if split.persistent else ""
+    return f"green {split.green_percent:.1f} % ({detail}{still})"
 
 
 def observe_split(lb: LoadBalancer, target: float, tolerance: float, timeout: float,

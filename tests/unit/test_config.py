@@ -214,6 +214,13 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "switchover.fence_timeout", "longer than 0s"),
     ("bad bake", with_value(BASE, "traffic.stages", [{"weight": 100, "bake": "soon"}]),
      "traffic.stages[0].bake", "expected a duration"),
+    ("unknown gate", with_value(BASE, "traffic.stages", [{"weight": 100, "gate": "approval"}]),
+     "traffic.stages[0].gate", "'promote'"),
+    ("sticky through a command", with_value(with_value(BASE, "traffic.driver", "command"),
+                                            "traffic.sticky", {"by": "cookie"}),
+     "traffic.sticky", "need driver 'haproxy'"),
+    ("sticky by something else", with_value(BASE, "traffic.sticky", {"by": "ip"}),
+     "traffic.sticky.by", "'cookie'"),
     ("huge duration", with_value(BASE, "sync.interval", 10**400), "sync.interval", "finite"),
     ("bad size", with_value(BASE, "sync.max_lag_bytes", "16 XB"), "sync.max_lag_bytes", "size"),
     ("huge size", with_value(BASE, "sync.max_lag_bytes", "9" * 400 + "MB"),
@@ -493,8 +500,9 @@ def test_masked_dump_never_contains_a_secret(tmp_path: Path, monkeypatch: pytest
 
 def test_masked_dump_is_readable_back_as_toml_values(tmp_path: Path) -> None:
     dumped = masked_dump(load_settings(write(tmp_path, MINIMAL_TOML)))
-    assert dumped["traffic"]["stages"] == [{"weight": 10, "bake": "1m"}, {"weight": 50, "bake": "1m"},
-                                           {"weight": 100, "bake": "5m"}]
+    assert dumped["traffic"]["stages"] == [{"weight": 10, "bake": "1m", "gate": "none"},
+                                           {"weight": 50, "bake": "1m", "gate": "none"},
+                                           {"weight": 100, "bake": "5m", "gate": "none"}]
     assert dumped["sync"]["interval"] == "30s"
 
 
