@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated, Literal, Self
@@ -166,12 +167,16 @@ class SqlDriverSettings(Section):
 
 class StickySettings(Section):
     by: Literal["cookie"] = "cookie"
-    """cookie: a client that holds the balancer's persistence cookie stays on the server it
-    names, whatever the weights; new clients are split by the stage's weight. HAProxy: the
-    backend needs `cookie <name> insert indirect nocache` and a `cookie <value>` on every
-    server (checked before the first change). A server at weight 0 is put in maintenance,
-    which breaks its clients' stickiness at once: a rollback moves every client to blue, and
-    the last stage every client to green."""
+    """cookie: a client that holds the balancer's persistence cookie stays where it names,
+    whatever the weights; new clients are split by the stage's weight. A colour at 0 % lets
+    its clients go at once: a rollback moves every client to blue, the last stage every
+    client to green. HAProxy: the backend needs `cookie <name> insert indirect nocache` and a
+    `cookie <value>` on every server (checked before the first change); a server at weight 0
+    is put in maintenance. nginx: the upstream file gains an upstream per colour and two maps;
+    the server block uses `proxy_pass http://$cutover_<upstream>;` and `add_header Set-Cookie
+    $cutover_<upstream>_cookie always;`."""
+    cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")] = "cutover_colour"
+    """nginx: the cookie naming the client's colour (HAProxy's is in its own config)."""
 
 
 DriverSettings = (HAProxySettings | NginxSettings | CommandDriverSettings | HttpDriverSettings
@@ -243,10 +248,14 @@ class TrafficSettings(Section):
         if getattr(self, self.driver.value) is None and self.driver is not TrafficDriver.COMMAND:
             raise FieldError((self.driver.value,), f"missing; driver '{self.driver.value}' needs a "
                              f"[traffic.{self.driver.value}] section")
-        if self.sticky is not None and self.driver is not TrafficDriver.HAPROXY:
-            raise FieldError(("sticky",), f"sticky stages need driver 'haproxy' (its cookie "
-                             f"persistence); driver '{self.driver.value}' cannot keep clients on "
-                             "their colour yet: remove [traffic.sticky]")
+        if self.sticky is not None and self.driver not in (TrafficDriver.HAPROXY, TrafficDriver.NGINX):
+            raise FieldError(("sticky",), f"sticky stages need driver 'haproxy' or 'nginx'; driver "
+                             f"'{self.driver.value}' cannot keep clients on their colour: remove "
+                             "[traffic.sticky]")
+        if (self.sticky is not None and self.nginx is not None
+                and not re.fullmatch(r"[A-Za-z0-9_]+", self.nginx.upstream)):
+            raise FieldError(("nginx", "upstream"), f"{self.nginx.upstream!r}: sticky stages name "
+                             "nginx variables after the upstream: letters, digits and '_' only")
         if self.nginx is not None:
             missing = [s for s in self.blue_servers + self.green_servers if s not in self.nginx.servers]
             if missing:

@@ -236,7 +236,8 @@ class Lab:
         if self._running("nginx"):
             return
         progress(f"starting nginx on port {self.state.port('nginx')} (100 % blue)")
-        nginx.write_config(self.root, self.state.port("nginx"), self.state.nginx_settings(),
+        nginx.write_config(self.root, (self.state.port("nginx"), self.state.port("nginx_sticky")),
+                           (self.state.nginx_settings(), self.state.nginx_settings(sticky=True)),
                            self.state.servers_of("blue"), self.state.servers_of("green"))
         proc = nginx.start(self.root, self.state.log("nginx"))
         self._started("nginx", proc)

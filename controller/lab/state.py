@@ -13,7 +13,8 @@ from controller.lab.processes import Proc, free_port, port_is_free
 ENVS = ("blue", "green")
 # Offsets from the base port; app servers follow from APP_OFFSET.
 PORT_OFFSETS = {"blue_pg": 0, "green_pg": 1, "pgbouncer": 2, "haproxy": 3, "haproxy_admin": 4,
-                "prometheus": 5, "metrics": 6, "nginx": 7, "haproxy_sticky": 8}
+                "prometheus": 5, "metrics": 6, "nginx": 7, "haproxy_sticky": 8,
+                "nginx_sticky": 9}
 APP_OFFSET = 10
 
 
@@ -81,6 +82,11 @@ class LabState(BaseModel):
         """HAProxy's second frontend: the same servers, clients kept on theirs by a cookie."""
         return f"http://127.0.0.1:{self.port('haproxy_sticky')}"
 
+    @property
+    def nginx_sticky_url(self) -> str:
+        """nginx's second server block: clients kept on their colour by a cookie."""
+        return f"http://127.0.0.1:{self.port('nginx_sticky')}"
+
     def app_url(self, server: str) -> str:
         return f"http://127.0.0.1:{self.port(f'app:{server}')}"
 
@@ -91,10 +97,10 @@ class LabState(BaseModel):
     def nginx_url(self) -> str:
         return f"http://127.0.0.1:{self.port('nginx')}"
 
-    def nginx_settings(self) -> NginxSettings:
-        """The nginx traffic driver's settings for this lab's nginx."""
-        return nginx.settings(self.root, {s: self.port(f"app:{s}") for s in self.servers},
-                              self.servers_of("blue"), self.servers_of("green"))
+    def nginx_settings(self, sticky: bool = False) -> NginxSettings:
+        """The nginx traffic driver's settings for this lab's nginx (its plain upstream, or
+        the sticky one behind its second server block)."""
+        return nginx.settings(self.root, {s: self.port(f"app:{s}") for s in self.servers}, sticky)
 
     @property
     def prometheus_url(self) -> str:

@@ -29,7 +29,8 @@ def balancer_for(traffic: TrafficSettings) -> LoadBalancer:
         case HAProxySettings() as haproxy:
             return HAProxyBalancer(haproxy, blue, green, sticky=traffic.sticky is not None)
         case NginxSettings() as nginx:
-            return NginxBalancer(nginx, blue, green)
+            return NginxBalancer(nginx, blue, green,
+                                 sticky_cookie=traffic.sticky.cookie if traffic.sticky else None)
         case CommandDriverSettings() as command:
             return CommandBalancer(command)
         case HttpDriverSettings() as http:

@@ -1,7 +1,13 @@
 """nginx: Cutover owns one file holding the `upstream` block, included from nginx.conf. A change
 writes it atomically, runs the test command (`nginx -t`), and reloads; a failing test puts the
 previous file back, so nginx never reloads a config it would reject. Read-back is the file:
-nginx exposes no live weights (and no per-upstream counters without the commercial API)."""
+nginx exposes no live weights (and no per-upstream counters without the commercial API).
+
+Sticky stages: the file also holds an upstream per colour and two maps. The server block
+proxies to `$cutover_<upstream>`: a client whose cookie names a colour goes to that colour's
+upstream, any other to the weighted one; `$cutover_<upstream>_cookie`, sent as Set-Cookie,
+names the colour of the server that answered. A colour at 0 % maps its cookie to the other
+colour's upstream, so its clients move at once."""
 
 from __future__ import annotations
 
@@ -19,11 +25,16 @@ from sync.children import run_command
 
 SERVER_LINE = re.compile(r"^\s*server\s+(\S+)(.*?);\s*#\s*cutover:(\S+)\s*$")
 ANY_SERVER = re.compile(r"^\s*(server|state)\s")
+UPSTREAM_LINE = re.compile(r"^\s*upstream\s+(\S+)\s*\{")
+ROUTE_LINE = re.compile(r"^\s*(blue|green)\s+(\S+);\s*#\s*cutover:sticky\s*$")
+COLOURS = ("blue", "green")
 
 
 class NginxBalancer:
-    def __init__(self, settings: NginxSettings, blue: Sequence[str], green: Sequence[str]) -> None:
-        self.settings = settings
+    def __init__(self, settings: NginxSettings, blue: Sequence[str], green: Sequence[str], *,
+                 sticky_cookie: str | None = None) -> None:
+        """sticky_cookie: the cookie naming a client's colour (sticky stages), or None."""
+        self.settings, self.sticky_cookie = settings, sticky_cookie
         self.blue, self.green = list(blue), list(green)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", settings.upstream):
             raise BadTrafficInput(f"traffic.nginx.upstream: {settings.upstream!r} is not an nginx name")
@@ -44,14 +55,37 @@ class NginxBalancer:
     def render(self, green_percent: int) -> str:
         weights = weights_for(green_percent, self.blue, self.green, max_weight=1000)
         lines = [f"# written by cutover: green {green_percent} %; changes here are overwritten",
-                 f"upstream {self.settings.upstream} {{"]
+                 *self._upstream(self.settings.upstream, weights)]
+        if self.sticky_cookie is not None:
+            lines += self._sticky(green_percent)
+        return "\n".join(lines) + "\n"
+
+    def _upstream(self, name: str, weights: dict[str, int]) -> list[str]:
+        lines = [f"upstream {name} {{"]
         for server, weight in weights.items():
             # nginx has no weight 0: a server that gets nothing is marked down.
             how = f"weight={weight}" if weight else "down"
             lines.append(f"    server {self.settings.servers[server]} {how};  # cutover:{server}")
         lines += [f"    {d};" for d in self.settings.directives]
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        return [*lines, "}"]
+
+    def _sticky(self, green_percent: int) -> list[str]:
+        """An upstream per colour, the cookie's colour to its upstream (a colour at 0 % to the
+        other's), and the answering server's address to the cookie naming its colour."""
+        name, servers = self.settings.upstream, self.settings.servers
+        lines: list[str] = []
+        for colour, members in (("blue", self.blue), ("green", self.green)):
+            lines += self._upstream(f"{name}_{colour}", dict.fromkeys(members, 1))
+        gone = "green" if green_percent == 0 else "blue" if green_percent == 100 else None
+        lines.append(f"map $cookie_{self.sticky_cookie} $cutover_{name} {{")
+        for colour in COLOURS:
+            to = ("green" if colour == "blue" else "blue") if colour == gone else colour
+            lines.append(f"    {colour} {name}_{to};  # cutover:sticky")
+        lines += [f"    default {name};", "}", f"map $upstream_addr $cutover_{name}_cookie {{"]
+        for colour, members in (("blue", self.blue), ("green", self.green)):
+            lines += [f'    "{servers[s]}" "{self.sticky_cookie}={colour}; Path=/; HttpOnly";'
+                      for s in members]
+        return [*lines, '    default "";', "}"]
 
     def apply(self, green_percent: int) -> None:
         path = self.settings.upstream_file
@@ -87,21 +121,40 @@ class NginxBalancer:
         except FileNotFoundError:
             raise TrafficError(f"{path} does not exist yet: Cutover has not written it") from None
         weights: dict[str, int] = {}
+        routes: dict[str, str] = {}
+        block = None
         for line in text.splitlines():
+            if (u := UPSTREAM_LINE.match(line)) is not None:
+                block = u.group(1)
             m = SERVER_LINE.match(line)
             if m is None and ANY_SERVER.match(line):
                 raise TrafficError(f"{path} has a server Cutover did not write ({line.strip()!r}); "
                                    "its share of traffic would be unknown. The file is Cutover's: "
                                    "list every server in blue_servers or green_servers")
-            if m:
+            if m and block == self.settings.upstream:
                 flags = m.group(2)
                 w = re.search(r"weight=(\d+)", flags)
                 weights[m.group(3)] = 0 if "down" in flags.split() else int(w.group(1)) if w else 1
+            if (r := ROUTE_LINE.match(line)) is not None:
+                routes[r.group(1)] = r.group(2)
         missing = [s for s in (*self.blue, *self.green) if s not in weights]
         if missing:
             raise TrafficError(f"{path} has no server line for {', '.join(missing)}; it was not "
                                "written by Cutover for these servers")
-        return Split(green_share(weights, self.green), weights)
+        return Split(green_share(weights, self.green), weights, self._persistent(weights, routes))
+
+    def _persistent(self, weights: dict[str, int], routes: dict[str, str]) -> tuple[str, ...]:
+        """Sticky: the servers at weight 0 whose colour's cookie still leads to them."""
+        if self.sticky_cookie is None:
+            return ()
+        name = self.settings.upstream
+        if set(routes) != set(COLOURS):
+            raise TrafficError(f"{self.settings.upstream_file} has no sticky map for "
+                               f"{' and '.join(c for c in COLOURS if c not in routes)}; it was "
+                               "written without [traffic.sticky]: shift again to rewrite it")
+        members = {"blue": self.blue, "green": self.green}
+        return tuple(s for colour in COLOURS if routes[colour] == f"{name}_{colour}"
+                     for s in members[colour] if not weights[s])
 
     def expected(self, green_percent: int) -> Split:
         weights = weights_for(green_percent, self.blue, self.green, max_weight=1000)

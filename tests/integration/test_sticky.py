@@ -18,9 +18,11 @@ import pytest
 
 from config.traffic import HAProxySettings
 from controller.lab import haproxy as lab_haproxy_config
+from controller.lab import nginx as lab_nginx_config
 from controller.lab.lab import Lab
 from controller.traffic.balancer import BadTrafficInput
 from controller.traffic.haproxy import HAProxyBalancer
+from controller.traffic.nginx import NginxBalancer
 from controller.traffic.shift import Seen, shift
 
 CLIENTS = 400
@@ -35,6 +37,8 @@ class Client:
 
     cookie: str | None = None
     seen: list[str] = field(default_factory=list)
+    sent: list[float] = field(default_factory=list)
+    """When each request was sent (monotonic)."""
     conn: http.client.HTTPConnection | None = None
 
 
@@ -49,6 +53,7 @@ class Browsers:
 
     def visit(self, client: Client) -> str:
         headers = {"Cookie": client.cookie} if client.cookie else {}
+        sent = time.monotonic()
         for attempt in (1, 2):  # a keep-alive connection the server closed: open another
             if client.conn is None:
                 client.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
@@ -68,6 +73,7 @@ class Browsers:
             client.cookie = set_cookie.split(";", 1)[0]
         env = str(json.loads(body)["env"])
         client.seen.append(env)
+        client.sent.append(sent)
         return env
 
     def close(self) -> None:
@@ -91,19 +97,35 @@ def sticky_balancer(lab: Lab, backend: str = lab_haproxy_config.STICKY_BACKEND) 
                            lab.state.servers_of("blue"), lab.state.servers_of("green"), sticky=True)
 
 
-@pytest.fixture
-def sticky(lab: Lab) -> Iterator[HAProxyBalancer]:
-    lb = sticky_balancer(lab)
+def sticky_nginx(lab: Lab) -> NginxBalancer:
+    return NginxBalancer(lab.state.nginx_settings(sticky=True), lab.state.servers_of("blue"),
+                         lab.state.servers_of("green"), sticky_cookie=lab_nginx_config.STICKY_COOKIE)
+
+
+@pytest.fixture(params=["haproxy", "nginx"])
+def sticky(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Sticky]:
+    """A sticky balancer of the lab and the frontend that keeps clients on their colour."""
+    if request.param == "haproxy":
+        lb: HAProxyBalancer | NginxBalancer = sticky_balancer(lab)
+        url = lab.state.sticky_url
+    else:
+        lb, url = sticky_nginx(lab), lab.state.nginx_sticky_url
     try:
-        yield lb
+        yield Sticky(lb, url)
     finally:
         shift(lb, 0, observe=False)
         lb.close()
 
 
+@dataclass
+class Sticky:
+    lb: HAProxyBalancer | NginxBalancer
+    url: str
+
+
 @pytest.fixture
-def browsers(lab: Lab) -> Iterator[Browsers]:
-    b = Browsers(lab.state.sticky_url)
+def browsers(sticky: Sticky) -> Iterator[Browsers]:
+    b = Browsers(sticky.url)
     try:
         yield b
     finally:
@@ -122,10 +144,11 @@ def switched(clients: list[Client], since: int = 0) -> list[Client]:
     return [c for c in clients if len(set(c.seen[since:])) > 1]
 
 
-def shift_as_clients_arrive(lb: HAProxyBalancer, browsers: Browsers, target: int) -> None:
+def shift_as_clients_arrive(lb: HAProxyBalancer | NginxBalancer, browsers: Browsers, target: int) -> None:
     """Shift while new clients keep arriving, until the balancer's own count of its picks (new
-    clients only: a cookie's requests are not picks) confirms the split. HAProxy's round robin
-    takes a new weight in over its next rounds: until then, new clients follow the old one."""
+    clients only: a cookie's requests are not picks) confirms the split (nginx counts nothing).
+    HAProxy's round robin takes a new weight in over its next rounds: until then, new clients
+    follow the old one."""
     done = threading.Event()
 
     def newcomers_arrive() -> None:
@@ -138,21 +161,22 @@ def shift_as_clients_arrive(lb: HAProxyBalancer, browsers: Browsers, target: int
     finally:
         done.set()
         arriving.join(30)
-    assert result.observed.seen is Seen.CONFIRMED, result.observed
+    countable = isinstance(lb, HAProxyBalancer)
+    assert result.observed.seen is (Seen.CONFIRMED if countable else Seen.NOT_OBSERVABLE), result.observed
     assert result.after is not None
     assert result.after.persistent == ()
 
 
 def test_returning_clients_keep_their_colour_through_the_stages_and_new_ones_are_split(
-        sticky: HAProxyBalancer, browsers: Browsers) -> None:
-    shift_as_clients_arrive(sticky, browsers, 10)
+        sticky: Sticky, browsers: Browsers) -> None:
+    shift_as_clients_arrive(sticky.lb, browsers, 10)
     first = [Client() for _ in range(CLIENTS)]
     browsers.run(first, REQUESTS)
     assert 100 * colours(first)["green"] / CLIENTS == pytest.approx(10, abs=2)
     assert len(switched(first)) <= CLIENTS * 0.001, "clients changed colour within the stage"
 
     # 50 %: the returning clients stay where they were, the new ones are split 50/50.
-    shift_as_clients_arrive(sticky, browsers, 50)
+    shift_as_clients_arrive(sticky.lb, browsers, 50)
     browsers.run(first, REQUESTS)
     assert len(switched(first)) <= CLIENTS * 0.001, "returning clients changed colour at 50 %"
     second = [Client() for _ in range(CLIENTS)]
@@ -161,37 +185,56 @@ def test_returning_clients_keep_their_colour_through_the_stages_and_new_ones_are
     assert len(switched(second)) <= CLIENTS * 0.001
 
 
-def test_a_rollback_moves_every_stuck_client_to_blue_at_once(
-        sticky: HAProxyBalancer, browsers: Browsers) -> None:
-    shift_as_clients_arrive(sticky, browsers, 50)
+def test_a_rollback_moves_every_stuck_client_to_blue_within_a_second(
+        sticky: Sticky, browsers: Browsers) -> None:
+    """The clients keep coming back while the rollback runs: no request sent a second after it
+    started is answered by green (HAProxy: at once; nginx: once its reload has taken)."""
+    shift_as_clients_arrive(sticky.lb, browsers, 50)
     clients = [Client() for _ in range(CLIENTS)]
     browsers.run(clients, 5)
     assert colours(clients)["green"] > CLIENTS // 4
-    before = [len(c.seen) for c in clients]
+    done = threading.Event()
+
+    def keep_coming_back() -> None:
+        while not done.is_set():
+            browsers.run(clients, 1)
+    returning = threading.Thread(target=keep_coming_back, daemon=True)
+    returning.start()
+    time.sleep(0.5)
     started = time.monotonic()
-    result = shift(sticky, 0, observe=False)
-    took = time.monotonic() - started
+    try:
+        result = shift(sticky.lb, 0, observe=False)
+        time.sleep(2.0)
+    finally:
+        done.set()
+        returning.join(30)
     assert result.after is not None
-    assert result.after.persistent == ()  # green's servers are in maintenance, not at weight 0
-    browsers.run(clients, 20)
-    after = [c.seen[n:] for c, n in zip(clients, before, strict=True)]
-    assert sum("green" in seen for seen in after) == 0, "a client still saw green after the rollback"
-    assert took < 1.0, f"the rollback took {took:.2f}s"
+    assert result.after.persistent == ()  # no server at 0 % keeps its clients
+    answers = [(at - started, env) for c in clients for at, env in zip(c.sent, c.seen, strict=True)]
+    assert sum(1 for at, _ in answers if at > 1.0) > CLIENTS, "too few requests after the rollback"
+    late_green = [round(at, 3) for at, env in answers if env == "green" and at > 0]
+    assert all(at <= 1.0 for at in late_green), f"green answered requests sent {max(late_green)}s in"
+    print(f"\n[sticky rollback] last green answer to a request sent {max(late_green, default=0):.3f}s "
+          f"after the rollback started; the shift took {result.apply_seconds * 1000:.1f} ms")
     # And the next cutover starts from clean: green's servers take new clients again.
-    shift_as_clients_arrive(sticky, browsers, 10)
+    shift_as_clients_arrive(sticky.lb, browsers, 10)
 
 
-def test_a_weight_of_zero_without_maintenance_is_read_back_as_still_serving(
-        lab: Lab, sticky: HAProxyBalancer) -> None:
-    """Weight 0 alone leaves green serving the clients stuck to it: the read-back says so, so
-    a shift that did not break their stickiness is never taken for done."""
-    shift(sticky, 50, observe=False)
-    for server in lab.state.servers_of("green"):
-        sticky.api.execute(f"set weight {sticky.backend}/{server} 0")
-        sticky.api.execute(f"set server {sticky.backend}/{server} state ready")
-    split = sticky.read()
+def test_a_weight_of_zero_that_keeps_its_clients_is_read_back_as_still_serving(
+        lab: Lab, sticky: Sticky) -> None:
+    """Weight 0 alone leaves green serving the clients stuck to it (HAProxy: not in
+    maintenance; nginx: green's cookie still leads to green): the read-back says so, so a
+    shift that did not let them go is never taken for done."""
+    shift(sticky.lb, 0, observe=False)
+    if isinstance(sticky.lb, HAProxyBalancer):
+        for server in lab.state.servers_of("green"):
+            sticky.lb.api.execute(f"set server {sticky.lb.backend}/{server} state ready")
+    else:
+        path = sticky.lb.settings.upstream_file
+        path.write_text(path.read_text().replace("green app_sticky_blue;", "green app_sticky_green;"))
+    split = sticky.lb.read()
     assert set(split.persistent) == set(lab.state.servers_of("green"))
-    assert split.persistent != sticky.expected(0).persistent
+    assert split.persistent != sticky.lb.expected(0).persistent
 
 
 def test_sticky_stages_on_a_backend_without_cookies_are_refused_naming_the_fix(lab: Lab) -> None:

@@ -218,7 +218,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "traffic.stages[0].gate", "'promote'"),
     ("sticky through a command", with_value(with_value(BASE, "traffic.driver", "command"),
                                             "traffic.sticky", {"by": "cookie"}),
-     "traffic.sticky", "need driver 'haproxy'"),
+     "traffic.sticky", "need driver 'haproxy' or 'nginx'"),
     ("sticky by something else", with_value(BASE, "traffic.sticky", {"by": "ip"}),
      "traffic.sticky.by", "'cookie'"),
     ("huge duration", with_value(BASE, "sync.interval", 10**400), "sync.interval", "finite"),
