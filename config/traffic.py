@@ -33,9 +33,21 @@ from config.durations import Duration
 from config.errors import FieldError
 
 
+class Match(Section):
+    """Requests that carry a header with a value (e.g. X-Staff: 1)."""
+
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+    """The header's name (letters, digits and '-')."""
+    value: Annotated[str, Field(pattern=r"^[A-Za-z0-9._~:@/+=-]{1,128}$")]
+    """The value it must have, exactly (no spaces, quotes or separators)."""
+
+
 class Stage(Section):
-    weight: int = Field(ge=1, le=100)
-    """Percentage of requests sent to green in this stage."""
+    weight: int = Field(default=0, ge=0, le=100)
+    """Percentage of requests sent to green in this stage (0 only in a match stage)."""
+    match: Match | None = None
+    """A match stage: only requests that match go to green, every other to blue (weight 0).
+    Match stages come before the weighted ones; a rollback ends the match at once."""
     bake: Duration = 60.0
     """How long every SLO check must pass before the next stage."""
     gate: Literal["none", "promote", "hook"] = "none"
@@ -63,6 +75,13 @@ class HAProxySettings(Section):
     """Runtime API over TCP, host:port, instead of a socket."""
     backend: str = "app"
     """The backend holding the blue and green servers."""
+    match_acl: ConfigPath | None = None
+    """Match stages: the ACL file a frontend rule sends to match_backend, as HAProxy loaded it
+    (e.g. `use_backend app_green if { req.hdr(X-Staff) -f /etc/haproxy/cutover-match.acl }`,
+    the file empty); Cutover puts the stage's value in it through the Runtime API."""
+    match_backend: str | None = None
+    """Match stages: the backend holding only the green servers (same names as in backend),
+    judged with them."""
     timeout: Duration = 2.0
     """Per-command time limit."""
 
@@ -222,7 +241,19 @@ class TrafficSettings(Section):
     @field_validator("stages")
     @classmethod
     def _stages_rise_to_100(cls, stages: list[Stage]) -> list[Stage]:
-        weights = [s.weight for s in stages]
+        for i, s in enumerate(stages):
+            if s.match is None and s.weight == 0:
+                raise FieldError((i, "weight"), "missing; a stage gives green a share (1-100), "
+                                 "or is a match stage (match = { header = ..., value = ... })")
+            if s.match is not None and s.weight != 0:
+                raise FieldError((i, "weight"), "a match stage sends only matching requests to "
+                                 "green: give it no weight")
+        matched = [s.match is not None for s in stages]
+        if any(b and not a for a, b in pairwise(matched)):
+            raise ValueError("match stages come first, before the weighted ones")
+        weights = [s.weight for s in stages if s.match is None]
+        if not weights:
+            raise ValueError("after the match stages, weighted stages must rise to 100")
         if any(b <= a for a, b in pairwise(weights)):
             raise ValueError(f"weights must rise from stage to stage, got {weights}")
         if weights[-1] != 100:
@@ -236,6 +267,16 @@ class TrafficSettings(Section):
         if both:
             raise ValueError(f"{sorted(both)} also listed in blue_servers; a server is blue or green")
         return green
+
+    def match_header(self) -> str | None:
+        """The header the match stages route by (one for all), or None: there are none."""
+        return next((s.match.header for s in self.stages if s.match is not None), None)
+
+    def _can_match(self) -> bool:
+        if self.driver is TrafficDriver.NGINX:
+            return True
+        return (self.driver is TrafficDriver.HAPROXY and self.haproxy is not None
+                and self.haproxy.match_acl is not None and self.haproxy.match_backend is not None)
 
     def driver_settings(self) -> DriverSettings:
         """The chosen driver's section, typed (the validator below insists it is there; the
@@ -252,6 +293,14 @@ class TrafficSettings(Section):
             raise FieldError(("sticky",), f"sticky stages need driver 'haproxy' or 'nginx'; driver "
                              f"'{self.driver.value}' cannot keep clients on their colour: remove "
                              "[traffic.sticky]")
+        headers = {s.match.header.lower() for s in self.stages if s.match is not None}
+        if len(headers) > 1:
+            raise FieldError(("stages",), f"match stages use one header, got {sorted(headers)}")
+        for i, stage in enumerate(self.stages):
+            if stage.match is not None and not self._can_match():
+                raise FieldError(("stages", i, "match"), f"driver '{self.driver.value}' cannot send "
+                                 "requests by header: match stages need driver 'nginx', or "
+                                 "'haproxy' with traffic.haproxy.match_acl and match_backend")
         if (self.sticky is not None and self.nginx is not None
                 and not re.fullmatch(r"[A-Za-z0-9_]+", self.nginx.upstream)):
             raise FieldError(("nginx", "upstream"), f"{self.nginx.upstream!r}: sticky stages name "

@@ -198,11 +198,15 @@ def _shift(c: _Context) -> JobResult:
 
 
 def _shift_to(c: _Context, weight: int) -> JobResult:
+    """The stage's weight, and its match in a match stage (any other stage ends a match)."""
     traffic = need_traffic(c.settings, "cutover run")
+    stages = traffic.stages
+    match = stages[c.effect.stage].match if c.effect.stage is not None and c.effect.stage < len(stages) \
+        else None
     lb = c.balancers(traffic)
     try:
-        result = shift(lb, weight, tolerance=traffic.split_tolerance,
-                       confirm_timeout=traffic.confirm_timeout)
+        result = shift(lb, weight, match=match, tolerance=traffic.split_tolerance,
+                       confirm_timeout=traffic.confirm_timeout, observe=match is None)
     finally:
         lb.close()
     c.journal.record(EventKind.SHIFT, result.as_dict())

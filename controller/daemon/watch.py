@@ -58,7 +58,8 @@ def build_sources(settings: Settings) -> dict[SloSource, MetricSource]:
         api = RuntimeApi(traffic.haproxy.socket, traffic.haproxy.address, traffic.haproxy.timeout)
         sources[SloSource.HAPROXY] = HAProxySource(
             HAProxyStats(api), traffic.haproxy.backend,
-            {"blue": traffic.blue_servers, "green": traffic.green_servers})
+            {"blue": traffic.blue_servers, "green": traffic.green_servers},
+            match_backend=traffic.haproxy.match_backend)
     if SloSource.PROMETHEUS in used:
         assert settings.sources.prometheus is not None  # the settings validator insists
         sources[SloSource.PROMETHEUS] = PrometheusSource(settings.sources.prometheus)

@@ -227,7 +227,8 @@ class Lab:
         weights = {s: (100 if env == "blue" else 0) for s, env in self.state.servers.items()}
         ports = (self.state.port("haproxy"), self.state.port("haproxy_admin"),
                  self.state.port("haproxy_sticky"))
-        haproxy.write_config(self.root, ports, servers, weights, self.run_as)
+        haproxy.write_config(self.root, ports, servers, weights, self.state.servers_of("green"),
+                             self.run_as)
         proc = haproxy.start(self.root, self.state.log("haproxy"), self.run_as)
         self._started("haproxy", proc)
         wait_for_port(self.state.port("haproxy"), proc, self.state.log("haproxy"), "HAProxy")

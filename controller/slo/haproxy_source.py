@@ -102,8 +102,13 @@ class StatsApi(Protocol):
 
 class HAProxySource:
     def __init__(self, api: StatsApi, backend: str, servers: Mapping[str, Sequence[str]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.api, self.backend, self.servers, self.clock = api, backend, servers, clock
+                 clock: Callable[[], float] = time.monotonic, *, match_backend: str | None = None) -> None:
+        """match_backend: the backend of green's servers that match stages send requests to;
+        its servers count as green's too (as "<backend>/<server>")."""
+        self.api, self.backend, self.clock = api, backend, clock
+        self.match_backend = match_backend
+        self.servers: Mapping[str, Sequence[str]] = servers if match_backend is None else {
+            **servers, "green": [*servers["green"], *(f"{match_backend}/{s}" for s in servers["green"])]}
         self._last: dict[str, tuple[float, Stats]] = {}
         self._answered: dict[tuple[str, str], tuple[float, int]] = {}
         """(check, server) -> when it last answered, and its lbtot then."""
@@ -111,6 +116,9 @@ class HAProxySource:
     def measure(self, check: SloCheck) -> Measurement:
         try:
             stats = self.api.server_stats(self.backend)
+            if self.match_backend is not None:
+                matched = self.api.server_stats(self.match_backend)
+                stats.update({f"{self.match_backend}/{s}": row for s, row in matched.items()})
         except SourceError as exc:
             return Measurement(NO_DATA, NO_DATA, error=str(exc))
         now = self.clock()

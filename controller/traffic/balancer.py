@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from config.traffic import Match
+
 
 class TrafficError(Exception):
     """A traffic operation failed; the message says what the balancer really holds."""
@@ -73,6 +75,15 @@ class LoadBalancer(Protocol):
         """Per-environment counters ("blue", "green"), or None when it cannot tell."""
         ...
 
+    def route_matching(self, match: Match | None) -> None:
+        """Send the requests that match to green whatever the weights; None: none. A driver
+        that cannot route by header refuses a match (BadTrafficInput)."""
+        ...
+
+    def matching(self) -> str | None:
+        """The value of the match the balancer routes to green now, read from it (None: none)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -89,6 +100,13 @@ class ShareBalancer:
         return share_split(green_percent)
 
     def counters(self) -> dict[str, EnvCounters] | None:
+        return None
+
+    def route_matching(self, match: Match | None) -> None:
+        if match is not None:
+            raise BadTrafficInput("this driver cannot send requests to green by header")
+
+    def matching(self) -> str | None:
         return None
 
     def close(self) -> None:

@@ -30,7 +30,8 @@ def balancer_for(traffic: TrafficSettings) -> LoadBalancer:
             return HAProxyBalancer(haproxy, blue, green, sticky=traffic.sticky is not None)
         case NginxSettings() as nginx:
             return NginxBalancer(nginx, blue, green,
-                                 sticky_cookie=traffic.sticky.cookie if traffic.sticky else None)
+                                 sticky_cookie=traffic.sticky.cookie if traffic.sticky else None,
+                                 match_header=traffic.match_header())
         case CommandDriverSettings() as command:
             return CommandBalancer(command)
         case HttpDriverSettings() as http:

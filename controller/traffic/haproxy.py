@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from config.traffic import HAProxySettings
+from config.traffic import HAProxySettings, Match
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
 from controller.traffic.weights import green_share, weights_for
 
@@ -122,6 +122,12 @@ class HAProxyBalancer:
         keep serving the clients stuck to it)."""
         self.api = RuntimeApi(settings.socket, settings.address, settings.timeout)
         self.sticky = sticky
+        self.match_acl, self.match_backend = settings.match_acl, settings.match_backend
+        if self.match_acl is not None and any(c.isspace() for c in str(self.match_acl)):
+            raise BadTrafficInput(f"traffic.haproxy.match_acl: {str(self.match_acl)!r} has a space; "
+                                  "the Runtime API cannot name it")
+        if self.match_backend is not None:
+            _check_name(self.match_backend, "traffic.haproxy.match_backend")
         self.backend = settings.backend
         self.blue, self.green = list(blue), list(green)
         _check_name(self.backend, "traffic.haproxy.backend")
@@ -142,6 +148,7 @@ class HAProxyBalancer:
             raise BadTrafficInput(
                 f"traffic.blue_servers/green_servers: backend {self.backend!r} has no server "
                 f"{', '.join(repr(s) for s in unknown)} (it has: {', '.join(stats)})")
+        self._check_match()
         uncookied = [s for s in (*self.blue, *self.green) if not stats[s].get("cookie")]
         if self.sticky and uncookied:
             raise BadTrafficInput(
@@ -159,6 +166,37 @@ class HAProxyBalancer:
             self._command(f"set weight {self.backend}/{server} {weight}")
             if self.sticky and not weight:  # its stuck clients move on now, not when they leave
                 self._command(f"set server {self.backend}/{server} state maint")
+
+    def _check_match(self) -> None:
+        """Match stages: the ACL file is loaded, the match backend holds every green server."""
+        if self.match_acl is None or self.match_backend is None:
+            return
+        if str(self.match_acl) not in self.api.execute("show acl"):
+            raise BadTrafficInput(f"traffic.haproxy.match_acl: HAProxy loaded no ACL from "
+                                  f"{self.match_acl}; add `use_backend {self.match_backend} if "
+                                  f"{{ req.hdr(<header>) -f {self.match_acl} }}` to the frontend")
+        servers = self.api.server_stats(self.match_backend)
+        missing = [s for s in self.green if s not in servers]
+        if missing:
+            raise BadTrafficInput(f"traffic.haproxy.match_backend: backend {self.match_backend!r} "
+                                  f"has no server {', '.join(missing)}; it holds green's servers")
+
+    def route_matching(self, match: Match | None) -> None:
+        if self.match_acl is None:
+            if match is not None:
+                raise BadTrafficInput("traffic.haproxy.match_acl: not set; a match stage needs it")
+            return
+        self._command(f"clear acl {self.match_acl}")
+        if match is not None:
+            self._command(f"add acl {self.match_acl} {match.value}")
+
+    def matching(self) -> str | None:
+        if self.match_acl is None:
+            return None
+        # "<ref> <pattern>" per entry
+        values = [line.split(maxsplit=1)[1] for line in
+                  self.api.execute(f"show acl {self.match_acl}").splitlines() if " " in line.strip()]
+        return values[0] if len(values) == 1 else None if not values else ",".join(values)
 
     def _command(self, command: str) -> None:
         reply = self.api.execute(command)

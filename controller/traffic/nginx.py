@@ -3,11 +3,12 @@ writes it atomically, runs the test command (`nginx -t`), and reloads; a failing
 previous file back, so nginx never reloads a config it would reject. Read-back is the file:
 nginx exposes no live weights (and no per-upstream counters without the commercial API).
 
-Sticky stages: the file also holds an upstream per colour and two maps. The server block
-proxies to `$cutover_<upstream>`: a client whose cookie names a colour goes to that colour's
-upstream, any other to the weighted one; `$cutover_<upstream>_cookie`, sent as Set-Cookie,
-names the colour of the server that answered. A colour at 0 % maps its cookie to the other
-colour's upstream, so its clients move at once."""
+Routes (sticky stages, match stages): the file also holds an upstream per colour and maps
+that pick one per request, and the server block proxies to `$cutover_<upstream>`. A request
+that matches a match stage's header goes to green's upstream; else a client whose cookie
+names a colour goes to that colour's (sticky stages; a colour at 0 % maps its cookie to the
+other colour's upstream, so its clients move at once); any other to the weighted one.
+`$cutover_<upstream>_cookie`, sent as Set-Cookie, names the colour of the server that answered."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from config.traffic import NginxSettings
+from config.traffic import Match, NginxSettings
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
 from controller.traffic.weights import green_share, weights_for
 from sync.children import run_command
@@ -27,15 +28,20 @@ SERVER_LINE = re.compile(r"^\s*server\s+(\S+)(.*?);\s*#\s*cutover:(\S+)\s*$")
 ANY_SERVER = re.compile(r"^\s*(server|state)\s")
 UPSTREAM_LINE = re.compile(r"^\s*upstream\s+(\S+)\s*\{")
 ROUTE_LINE = re.compile(r"^\s*(blue|green)\s+(\S+);\s*#\s*cutover:sticky\s*$")
+MATCH_LINE = re.compile(r"^\s*\"(\S+)\"\s+\S+;\s*#\s*cutover:match\s*$")
 COLOURS = ("blue", "green")
 
 
 class NginxBalancer:
     def __init__(self, settings: NginxSettings, blue: Sequence[str], green: Sequence[str], *,
-                 sticky_cookie: str | None = None) -> None:
-        """sticky_cookie: the cookie naming a client's colour (sticky stages), or None."""
-        self.settings, self.sticky_cookie = settings, sticky_cookie
+                 sticky_cookie: str | None = None, match_header: str | None = None) -> None:
+        """sticky_cookie: the cookie naming a client's colour (sticky stages), or None;
+        match_header: the header of the match stages, or None (there are none)."""
+        self.settings, self.sticky_cookie, self.match_header = settings, sticky_cookie, match_header
+        self.routed = sticky_cookie is not None or match_header is not None
         self.blue, self.green = list(blue), list(green)
+        self.match: str | None = None
+        """The value this balancer routes to green (route_matching), rendered into the file."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", settings.upstream):
             raise BadTrafficInput(f"traffic.nginx.upstream: {settings.upstream!r} is not an nginx name")
 
@@ -53,11 +59,14 @@ class NginxBalancer:
             self.read()  # a file we cannot parse is reported before anything changes
 
     def render(self, green_percent: int) -> str:
-        weights = weights_for(green_percent, self.blue, self.green, max_weight=1000)
-        lines = [f"# written by cutover: green {green_percent} %; changes here are overwritten",
+        return self._render(weights_for(green_percent, self.blue, self.green, max_weight=1000))
+
+    def _render(self, weights: dict[str, int]) -> str:
+        share = green_share(weights, self.green)
+        lines = [f"# written by cutover: green {share:g} %; changes here are overwritten",
                  *self._upstream(self.settings.upstream, weights)]
-        if self.sticky_cookie is not None:
-            lines += self._sticky(green_percent)
+        if self.routed:
+            lines += self._routes(weights)
         return "\n".join(lines) + "\n"
 
     def _upstream(self, name: str, weights: dict[str, int]) -> list[str]:
@@ -69,28 +78,67 @@ class NginxBalancer:
         lines += [f"    {d};" for d in self.settings.directives]
         return [*lines, "}"]
 
-    def _sticky(self, green_percent: int) -> list[str]:
-        """An upstream per colour, the cookie's colour to its upstream (a colour at 0 % to the
-        other's), and the answering server's address to the cookie naming its colour."""
+    def _routes(self, weights: dict[str, int]) -> list[str]:
+        """An upstream per colour; the match's requests to green's; the sticky cookie's colour
+        to its upstream (a colour at 0 % to the other's); any other request to the weighted
+        one; and the answering server's address to the cookie naming its colour."""
         name, servers = self.settings.upstream, self.settings.servers
         lines: list[str] = []
         for colour, members in (("blue", self.blue), ("green", self.green)):
             lines += self._upstream(f"{name}_{colour}", dict.fromkeys(members, 1))
-        gone = "green" if green_percent == 0 else "blue" if green_percent == 100 else None
-        lines.append(f"map $cookie_{self.sticky_cookie} $cutover_{name} {{")
+        if self.match is not None and self.match_header is not None:
+            lines += [f"map $http_{self.match_header.lower().replace('-', '_')} $cutover_{name}_match {{",
+                      f'    "{self.match}" {name}_green;  # cutover:match']
+        else:
+            lines.append(f"map $host $cutover_{name}_match {{")
+        lines += ['    default "";', "}"]
+        fallback = name
+        if self.sticky_cookie is not None:
+            fallback = f"$cutover_{name}_sticky"
+            gone = {c for c in COLOURS if not any(weights[s] for s in self._members(c))}
+            lines.append(f"map $cookie_{self.sticky_cookie} $cutover_{name}_sticky {{")
+            for colour in COLOURS:
+                to = ("green" if colour == "blue" else "blue") if colour in gone else colour
+                lines.append(f"    {colour} {name}_{to};  # cutover:sticky")
+            lines += [f"    default {name};", "}"]
+        lines += [f"map $cutover_{name}_match $cutover_{name} {{", f'    "" {fallback};',
+                  f"    default $cutover_{name}_match;", "}",
+                  f"map $upstream_addr $cutover_{name}_cookie {{"]
+        cookie = self.sticky_cookie or "cutover_colour"
         for colour in COLOURS:
-            to = ("green" if colour == "blue" else "blue") if colour == gone else colour
-            lines.append(f"    {colour} {name}_{to};  # cutover:sticky")
-        lines += [f"    default {name};", "}", f"map $upstream_addr $cutover_{name}_cookie {{"]
-        for colour, members in (("blue", self.blue), ("green", self.green)):
-            lines += [f'    "{servers[s]}" "{self.sticky_cookie}={colour}; Path=/; HttpOnly";'
-                      for s in members]
+            lines += [f'    "{servers[s]}" "{cookie}={colour}; Path=/; HttpOnly";'
+                      for s in self._members(colour)]
         return [*lines, '    default "";', "}"]
 
+    def _members(self, colour: str) -> list[str]:
+        return self.blue if colour == "blue" else self.green
+
     def apply(self, green_percent: int) -> None:
+        self._install(self.render(green_percent), f"green {green_percent} %")
+
+    def route_matching(self, match: Match | None) -> None:
+        if match is not None and (self.match_header is None
+                                  or match.header.lower() != self.match_header.lower()):
+            raise BadTrafficInput(f"traffic.nginx: the file routes no header {match.header!r} (the "
+                                  "match stages' header was not given)")
+        value = None if match is None else match.value
+        self.match = value
+        if not self.routed or not self.settings.upstream_file.exists() or self.matching() == value:
+            return
+        self._install(self._render(self.read().detail), f"requests matching {value!r} to green")
+
+    def matching(self) -> str | None:
+        path = self.settings.upstream_file
+        if not self.routed or not path.exists():
+            return None
+        found = [m.group(1) for line in path.read_text().splitlines() if (m := MATCH_LINE.match(line))]
+        return found[0] if found else None
+
+    def _install(self, text: str, what: str) -> None:
+        """Write the file atomically, test it (a rejection puts the previous one back), reload."""
         path = self.settings.upstream_file
         previous = path.read_bytes() if path.exists() else None
-        _write_atomically(path, self.render(green_percent).encode())
+        _write_atomically(path, text.encode())
         tested = self._run(self.settings.test_command, "test")
         if tested.returncode != 0:
             if previous is None:
@@ -102,8 +150,8 @@ class NginxBalancer:
         reloaded = self._run(self.settings.reload_command, "reload")
         if reloaded.returncode != 0:
             raise TrafficError(f"`{' '.join(self.settings.reload_command)}` failed after writing "
-                               f"green {green_percent} % to {path}: {_tail(reloaded)}; the file "
-                               "is written but nginx may still run the old weights")
+                               f"{what} to {path}: {_tail(reloaded)}; the file is written but "
+                               "nginx may still run the old one")
 
     def _run(self, argv: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from config.traffic import Match
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, LoadBalancer, Split, TrafficError
 from sync.callbacks import Clock
 
@@ -76,16 +77,18 @@ class ShiftResult:
 
 
 
-def shift(lb: LoadBalancer, green_percent: int, *, tolerance: float = 2.0,
-          confirm_timeout: float = 30.0, observe: bool = True, clock: Clock = time.monotonic,
-          sleep: Callable[[float], None] = time.sleep) -> ShiftResult:
-    """Set green's share; raise TrafficError with the balancer's real state if the change did
-    not take, or if the split it then serves stays off the target."""
+def shift(lb: LoadBalancer, green_percent: int, *, match: Match | None = None,
+          tolerance: float = 2.0, confirm_timeout: float = 30.0, observe: bool = True,
+          clock: Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> ShiftResult:
+    """Set green's share, and which requests go to green whatever it (match: a match stage;
+    None ends any, as a rollback must); raise TrafficError with the balancer's real state if
+    the change did not take, or if the split it then serves stays off the target."""
     if not 0 <= green_percent <= 100:
         raise BadTrafficInput(f"percentage must be 0-100, got {green_percent}")
     lb.check()  # unknown backends and servers fail here, before anything changes
     before = lb.read()
     started = clock()
+    _route(lb, match)
     after = _apply_and_read(lb, green_percent)
     applied = clock()
     seen = Observation(Seen.NOT_OBSERVABLE)
@@ -97,6 +100,15 @@ def shift(lb: LoadBalancer, green_percent: int, *, tolerance: float = 2.0,
                 f"{seen.green_percent:.1f} % of {seen.requests} requests to green for "
                 f"{seen.seconds:.1f}s (tolerance {tolerance} points)")
     return ShiftResult(green_percent, before, after, seen, applied - started)
+
+
+def _route(lb: LoadBalancer, match: Match | None) -> None:
+    """The match first: a rollback sends matching requests back to blue before the weights."""
+    lb.route_matching(match)
+    want = None if match is None else match.value
+    if (held := lb.matching()) != want:
+        raise TrafficError(f"{lb.describe()}: sent requests matching {want!r} to green but it "
+                           f"reads back {held!r}")
 
 
 def _apply_and_read(lb: LoadBalancer, green_percent: int) -> Split | None:

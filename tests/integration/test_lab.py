@@ -215,6 +215,6 @@ def test_lab_up_is_idempotent_and_down_stops_exactly_its_processes(
 
 def test_a_config_haproxy_refuses_reaches_the_user_with_haproxy_own_words(tmp_path: Path) -> None:
     with pytest.raises(LabError) as refused:
-        haproxy.write_config(tmp_path, (1, 2, 4), {"blue 1": 3}, {}, None)
+        haproxy.write_config(tmp_path, (1, 2, 4), {"blue 1": 3}, {}, [], None)
     assert "haproxy" in str(refused.value)
     assert "ALERT" in str(refused.value), str(refused.value)

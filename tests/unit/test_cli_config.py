@@ -139,7 +139,7 @@ def test_show_masks_secrets(good: Path, as_json: bool) -> None:
     assert data["green"]["database"]["password"] == "**********"
     assert data["notify"]["webhook"] == "**********"
     assert data["service"] == "records-fhir"
-    assert data["traffic"]["stages"][0] == {"weight": 10, "bake": "1m", "gate": "none"}
+    assert data["traffic"]["stages"][0] == {"weight": 10, "match": None, "bake": "1m", "gate": "none"}
 
 
 def test_show_masks_secrets_from_the_credentials_directory(good: Path, tmp_path: Path) -> None:

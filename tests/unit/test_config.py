@@ -171,7 +171,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "traffic.stages", "last stage must be 100"),
     ("no stages", with_value(BASE, "traffic.stages", []), "traffic.stages", "at least 1"),
     ("weight 0", with_value(BASE, "traffic.stages", [{"weight": 0}, {"weight": 100}]),
-     "traffic.stages[0].weight", "greater than or equal to 1"),
+     "traffic.stages[0].weight", "missing; a stage gives green a share (1-100)"),
     ("weight 101", with_value(BASE, "traffic.stages", [{"weight": 10}, {"weight": 101}]),
      "traffic.stages[1].weight", "less than or equal to 100"),
     ("typo at top level", with_value(BASE, "servise", "records"), "servise", "unknown setting"),
@@ -221,6 +221,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "traffic.sticky", "need driver 'haproxy' or 'nginx'"),
     ("sticky by something else", with_value(BASE, "traffic.sticky", {"by": "ip"}),
      "traffic.sticky.by", "'cookie'"),
+    ("a stage without a weight", with_value(BASE, "traffic.stages", [{"bake": "1m"}, {"weight": 100}]),
+     "traffic.stages[0].weight", "missing"),
+    ("a match stage with a weight", with_value(BASE, "traffic.stages", [
+        {"weight": 5, "match": {"header": "X-Staff", "value": "1"}}, {"weight": 100}]),
+     "traffic.stages[0].weight", "give it no weight"),
+    ("a match stage after a weighted one", with_value(BASE, "traffic.stages", [
+        {"weight": 10}, {"match": {"header": "X-Staff", "value": "1"}}, {"weight": 100}]),
+     "traffic.stages", "match stages come first"),
+    ("only match stages", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X-Staff", "value": "1"}}]),
+     "traffic.stages", "weighted stages must rise to 100"),
+    ("a match header with a space", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X Staff", "value": "1"}}, {"weight": 100}]),
+     "traffic.stages[0].match.header", "pattern"),
+    ("a match value with a separator", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X-Staff", "value": "1;clear acl"}}, {"weight": 100}]),
+     "traffic.stages[0].match.value", "pattern"),
+    ("a match stage without the acl", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X-Staff", "value": "1"}}, {"weight": 100}]),
+     "traffic.stages[0].match", "match_acl and match_backend"),
+    ("match stages on two headers", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X-Staff", "value": "1"}}, {"match": {"header": "X-Beta", "value": "1"}},
+        {"weight": 100}]),
+     "traffic.stages", "one header"),
     ("huge duration", with_value(BASE, "sync.interval", 10**400), "sync.interval", "finite"),
     ("bad size", with_value(BASE, "sync.max_lag_bytes", "16 XB"), "sync.max_lag_bytes", "size"),
     ("huge size", with_value(BASE, "sync.max_lag_bytes", "9" * 400 + "MB"),
@@ -500,9 +524,8 @@ def test_masked_dump_never_contains_a_secret(tmp_path: Path, monkeypatch: pytest
 
 def test_masked_dump_is_readable_back_as_toml_values(tmp_path: Path) -> None:
     dumped = masked_dump(load_settings(write(tmp_path, MINIMAL_TOML)))
-    assert dumped["traffic"]["stages"] == [{"weight": 10, "bake": "1m", "gate": "none"},
-                                           {"weight": 50, "bake": "1m", "gate": "none"},
-                                           {"weight": 100, "bake": "5m", "gate": "none"}]
+    assert dumped["traffic"]["stages"] == [{"weight": w, "match": None, "bake": b, "gate": "none"}
+                                           for w, b in ((10, "1m"), (50, "1m"), (100, "5m"))]
     assert dumped["sync"]["interval"] == "30s"
 
 

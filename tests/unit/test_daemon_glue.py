@@ -15,24 +15,26 @@ import pytest
 from config import Settings
 from config.operations import Hook
 from config.slo import SloCheck, SloSource
-from config.traffic import TrafficSettings
+from config.traffic import Match, TrafficSettings
 from controller.daemon.loop import Daemon
 from controller.daemon.phases import Phase
 from controller.slo.readings import Measurement, Reading
 from controller.state.journal import Journal
-from controller.traffic.balancer import EnvCounters, LoadBalancer, Split
+from controller.traffic.balancer import EnvCounters, LoadBalancer, ShareBalancer, Split
 
 TICK = 0.05
 """Seconds a tick counts as (the bakes below last a few ticks), and slept between ticks so
 that the checks' 50 ms intervals come round."""
 
 
-class FakeBalancer:
+class FakeBalancer(ShareBalancer):
     """Holds what it was told; every balancer the daemon asks for is this one."""
 
     def __init__(self) -> None:
         self.green = 0
         self.applied: list[int] = []
+        self.match: str | None = None
+        self.matches: list[str | None] = []
 
     def describe(self) -> str:
         return "a fake balancer"
@@ -46,6 +48,13 @@ class FakeBalancer:
 
     def read(self) -> Split:
         return self.expected(self.green)
+
+    def route_matching(self, match: Match | None) -> None:
+        self.match = None if match is None else match.value
+        self.matches.append(self.match)
+
+    def matching(self) -> str | None:
+        return self.match
 
     def expected(self, green_percent: int) -> Split:
         return Split(float(green_percent), {"blue": 100 - green_percent, "green": green_percent})
@@ -246,5 +255,25 @@ def test_gates_hold_baked_stages_until_promoted_or_approved_by_their_hooks(
         assert len(asks) >= 2
         assert not any(asks[:-1])
         assert asks[-1]
+    finally:
+        run.close()
+
+
+def test_a_match_stage_routes_its_requests_to_green_at_weight_0_and_the_next_stage_ends_it(
+        tmp_path: Path, lb: FakeBalancer, source: FakeSource) -> None:
+    haproxy = {"socket": str(tmp_path / "haproxy.sock"), "backend": "app",
+               "match_acl": str(tmp_path / "match.acl"), "match_backend": "app_green"}
+    s = settings(tmp_path, stages=[{"match": {"header": "X-Staff", "value": "1"}, "bake": "0.1s"},
+                                   {"weight": 50, "bake": "0.1s"}, {"weight": 100, "bake": "0.1s"}],
+                 haproxy=haproxy)
+    run = Harness(s, lb, source)
+    try:
+        run.until(Phase.SHIFTING, stage=0, applied=True)
+        assert (lb.applied, lb.matches) == ([0], ["1"])
+        run.until(Phase.SHIFTING, stage=1, applied=True)
+        assert (lb.applied[-1], lb.match) == (50, None)
+        source.green_errors = 0.5  # a breach rolls back: still no match
+        run.until(Phase.ROLLED_BACK)
+        assert (lb.green, lb.match) == (0, None)
     finally:
         run.close()

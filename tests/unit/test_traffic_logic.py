@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.traffic import HAProxySettings, NginxSettings
-from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
+from controller.traffic.balancer import BadTrafficInput, EnvCounters, ShareBalancer, Split, TrafficError
 from controller.traffic.command import fill
 from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.nginx import NginxBalancer
@@ -83,7 +83,7 @@ class Clock:
         self.now += seconds
 
 
-class Scripted:
+class Scripted(ShareBalancer):
     """A balancer whose reads, failures and counters a test scripts."""
 
     def __init__(self, *, per_tick: tuple[int, int] = (90, 10), revert_once: bool = False,
