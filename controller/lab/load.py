@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,13 +61,15 @@ class HttpLoad:
     """
 
     def __init__(self, url: str, rate: float, write_ratio: float = 0.1, connections: int = 32,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
+        """headers: sent with every request (e.g. a match stage's X-Staff: 1)."""
         parsed = urlsplit(url)
         if parsed.scheme != "http" or not parsed.hostname:
             raise LabError(f"the load generator speaks plain http://host:port, got {url!r}")
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.rate, self.write_ratio = rate, write_ratio
         self.connections, self.timeout = connections, timeout
+        self.headers = dict(headers or {})
         self._report = LoadReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -158,7 +161,7 @@ class HttpLoad:
                         write: bool) -> tuple[int, str | None, bool]:
         reader, writer = conn
         writer.write(encode(f"{'POST' if write else 'GET'} /api/items HTTP/1.1",
-                            {"Host": f"{self.host}:{self.port}"}))
+                            {"Host": f"{self.host}:{self.port}", **self.headers}))
         response = await asyncio.wait_for(read_message(reader), self.timeout)
         if response is None:
             raise _Unanswered("closed before a response")

@@ -1,6 +1,6 @@
 """A match stage (staff first) through the lab's real HAProxy and nginx: only requests that
 carry the header's value go to green, every other to blue; green is judged on them; a
-rollback ends the match at once."""
+rollback ends the match at once; the daemon holds the stage at its gate until promoted."""
 
 from __future__ import annotations
 
@@ -13,17 +13,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from config import Settings
 from config.slo import SloCheck
 from config.traffic import HAProxySettings, Match
+from controller.cli.run import status_data
+from controller.daemon.phases import Phase
 from controller.daemon.watch import HAProxyStats
 from controller.lab import haproxy as lab_haproxy_config
 from controller.lab import nginx as lab_nginx_config
 from controller.lab.lab import Lab
+from controller.lab.load import HttpLoad
 from controller.slo.haproxy_source import HAProxySource
+from controller.state.journal import Journal
 from controller.traffic.balancer import BadTrafficInput
 from controller.traffic.haproxy import HAProxyBalancer, RuntimeApi
 from controller.traffic.nginx import NginxBalancer
 from controller.traffic.shift import shift
+from tests.integration.test_daemon import Running, add_intent
 
 STAFF = Match(header=lab_haproxy_config.MATCH_HEADER, value="1")
 
@@ -123,3 +129,51 @@ def test_a_match_acl_haproxy_did_not_load_is_refused_naming_the_setting(lab: Lab
         assert haproxy_match(lab).matching() is None  # nothing changed
     finally:
         lb.close()
+
+
+@pytest.mark.timeout(300)
+def test_the_daemon_holds_a_staff_stage_at_its_gate_until_promoted(lab: Lab, tmp_path: Path) -> None:
+    """`cutover run` on one shared database: staff first (judged on their requests alone), the
+    gate holds the stage baked until `cutover promote`, then 50 %, where an abort ends it all
+    on blue."""
+    haproxy = {"socket": str(lab.state.haproxy_socket), "backend": "app",
+               "match_acl": str(lab.root / lab_haproxy_config.MATCH_ACL),
+               "match_backend": lab_haproxy_config.MATCH_BACKEND}
+    settings = Settings.model_validate({
+        "service": "shop", "switchover": {"method": "none"},
+        "traffic": {"driver": "haproxy", "haproxy": haproxy,
+                    "blue_servers": lab.state.servers_of("blue"),
+                    "green_servers": lab.state.servers_of("green"),
+                    "stages": [{"match": STAFF.model_dump(), "bake": "1s", "gate": "promote"},
+                               {"weight": 50, "bake": "1m"}, {"weight": 100, "bake": "1s"}]},
+        "slo": [{"name": "5xx-ratio", "source": "haproxy", "metric": "error_ratio", "max": 0.05,
+                 "interval": "500ms", "failure_limit": 2, "min_samples": 10}],
+        "state": {"path": str(tmp_path / "state.db")}, "metrics": {"enabled": False}})
+    lb = haproxy_match(lab)
+    with HttpLoad(lab.state.frontend_url, rate=150, write_ratio=0), \
+            HttpLoad(lab.state.frontend_url, rate=60, write_ratio=0, headers={STAFF.header: "1"}):
+        run = Running(settings, until_done=True)
+        try:
+            run.wait_for(lambda s: s.phase is Phase.SHIFTING and s.gated, 60, "the staff stage's gate")
+            time.sleep(3)  # baked long since: it waits
+            assert (run.daemon.state.stage, run.daemon.state.gated) == (0, True)
+            assert lb.matching() == "1"
+            assert lb.read().green_percent == 0
+            assert answered_by(lab.state.frontend_url, 20, {STAFF.header: "1"}) == {"green": 20}
+            assert answered_by(lab.state.frontend_url, 20, {}) == {"blue": 20}
+            store = Journal(settings.state.path)
+            status = status_data(store)
+            store.close()
+            assert status["gated"]
+            assert "waiting at its gate for `cutover promote`" in status["reason"]
+            add_intent(settings, "promote")
+            run.wait_for(lambda s: s.stage == 1 and s.applied, 60, "the 50 % stage")
+            assert lb.matching() is None
+            assert lb.read().green_percent == 50
+            add_intent(settings, "abort")
+            run.wait_for(lambda s: s.phase is Phase.ROLLED_BACK, 60, "the rollback")
+        finally:
+            run.stop()
+    assert lb.read().green_percent == 0
+    assert lb.matching() is None
+    lb.close()
