@@ -36,7 +36,11 @@ def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     jobs.append(f"switchover {settings.switchover.method.value}" if settings.switchover
                 else "no switchover (no [switchover] section)")
     if settings.traffic:
-        stages = " -> ".join(f"{s.weight} %" for s in settings.traffic.stages)
+        stages = " -> ".join(
+            (f"{s.match.header}: {s.match.value}" if s.match else f"{s.weight} %")
+            + ("" if s.gate == "none" else f" [gate: {s.gate}]") for s in settings.traffic.stages)
+        if settings.traffic.sticky is not None:
+            stages += ", sticky"
         jobs.append(f"traffic {settings.traffic.driver.value} ({stages})")
     else:
         jobs.append("no traffic shifting (no [traffic] section)")

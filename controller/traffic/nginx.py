@@ -123,9 +123,11 @@ class NginxBalancer:
                                   "match stages' header was not given)")
         value = None if match is None else match.value
         self.match = value
-        if not self.routed or not self.settings.upstream_file.exists() or self.matching() == value:
+        if not self.routed or self.matching() == value:
             return
-        self._install(self._render(self.read().detail), f"requests matching {value!r} to green")
+        weights = (self.read().detail if self.settings.upstream_file.exists()
+                   else weights_for(0, self.blue, self.green, max_weight=1000))  # the first write
+        self._install(self._render(weights), f"requests matching {value!r} to green")
 
     def matching(self) -> str | None:
         path = self.settings.upstream_file
@@ -196,10 +198,8 @@ class NginxBalancer:
         if self.sticky_cookie is None:
             return ()
         name = self.settings.upstream
-        if set(routes) != set(COLOURS):
-            raise TrafficError(f"{self.settings.upstream_file} has no sticky map for "
-                               f"{' and '.join(c for c in COLOURS if c not in routes)}; it was "
-                               "written without [traffic.sticky]: shift again to rewrite it")
+        if set(routes) != set(COLOURS):  # written before [traffic.sticky]: nobody is kept yet
+            return ()
         members = {"blue": self.blue, "green": self.green}
         return tuple(s for colour in COLOURS if routes[colour] == f"{name}_{colour}"
                      for s in members[colour] if not weights[s])

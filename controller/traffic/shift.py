@@ -86,7 +86,7 @@ def shift(lb: LoadBalancer, green_percent: int, *, match: Match | None = None,
     if not 0 <= green_percent <= 100:
         raise BadTrafficInput(f"percentage must be 0-100, got {green_percent}")
     lb.check()  # unknown backends and servers fail here, before anything changes
-    before = lb.read()
+    before = _read_before(lb)
     started = clock()
     _route(lb, match)
     after = _apply_and_read(lb, green_percent)
@@ -100,6 +100,15 @@ def shift(lb: LoadBalancer, green_percent: int, *, match: Match | None = None,
                 f"{seen.green_percent:.1f} % of {seen.requests} requests to green for "
                 f"{seen.seconds:.1f}s (tolerance {tolerance} points)")
     return ShiftResult(green_percent, before, after, seen, applied - started)
+
+
+def _read_before(lb: LoadBalancer) -> Split | None:
+    """What the balancer held, for the record; a file balancer's first shift writes its file
+    (check() has refused anything else the read-back could not parse)."""
+    try:
+        return lb.read()
+    except TrafficError:
+        return None
 
 
 def _route(lb: LoadBalancer, match: Match | None) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.traffic import HAProxySettings, NginxSettings
+from config.traffic import HAProxySettings, Match, NginxSettings
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, ShareBalancer, Split, TrafficError
 from controller.traffic.command import fill
 from controller.traffic.haproxy import HAProxyBalancer
@@ -177,6 +177,25 @@ def test_nginx_file_round_trips_and_marks_empty_sides_down(tmp_path: Path) -> No
     assert "    keepalive 16;" in text
     settings.upstream_file.write_text(lb.render(30))
     assert lb.read() == Split(30.0, {"blue1": 7, "green1": 3})
+
+
+def test_nginx_first_shift_writes_the_file_nginx_includes(tmp_path: Path) -> None:
+    """Before the first shift there is no file (and nginx cannot start without it): the shift
+    writes it; a sticky, routed file holds the maps and reads back what it routes."""
+    settings = NginxSettings(upstream_file=tmp_path / "up.conf", servers={
+        "blue1": "127.0.0.1:8001", "green1": "127.0.0.1:8002"},
+        test_command=["true"], reload_command=["true"])
+    lb = NginxBalancer(settings, ["blue1"], ["green1"], sticky_cookie="colour", match_header="X-Staff")
+    result = shift(lb, 0, match=Match(header="X-Staff", value="1"), observe=False)
+    assert result.before is None
+    assert result.after == Split(0.0, {"blue1": 1, "green1": 0})
+    text = settings.upstream_file.read_text()
+    assert '"1" app_green;  # cutover:match' in text
+    assert "green app_blue;  # cutover:sticky" in text  # green at 0 %: its cookie leads to blue
+    assert lb.matching() == "1"
+    shift(lb, 50, observe=False)
+    assert lb.matching() is None
+    assert "green app_green;  # cutover:sticky" in settings.upstream_file.read_text()
 
 
 def test_nginx_directives_cannot_smuggle_config(tmp_path: Path) -> None:
