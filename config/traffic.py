@@ -32,12 +32,15 @@ from config.dsn import dsn_without_secrets
 from config.durations import Duration
 from config.errors import FieldError
 
+HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+"""An HTTP header's name (letters, digits and '-')."""
+
 
 class Match(Section):
     """Requests that carry a header with a value (e.g. X-Staff: 1)."""
 
-    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")]
-    """The header's name (letters, digits and '-')."""
+    header: HeaderName
+    """The header's name."""
     value: Annotated[str, Field(pattern=r"^[A-Za-z0-9._~:@/+=-]{1,128}$")]
     """The value it must have, exactly (no spaces, quotes or separators)."""
 
@@ -185,7 +188,7 @@ class SqlDriverSettings(Section):
 
 
 class StickySettings(Section):
-    by: Literal["cookie"] = "cookie"
+    by: Literal["cookie", "header"] = "cookie"
     """cookie: a client that holds the balancer's persistence cookie stays where it names,
     whatever the weights; new clients are split by the stage's weight. A colour at 0 % lets
     its clients go at once: a rollback moves every client to blue, the last stage every
@@ -193,9 +196,22 @@ class StickySettings(Section):
     `cookie <value>` on every server (checked before the first change); a server at weight 0
     is put in maintenance. nginx: the upstream file gains an upstream per colour and two maps;
     the server block uses `proxy_pass http://$cutover_<upstream>;` and `add_header Set-Cookie
-    $cutover_<upstream>_cookie always;`."""
+    $cutover_<upstream>_cookie always;`.
+    header: users are split by a hash of the header's value (a user id), the way nginx's
+    split_clients does: a user on green at 10 % stays on green at 50 %; a request without the
+    header is split by weight. nginx: a split_clients block in the upstream file; sql (a
+    feature flag): the application checks each user with the same hash (`cutover bucket`)."""
     cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")] = "cutover_colour"
     """nginx: the cookie naming the client's colour (HAProxy's is in its own config)."""
+    header: HeaderName | None = None
+    """by = "header": the header carrying the user's id, e.g. "X-User-Id"."""
+
+    @model_validator(mode="after")
+    def _header_given(self) -> Self:
+        if self.by == "header" and self.header is None:
+            raise FieldError(("header",), 'missing; by = "header" needs the header carrying the '
+                             'user id, e.g. header = "X-User-Id"')
+        return self
 
 
 DriverSettings = (HAProxySettings | NginxSettings | CommandDriverSettings | HttpDriverSettings
@@ -289,10 +305,13 @@ class TrafficSettings(Section):
         if getattr(self, self.driver.value) is None and self.driver is not TrafficDriver.COMMAND:
             raise FieldError((self.driver.value,), f"missing; driver '{self.driver.value}' needs a "
                              f"[traffic.{self.driver.value}] section")
-        if self.sticky is not None and self.driver not in (TrafficDriver.HAPROXY, TrafficDriver.NGINX):
-            raise FieldError(("sticky",), f"sticky stages need driver 'haproxy' or 'nginx'; driver "
-                             f"'{self.driver.value}' cannot keep clients on their colour: remove "
-                             "[traffic.sticky]")
+        sticky_drivers = {"cookie": (TrafficDriver.HAPROXY, TrafficDriver.NGINX),
+                          "header": (TrafficDriver.NGINX, TrafficDriver.SQL)}
+        if self.sticky is not None and self.driver not in sticky_drivers[self.sticky.by]:
+            able = " or ".join(f"'{d.value}'" for d in sticky_drivers[self.sticky.by])
+            raise FieldError(("sticky",), f"sticky stages by {self.sticky.by} need driver {able}; "
+                             f"driver '{self.driver.value}' cannot keep users on their colour that "
+                             "way: remove [traffic.sticky] or change its `by`")
         headers = {s.match.header.lower() for s in self.stages if s.match is not None}
         if len(headers) > 1:
             raise FieldError(("stages",), f"match stages use one header, got {sorted(headers)}")

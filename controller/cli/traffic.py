@@ -21,6 +21,7 @@ from controller.cli.common import (
     settings_or_exit,
 )
 from controller.traffic.balancer import LoadBalancer
+from controller.traffic.buckets import goes_green, position
 from controller.traffic.factory import balancer_for
 from controller.traffic.shift import Seen, ShiftResult, shift
 
@@ -113,3 +114,24 @@ def traffic_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> Non
                   f"({', '.join(f'{k}={v}' for k, v in split.detail.items())})")
     for env, c in (counters or {}).items():
         out.print(f"  {env}: {c.requests} requests, {c.errors} 5xx")
+
+
+def bucket(
+    user: Annotated[list[str], typer.Argument(help="One or more user ids (the header's values).")],
+    percentage: Annotated[float | None, typer.Option(
+        "--percentage", min=0, max=100, help="Also say which colour each is on at this share.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Where a user falls in sticky stages by header: green once green's share is above its
+    position, and from then on. Applications behind a feature flag (the sql driver) check users
+    with the same hash (controller.traffic.buckets, nginx's split_clients): use this to test
+    theirs."""
+    rows = [{"user": u, "position": round(position(u), 4),
+             **({} if percentage is None else
+                {"colour": "green" if goes_green(u, percentage) else "blue"})} for u in user]
+    if as_json:
+        print_json(rows if len(rows) > 1 else rows[0])
+        return
+    for r in rows:
+        at = "" if percentage is None else f"; at {percentage:g} %: {r['colour']}"
+        out.print(f"{r['user']}: green once green's share is above {r['position']:.2f} %{at}")

@@ -29,9 +29,10 @@ def balancer_for(traffic: TrafficSettings) -> LoadBalancer:
         case HAProxySettings() as haproxy:
             return HAProxyBalancer(haproxy, blue, green, sticky=traffic.sticky is not None)
         case NginxSettings() as nginx:
-            return NginxBalancer(nginx, blue, green,
-                                 sticky_cookie=traffic.sticky.cookie if traffic.sticky else None,
-                                 match_header=traffic.match_header())
+            sticky = traffic.sticky
+            return NginxBalancer(nginx, blue, green, match_header=traffic.match_header(),
+                                 sticky_cookie=sticky.cookie if sticky and sticky.by == "cookie" else None,
+                                 sticky_header=sticky.header if sticky and sticky.by == "header" else None)
         case CommandDriverSettings() as command:
             return CommandBalancer(command)
         case HttpDriverSettings() as http:

@@ -34,11 +34,14 @@ COLOURS = ("blue", "green")
 
 class NginxBalancer:
     def __init__(self, settings: NginxSettings, blue: Sequence[str], green: Sequence[str], *,
-                 sticky_cookie: str | None = None, match_header: str | None = None) -> None:
-        """sticky_cookie: the cookie naming a client's colour (sticky stages), or None;
-        match_header: the header of the match stages, or None (there are none)."""
+                 sticky_cookie: str | None = None, sticky_header: str | None = None,
+                 match_header: str | None = None) -> None:
+        """sticky_cookie: the cookie naming a client's colour (sticky stages by cookie);
+        sticky_header: the header whose value's hash splits users (by header); match_header:
+        the header of the match stages. None: there is none."""
         self.settings, self.sticky_cookie, self.match_header = settings, sticky_cookie, match_header
-        self.routed = sticky_cookie is not None or match_header is not None
+        self.sticky_header = sticky_header
+        self.routed = any(x is not None for x in (sticky_cookie, sticky_header, match_header))
         self.blue, self.green = list(blue), list(green)
         self.match: str | None = None
         """The value this balancer routes to green (route_matching), rendered into the file."""
@@ -93,7 +96,10 @@ class NginxBalancer:
             lines.append(f"map $host $cutover_{name}_match {{")
         lines += ['    default "";', "}"]
         fallback = name
-        if self.sticky_cookie is not None:
+        if self.sticky_header is not None:
+            fallback = f"$cutover_{name}_sticky"
+            lines += self._split(weights)
+        elif self.sticky_cookie is not None:
             fallback = f"$cutover_{name}_sticky"
             gone = {c for c in COLOURS if not any(weights[s] for s in self._members(c))}
             lines.append(f"map $cookie_{self.sticky_cookie} $cutover_{name}_sticky {{")
@@ -104,11 +110,23 @@ class NginxBalancer:
         lines += [f"map $cutover_{name}_match $cutover_{name} {{", f'    "" {fallback};',
                   f"    default $cutover_{name}_match;", "}",
                   f"map $upstream_addr $cutover_{name}_cookie {{"]
-        cookie = self.sticky_cookie or "cutover_colour"
-        for colour in COLOURS:
-            lines += [f'    "{servers[s]}" "{cookie}={colour}; Path=/; HttpOnly";'
+        for colour in COLOURS if self.sticky_cookie is not None else ():
+            lines += [f'    "{servers[s]}" "{self.sticky_cookie}={colour}; Path=/; HttpOnly";'
                       for s in self._members(colour)]
         return [*lines, '    default "";', "}"]
+
+    def _split(self, weights: dict[str, int]) -> list[str]:
+        """By header: users by the hash of its value, green's share first, so a user green at
+        10 % is green at 50 % (controller.traffic.buckets computes the same); a request without
+        it by weight."""
+        name, share = self.settings.upstream, round(green_share(weights, self.green), 2)
+        header = f"$http_{(self.sticky_header or '').lower().replace('-', '_')}"
+        lines = [f'split_clients "{header}" $cutover_{name}_split {{']
+        if 0 < share < 100:
+            lines.append(f"    {share:.2f}% {name}_green;")
+        rest = "green" if share >= 100 else "blue"
+        return [*lines, f"    * {name}_{rest};", "}", f"map {header} $cutover_{name}_sticky {{",
+                f'    "" {name};', f"    default $cutover_{name}_split;", "}"]
 
     def _members(self, colour: str) -> list[str]:
         return self.blue if colour == "blue" else self.green

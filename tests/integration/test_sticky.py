@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from config.traffic import HAProxySettings
@@ -21,6 +22,7 @@ from controller.lab import haproxy as lab_haproxy_config
 from controller.lab import nginx as lab_nginx_config
 from controller.lab.lab import Lab
 from controller.traffic.balancer import BadTrafficInput
+from controller.traffic.buckets import goes_green
 from controller.traffic.haproxy import HAProxyBalancer
 from controller.traffic.nginx import NginxBalancer
 from controller.traffic.shift import Seen, shift
@@ -245,3 +247,38 @@ def test_sticky_stages_on_a_backend_without_cookies_are_refused_naming_the_fix(l
         assert lb.read().green_percent == 0  # nothing changed
     finally:
         lb.close()
+
+
+def test_users_by_header_keep_their_colour_and_land_where_the_flag_hash_says(lab: Lab) -> None:
+    """nginx split by a hash of X-User-Id: every user lands on the colour
+    controller.traffic.buckets gives it (what an application behind a feature flag computes),
+    the same at every request, green at 10 % still green at 50 %, all blue after a rollback."""
+    lb = NginxBalancer(lab.state.nginx_settings(sticky=True), lab.state.servers_of("blue"),
+                       lab.state.servers_of("green"), sticky_header="X-User-Id")
+    users = [f"user-{i}" for i in range(600)]
+    colours_at: dict[int, dict[str, str]] = {}
+    try:
+        with httpx.Client(base_url=lab.state.nginx_sticky_url, timeout=10) as client:
+            def colour(user: str) -> str:
+                response = client.get("/api/health", headers={"X-User-Id": user})
+                response.raise_for_status()
+                return str(response.json()["env"])
+
+            for pct in (10, 50, 0):
+                shift(lb, pct, observe=False)
+                expected = {u: "green" if goes_green(u, pct) else "blue" for u in users}
+                deadline = time.monotonic() + 5  # nginx reloads in the background
+                while (seen := {u: colour(u) for u in users}) != expected and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert seen == expected, "nginx and buckets.goes_green disagree"
+                for _ in range(2):  # and every request of every user again, the same
+                    assert {u: colour(u) for u in users} == expected, "a user changed colour"
+                colours_at[pct] = seen
+    finally:
+        shift(sticky_nginx(lab), 0, observe=False)  # the lab's cookie-sticky file again
+        lb.close()
+    green_at = {pct: sum(c == "green" for c in seen.values()) for pct, seen in colours_at.items()}
+    assert green_at[10] == pytest.approx(60, abs=15)
+    assert green_at[50] == pytest.approx(300, abs=30)
+    assert green_at[0] == 0
+    assert all(colours_at[50][u] == "green" for u, c in colours_at[10].items() if c == "green")
