@@ -23,7 +23,7 @@ from pydantic_settings import (
 from config.base import CONFIG_DIR, Name
 from config.environments import EnvironmentSettings
 from config.errors import ConfigError, FieldError, Problem, field_path, from_validation_error
-from config.operations import Hook, MetricsSettings, NotifySettings, StateSettings
+from config.operations import Hook, HookPoint, MetricsSettings, NotifySettings, StateSettings
 from config.replication import SwitchMethod, SwitchoverSettings, SyncSettings
 from config.slo import RollbackSettings, SloCheck, SloSource, SourcesSettings
 from config.traffic import TrafficSettings
@@ -97,6 +97,12 @@ class Settings(BaseSettings):
                     raise FieldError((env, "database"), (
                         f"[{env}.database] is required unless switchover.method = 'none' "
                         "(blue and green sharing one database)"))
+        if self.traffic is not None and not any(h.at is HookPoint.APPROVE_STAGE for h in self.hooks):
+            for i, stage in enumerate(self.traffic.stages):
+                if stage.gate == "hook":
+                    raise FieldError(("traffic", "stages", i, "gate"), (
+                        "'hook', but no [[hooks]] at = \"approve_stage\" would ever approve it; "
+                        "add one, or use gate = \"promote\""))
         names = [c.name for c in self.slo]
         for i, name in enumerate(names):
             if name in names[:i]:

@@ -216,6 +216,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "traffic.stages[0].bake", "expected a duration"),
     ("unknown gate", with_value(BASE, "traffic.stages", [{"weight": 100, "gate": "approval"}]),
      "traffic.stages[0].gate", "'promote'"),
+    ("a hook gate with no hook", with_value(BASE, "traffic.stages", [{"weight": 100, "gate": "hook"}]),
+     "traffic.stages[0].gate", "no [[hooks]] at = \"approve_stage\""),
     ("sticky through a command", with_value(with_value(BASE, "traffic.driver", "command"),
                                             "traffic.sticky", {"by": "cookie"}),
      "traffic.sticky", "by cookie need driver 'haproxy' or 'nginx'"),

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from config import Settings
-from config.operations import Hook
 from config.slo import SloCheck, SloSource
 from config.traffic import Match, TrafficSettings
 from controller.daemon.loop import Daemon
@@ -80,9 +79,9 @@ class FakeSource:
         pass
 
 
-def settings(tmp_path: Path, **traffic: Any) -> Settings:
+def settings(tmp_path: Path, hooks: list[dict[str, Any]] | None = None, **traffic: Any) -> Settings:
     return Settings.model_validate({
-        "service": "shop",
+        "service": "shop", "hooks": hooks or [],
         "traffic": {"driver": "haproxy", "blue_servers": ["blue1"], "green_servers": ["green1"],
                     "haproxy": {"socket": str(tmp_path / "haproxy.sock"), "backend": "app"},
                     "stages": [{"weight": 10, "bake": "0.2s"}, {"weight": 50, "bake": "0.2s"},
@@ -232,9 +231,8 @@ def test_gates_hold_baked_stages_until_promoted_or_approved_by_their_hooks(
     approved = tmp_path / "qa-approved"
     s = settings(tmp_path, stages=[{"weight": 10, "bake": "0.1s", "gate": "promote"},
                                    {"weight": 50, "bake": "0.1s", "gate": "hook"},
-                                   {"weight": 100, "bake": "0.1s"}], gate_poll="0.1s")
-    s = s.model_copy(update={"hooks": [Hook.model_validate(
-        {"at": "approve_stage", "name": "qa", "command": ["test", "-e", str(approved)]})]})
+                                   {"weight": 100, "bake": "0.1s"}], gate_poll="0.1s",
+                 hooks=[{"at": "approve_stage", "name": "qa", "command": ["test", "-e", str(approved)]}])
     run = Harness(s, lb, source)
     try:
         run.until(Phase.SHIFTING, stage=0, gated=True)
