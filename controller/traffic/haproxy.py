@@ -159,12 +159,15 @@ class HAProxyBalancer:
 
     def apply(self, green_percent: int) -> None:
         target = weights_for(green_percent, self.blue, self.green)
-        current = self.read().detail
+        state = self._state() if self.sticky else {}
+        current = {s: w for s, (w, _) in state.items()} if self.sticky else self.read().detail
         for server, weight in sorted(target.items(), key=lambda item: _order(current.get(item[0]), item[1])):
-            if self.sticky and weight:  # out of maintenance before it takes its share
+            maint = state.get(server, (0, False))[1]
+            if maint and weight:  # out of maintenance before it takes its share
                 self._command(f"set server {self.backend}/{server} state ready")
-            self._command(f"set weight {self.backend}/{server} {weight}")
-            if self.sticky and not weight:  # its stuck clients move on now, not when they leave
+            if current.get(server) != weight:
+                self._command(f"set weight {self.backend}/{server} {weight}")
+            if self.sticky and not weight and not maint:  # its stuck clients move on now
                 self._command(f"set server {self.backend}/{server} state maint")
 
     def _check_match(self) -> None:
@@ -204,6 +207,15 @@ class HAProxyBalancer:
             raise TrafficError(f"HAProxy refused `{command}`: {reply.strip()}")
 
     def read(self) -> Split:
+        if self.sticky:  # weights and maintenance in one command
+            state = self._state()
+            missing = [s for s in (*self.blue, *self.green) if s not in state]
+            if missing:
+                raise TrafficError(f"HAProxy's backend {self.backend!r} has no server "
+                                   f"{', '.join(missing)}")
+            weights = {s: state[s][0] for s in (*self.blue, *self.green)}
+            persistent = tuple(s for s, (w, maint) in state.items() if s in weights and not w and not maint)
+            return Split(green_share(weights, self.green), weights, persistent)
         weights = {}
         for server in (*self.blue, *self.green):
             reply = self.api.execute(f"get weight {self.backend}/{server}")
@@ -212,18 +224,18 @@ class HAProxyBalancer:
             except (ValueError, IndexError):
                 raise TrafficError(f"HAProxy answered `get weight {self.backend}/{server}` with "
                                    f"{reply.strip()!r}") from None
-        return Split(green_share(weights, self.green), weights, self._persistent(weights))
+        return Split(green_share(weights, self.green), weights)
 
-    def _persistent(self, weights: dict[str, int]) -> tuple[str, ...]:
-        """Sticky: the servers at weight 0 not in maintenance, which still serve their clients."""
-        if not self.sticky:
-            return ()
-        maint = {}
+    def _state(self) -> dict[str, tuple[int, bool]]:
+        """Each server's weight and whether it is in maintenance (a server at weight 0 that is
+        not still serves the clients stuck to it)."""
+        state = {}
         for line in self.api.execute(f"show servers state {self.backend}").splitlines()[2:]:
-            fields = line.split()  # be_id be_name srv_id srv_name srv_addr op_state admin_state ...
-            if len(fields) > 6 and fields[6].isdigit():
-                maint[fields[3]] = bool(int(fields[6]) & MAINT_FLAGS)
-        return tuple(s for s, w in weights.items() if not w and not maint.get(s, False))
+            # be_id be_name srv_id srv_name srv_addr op_state admin_state uweight ...
+            fields = line.split()
+            if len(fields) > 7 and fields[6].isdigit() and fields[7].isdigit():
+                state[fields[3]] = (int(fields[7]), bool(int(fields[6]) & MAINT_FLAGS))
+        return state
 
     def expected(self, green_percent: int) -> Split:
         weights = weights_for(green_percent, self.blue, self.green)
