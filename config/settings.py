@@ -97,12 +97,13 @@ class Settings(BaseSettings):
                     raise FieldError((env, "database"), (
                         f"[{env}.database] is required unless switchover.method = 'none' "
                         "(blue and green sharing one database)"))
-        if self.traffic is not None and not any(h.at is HookPoint.APPROVE_STAGE for h in self.hooks):
+        if self.traffic is not None and not any(h.at is HookPoint.APPROVE_STAGE and h.on_failure != "ignore"
+                                                for h in self.hooks):
             for i, stage in enumerate(self.traffic.stages):
                 if stage.gate == "hook":
                     raise FieldError(("traffic", "stages", i, "gate"), (
-                        "'hook', but no [[hooks]] at = \"approve_stage\" would ever approve it; "
-                        "add one, or use gate = \"promote\""))
+                        "'hook', but no [[hooks]] at = \"approve_stage\" (with on_failure other "
+                        "than \"ignore\") would ever decide; add one, or use gate = \"promote\""))
         names = [c.name for c in self.slo]
         for i, name in enumerate(names):
             if name in names[:i]:

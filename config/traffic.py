@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from itertools import pairwise
@@ -36,13 +37,35 @@ HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")]
 """An HTTP header's name (letters, digits and '-')."""
 
 
+def ip_port(address: str) -> str | None:
+    """host:port with an IP host, as nginx's $upstream_addr writes it (IPv6 compressed, in
+    brackets); None when the host is a name."""
+    host, _, port = address.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return f"[{ip.compressed}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+MAP_KEYWORDS = frozenset({"default", "include", "hostnames", "volatile"})
+
+
 class Match(Section):
     """Requests that carry a header with a value (e.g. X-Staff: 1)."""
 
     header: HeaderName
     """The header's name."""
-    value: Annotated[str, Field(pattern=r"^[A-Za-z0-9._~:@/+=-]{1,128}$")]
-    """The value it must have, exactly (no spaces, quotes or separators)."""
+    value: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~:@/+=-]{0,127}$")]
+    """The value it must have, exactly, case included (a letter or digit first; no spaces,
+    quotes or separators)."""
+
+    @field_validator("value")
+    @classmethod
+    def _not_a_keyword(cls, value: str) -> str:
+        if value.lower() in MAP_KEYWORDS:
+            raise ValueError(f"{value!r} is a word nginx's map reserves")
+        return value
 
 
 class Stage(Section):
@@ -81,12 +104,21 @@ class HAProxySettings(Section):
     match_acl: ConfigPath | None = None
     """Match stages: the ACL file a frontend rule sends to match_backend, as HAProxy loaded it
     (e.g. `use_backend app_green if { req.hdr(X-Staff) -f /etc/haproxy/cutover-match.acl }`,
-    the file empty); Cutover puts the stage's value in it through the Runtime API."""
+    the file empty); an absolute path, as haproxy.cfg names it. Cutover puts the stage's
+    value in it through the Runtime API."""
     match_backend: str | None = None
     """Match stages: the backend holding only the green servers (same names as in backend),
     judged with them."""
     timeout: Duration = 2.0
     """Per-command time limit."""
+
+    @field_validator("match_acl", mode="before")
+    @classmethod
+    def _absolute(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("/"):
+            raise ValueError(f"{value!r}: give the absolute path haproxy.cfg loads the ACL from; "
+                             "HAProxy's Runtime API names the file exactly so")
+        return value
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> Self:
@@ -320,10 +352,18 @@ class TrafficSettings(Section):
                 raise FieldError(("stages", i, "match"), f"driver '{self.driver.value}' cannot send "
                                  "requests by header: match stages need driver 'nginx', or "
                                  "'haproxy' with traffic.haproxy.match_acl and match_backend")
-        if (self.sticky is not None and self.nginx is not None
+        routed = self.sticky is not None or bool(headers)
+        if (routed and self.nginx is not None
                 and not re.fullmatch(r"[A-Za-z0-9_]+", self.nginx.upstream)):
-            raise FieldError(("nginx", "upstream"), f"{self.nginx.upstream!r}: sticky stages name "
-                             "nginx variables after the upstream: letters, digits and '_' only")
+            raise FieldError(("nginx", "upstream"), f"{self.nginx.upstream!r}: sticky and match "
+                             "stages name nginx variables after the upstream: letters, digits "
+                             "and '_' only")
+        if self.sticky is not None and self.sticky.by == "cookie" and self.nginx is not None:
+            for name, address in self.nginx.servers.items():
+                if ip_port(address) is None:
+                    raise FieldError(("nginx", "servers", name), f"{address!r}: sticky stages by "
+                                     "cookie need an IP address here (nginx names the server that "
+                                     "answered by the address it connected to)")
         if self.nginx is not None:
             missing = [s for s in self.blue_servers + self.green_servers if s not in self.nginx.servers]
             if missing:

@@ -77,6 +77,8 @@ def roll_back(settings: Settings, journal: StateStore, reason: str, *,
     lb = balancers(need_traffic(settings, "a rollback"))
     try:
         result.traffic = shift(lb, 0, observe=False)
+        if result.traffic.overlooked:
+            say(f"traffic is on blue; the balancer's check said: {result.traffic.overlooked}")
     except TrafficError as exc:
         result.traffic_error = str(exc)
     finally:

@@ -174,7 +174,7 @@ class HAProxyBalancer:
         """Match stages: the ACL file is loaded, the match backend holds every green server."""
         if self.match_acl is None or self.match_backend is None:
             return
-        if str(self.match_acl) not in self.api.execute("show acl"):
+        if f"({self.match_acl})" not in self.api.execute("show acl"):
             raise BadTrafficInput(f"traffic.haproxy.match_acl: HAProxy loaded no ACL from "
                                   f"{self.match_acl}; add `use_backend {self.match_backend} if "
                                   f"{{ req.hdr(<header>) -f {self.match_acl} }}` to the frontend")

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from config.traffic import Match, NginxSettings
+from config.traffic import Match, NginxSettings, ip_port
 from controller.traffic.balancer import BadTrafficInput, EnvCounters, Split, TrafficError
 from controller.traffic.weights import green_share, weights_for
 from sync.children import run_command
@@ -28,7 +28,7 @@ SERVER_LINE = re.compile(r"^\s*server\s+(\S+)(.*?);\s*#\s*cutover:(\S+)\s*$")
 ANY_SERVER = re.compile(r"^\s*(server|state)\s")
 UPSTREAM_LINE = re.compile(r"^\s*upstream\s+(\S+)\s*\{")
 ROUTE_LINE = re.compile(r"^\s*(blue|green)\s+(\S+);\s*#\s*cutover:sticky\s*$")
-MATCH_LINE = re.compile(r"^\s*\"(\S+)\"\s+\S+;\s*#\s*cutover:match\s*$")
+MATCH_LINE = re.compile(r"^\s*\"\S+\"\s+\S+;\s*#\s*cutover:match\s+(\S+)\s*$")
 COLOURS = ("blue", "green")
 
 
@@ -91,7 +91,8 @@ class NginxBalancer:
             lines += self._upstream(f"{name}_{colour}", dict.fromkeys(members, 1))
         if self.match is not None and self.match_header is not None:
             lines += [f"map $http_{self.match_header.lower().replace('-', '_')} $cutover_{name}_match {{",
-                      f'    "{self.match}" {name}_green;  # cutover:match']
+                      # A regular expression: map's plain keys ignore case, HAProxy's do not.
+                      f'    "~^{_literal(self.match)}$" {name}_green;  # cutover:match {self.match}']
         else:
             lines.append(f"map $host $cutover_{name}_match {{")
         lines += ['    default "";', "}"]
@@ -111,7 +112,7 @@ class NginxBalancer:
                   f"    default $cutover_{name}_match;", "}",
                   f"map $upstream_addr $cutover_{name}_cookie {{"]
         for colour in COLOURS if self.sticky_cookie is not None else ():
-            lines += [f'    "{servers[s]}" "{self.sticky_cookie}={colour}; Path=/; HttpOnly";'
+            lines += [f'    "{ip_port(servers[s])}" "{self.sticky_cookie}={colour}; Path=/; HttpOnly";'
                       for s in self._members(colour)]
         return [*lines, '    default "";', "}"]
 
@@ -231,6 +232,11 @@ class NginxBalancer:
 
     def close(self) -> None:
         pass
+
+
+def _literal(value: str) -> str:
+    """value matched literally in a PCRE (the settings allow no quote, space or ';')."""
+    return "".join(c if c.isalnum() else f"\\{c}" for c in value)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

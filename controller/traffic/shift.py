@@ -61,6 +61,9 @@ class ShiftResult:
     """Read back after the change; None when the balancer cannot be read back."""
     observed: Observation
     apply_seconds: float
+    overlooked: str | None = None
+    """A shift to 0 goes ahead whatever check() said (a rollback must not wait on a cookie line
+    or a match rule HAProxy lost): what it said."""
 
     @property
     def confirmed(self) -> bool:
@@ -72,7 +75,8 @@ class ShiftResult:
                 "before": self.before.as_dict() if self.before else None,
                 "after": self.after.as_dict() if self.after else None,
                 "read_back": self.after is not None, "observed": self.observed.as_dict(),
-                "apply_seconds": round(self.apply_seconds, 4), "confirmed": self.confirmed}
+                "apply_seconds": round(self.apply_seconds, 4), "confirmed": self.confirmed,
+                **({"overlooked": self.overlooked} if self.overlooked else {})}
 
 
 
@@ -85,10 +89,24 @@ def shift(lb: LoadBalancer, green_percent: int, *, match: Match | None = None,
     the change did not take, or if the split it then serves stays off the target."""
     if not 0 <= green_percent <= 100:
         raise BadTrafficInput(f"percentage must be 0-100, got {green_percent}")
-    lb.check()  # unknown backends and servers fail here, before anything changes
+    overlooked = None
+    to_blue = green_percent == 0 and match is None  # a rollback: nothing may hold it up
+    try:
+        lb.check()  # unknown backends and servers fail here, before anything changes
+    except TrafficError as exc:
+        if not to_blue:
+            raise
+        overlooked = str(exc)
     before = _read_before(lb)
     started = clock()
-    _route(lb, match)
+    try:
+        _route(lb, match)
+    except TrafficError as exc:
+        if not to_blue:
+            raise
+        after = _apply_and_read(lb, 0)
+        raise TrafficError(f"{exc}; green's weights are at 0 ({_show(after) if after else 'set'}), "
+                           "but requests matching a stage may still reach green") from None
     after = _apply_and_read(lb, green_percent)
     applied = clock()
     seen = Observation(Seen.NOT_OBSERVABLE)
@@ -99,7 +117,7 @@ def shift(lb: LoadBalancer, green_percent: int, *, match: Match | None = None,
                 f"{lb.describe()} holds green {green_percent} % but served "
                 f"{seen.green_percent:.1f} % of {seen.requests} requests to green for "
                 f"{seen.seconds:.1f}s (tolerance {tolerance} points)")
-    return ShiftResult(green_percent, before, after, seen, applied - started)
+    return ShiftResult(green_percent, before, after, seen, applied - started, overlooked)
 
 
 def _read_before(lb: LoadBalancer) -> Split | None:

@@ -218,6 +218,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "traffic.stages[0].gate", "'promote'"),
     ("a hook gate with no hook", with_value(BASE, "traffic.stages", [{"weight": 100, "gate": "hook"}]),
      "traffic.stages[0].gate", "no [[hooks]] at = \"approve_stage\""),
+    ("a hook gate with only an ignored hook", with_value(with_value(BASE, "traffic.stages", [
+        {"weight": 100, "gate": "hook"}]), "hooks", [
+            {"at": "approve_stage", "command": ["true"], "on_failure": "ignore"}]),
+     "traffic.stages[0].gate", "on_failure other than"),
+    ("a match value nginx reads as a regex", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X-Staff", "value": "~1"}}, {"weight": 100}]),
+     "traffic.stages[0].match.value", "pattern"),
+    ("a match value nginx reserves", with_value(BASE, "traffic.stages", [
+        {"match": {"header": "X-Staff", "value": "default"}}, {"weight": 100}]),
+     "traffic.stages[0].match.value", "reserves"),
+    ("a relative match acl", with_value(BASE, "traffic.haproxy.match_acl", "match.acl"),
+     "traffic.haproxy.match_acl", "absolute path"),
+    ("nginx sticky by cookie with a host name", with_value(with_value(with_value(
+        BASE, "traffic.driver", "nginx"), "traffic.nginx", {
+            "upstream_file": "/etc/nginx/up.conf", "servers": {"blue": "blue.internal:80",
+                                                               "green": "10.0.0.2:80"}}),
+        "traffic.sticky", {"by": "cookie"}),
+     "traffic.nginx.servers.blue", "need an IP address"),
+    ("nginx match stages with an upstream not a variable name", with_value(with_value(with_value(
+        BASE, "traffic.driver", "nginx"), "traffic.nginx", {
+            "upstream_file": "/etc/nginx/up.conf", "upstream": "my-app",
+            "servers": {"blue": "10.0.0.1:80", "green": "10.0.0.2:80"}}),
+        "traffic.stages", [{"match": {"header": "X-Staff", "value": "1"}}, {"weight": 100}]),
+     "traffic.nginx.upstream", "letters, digits"),
     ("sticky through a command", with_value(with_value(BASE, "traffic.driver", "command"),
                                             "traffic.sticky", {"by": "cookie"}),
      "traffic.sticky", "by cookie need driver 'haproxy' or 'nginx'"),

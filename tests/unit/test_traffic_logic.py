@@ -190,7 +190,7 @@ def test_nginx_first_shift_writes_the_file_nginx_includes(tmp_path: Path) -> Non
     assert result.before is None
     assert result.after == Split(0.0, {"blue1": 1, "green1": 0})
     text = settings.upstream_file.read_text()
-    assert '"1" app_green;  # cutover:match' in text
+    assert '"~^1$" app_green;  # cutover:match 1' in text  # a regex: exact, case included
     assert "green app_blue;  # cutover:sticky" in text  # green at 0 %: its cookie leads to blue
     assert lb.matching() == "1"
     shift(lb, 50, observe=False)
@@ -254,3 +254,38 @@ def test_haproxy_weights_never_all_zero_and_rollbacks_drop_green_first(
     lb.apply(target)
     assert api.sets[0] == first
     assert green_share(api.weights, ["green1"]) == target
+
+
+class Broken(Scripted):
+    """A balancer whose check fails (HAProxy reloaded without the cookie lines) and, when
+    asked, whose match cannot be cleared (its ACL file is gone)."""
+
+    def __init__(self, match_fails: bool = False) -> None:
+        super().__init__()
+        self.match_fails = match_fails
+
+    def check(self) -> None:
+        raise BadTrafficInput("traffic.sticky: backend 'app' keeps no client on server 'g'")
+
+    def route_matching(self, match: Match | None) -> None:
+        if self.match_fails:
+            raise TrafficError("HAProxy refused `clear acl /etc/haproxy/m.acl`: Unknown ACL")
+
+
+def test_a_shift_to_blue_goes_ahead_whatever_the_check_says() -> None:
+    lb = Broken()
+    lb.weights = {"b": 5, "g": 5}
+    with pytest.raises(BadTrafficInput):  # any other share waits for a clean check
+        shift(lb, 10, observe=False)
+    result = shift(lb, 0, observe=False)
+    assert lb.weights == {"b": 1, "g": 0}
+    assert result.overlooked is not None
+    assert "keeps no client" in result.overlooked
+
+
+def test_a_match_that_cannot_be_cleared_still_leaves_green_at_0_and_says_so() -> None:
+    lb = Broken(match_fails=True)
+    lb.weights = {"b": 5, "g": 5}
+    with pytest.raises(TrafficError, match="green's weights are at 0"):
+        shift(lb, 0, observe=False)
+    assert lb.weights == {"b": 1, "g": 0}
