@@ -199,7 +199,7 @@ class HAProxyBalancer:
         # "<ref> <pattern>" per entry
         values = [line.split(maxsplit=1)[1] for line in
                   self.api.execute(f"show acl {self.match_acl}").splitlines() if " " in line.strip()]
-        return values[0] if len(values) == 1 else None if not values else ",".join(values)
+        return ",".join(values) or None
 
     def _command(self, command: str) -> None:
         reply = self.api.execute(command)

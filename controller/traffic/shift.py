@@ -99,15 +99,17 @@ def shift(lb: LoadBalancer, green_percent: int, *, match: Match | None = None,
         overlooked = str(exc)
     before = _read_before(lb)
     started = clock()
+    unrouted = None
     try:
         _route(lb, match)
     except TrafficError as exc:
         if not to_blue:
             raise
-        after = _apply_and_read(lb, 0)
-        raise TrafficError(f"{exc}; green's weights are at 0 ({_show(after) if after else 'set'}), "
-                           "but requests matching a stage may still reach green") from None
+        unrouted = exc  # the weights go to 0 first
     after = _apply_and_read(lb, green_percent)
+    if unrouted is not None:
+        raise TrafficError(f"{unrouted}; green's weights are at 0 ({_show(after) if after else 'set'}), "
+                           "but requests matching a stage may still reach green")
     applied = clock()
     seen = Observation(Seen.NOT_OBSERVABLE)
     if observe:

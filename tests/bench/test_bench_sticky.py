@@ -10,7 +10,6 @@ stickiness on), through the lab's HAProxy and nginx, 8 trials each, in turn:
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -35,19 +34,11 @@ def _rollback(lb: HAProxyBalancer | NginxBalancer, url: str) -> tuple[float, flo
     clients = [Client() for _ in range(CLIENTS)]
     try:
         browsers.run(clients, 3)
-        done = threading.Event()
-
-        def keep_coming_back() -> None:
-            while not done.is_set():
-                browsers.run(clients, 1)
-        returning = threading.Thread(target=keep_coming_back, daemon=True)
-        returning.start()
-        time.sleep(0.3)
-        started = time.monotonic()
-        took = shift(lb, 0, observe=False).apply_seconds * 1000
-        time.sleep(1.5)
-        done.set()
-        returning.join(30)
+        with browsers.coming_back(lambda: clients):
+            time.sleep(0.3)
+            started = time.monotonic()
+            took = shift(lb, 0, observe=False).apply_seconds * 1000
+            time.sleep(1.5)
     finally:
         browsers.close()
     greens = [at - started for c in clients for at, env in zip(c.sent, c.seen, strict=True)

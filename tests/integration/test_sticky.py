@@ -9,8 +9,9 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -77,6 +78,23 @@ class Browsers:
         client.seen.append(env)
         client.sent.append(sent)
         return env
+
+    @contextmanager
+    def coming_back(self, clients: Callable[[], list[Client]]) -> Iterator[None]:
+        """While the block runs, `clients()` (the same ones, or new ones each round) keep
+        making a request each, on a thread of their own."""
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.is_set():
+                self.run(clients(), 1)
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(30)
 
     def close(self) -> None:
         for client in self.clients:
@@ -151,18 +169,8 @@ def shift_as_clients_arrive(lb: HAProxyBalancer | NginxBalancer, browsers: Brows
     clients only: a cookie's requests are not picks) confirms the split (nginx counts nothing).
     HAProxy's round robin takes a new weight in over its next rounds: until then, new clients
     follow the old one."""
-    done = threading.Event()
-
-    def newcomers_arrive() -> None:
-        while not done.is_set():
-            browsers.run([Client() for _ in range(40)], 1)
-    arriving = threading.Thread(target=newcomers_arrive, daemon=True)
-    arriving.start()
-    try:
+    with browsers.coming_back(lambda: [Client() for _ in range(40)]):
         result = shift(lb, target, confirm_timeout=20)
-    finally:
-        done.set()
-        arriving.join(30)
     countable = isinstance(lb, HAProxyBalancer)
     assert result.observed.seen is (Seen.CONFIRMED if countable else Seen.NOT_OBSERVABLE), result.observed
     assert result.after is not None
@@ -195,21 +203,11 @@ def test_a_rollback_moves_every_stuck_client_to_blue_within_a_second(
     clients = [Client() for _ in range(CLIENTS)]
     browsers.run(clients, 5)
     assert colours(clients)["green"] > CLIENTS // 4
-    done = threading.Event()
-
-    def keep_coming_back() -> None:
-        while not done.is_set():
-            browsers.run(clients, 1)
-    returning = threading.Thread(target=keep_coming_back, daemon=True)
-    returning.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    try:
+    with browsers.coming_back(lambda: clients):
+        time.sleep(0.5)
+        started = time.monotonic()
         result = shift(sticky.lb, 0, observe=False)
         time.sleep(2.0)
-    finally:
-        done.set()
-        returning.join(30)
     assert result.after is not None
     assert result.after.persistent == ()  # no server at 0 % keeps its clients
     answers = [(at - started, env) for c in clients for at, env in zip(c.sent, c.seen, strict=True)]
