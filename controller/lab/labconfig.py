@@ -84,6 +84,8 @@ interval = "500ms"
 failure_limit = 2
 min_samples = 20
 
+# Two seconds slower in a row: the lab shares its cores with everything, and one app server
+# starved for a second is the host, not green (the error check weighs its evidence instead).
 [[slo]]
 name = "latency"
 source = "haproxy"
@@ -91,7 +93,7 @@ metric = "latency_ms"
 max_vs_blue = 1.25
 noise_floor = 20
 interval = "500ms"
-failure_limit = 2
+failure_limit = 4
 
 [[slo]]
 name = "health"
