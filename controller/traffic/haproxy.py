@@ -1,5 +1,5 @@
 """HAProxy through its Runtime API (the stats socket, unix or TCP, at level admin): `set weight`,
-`get weight`, `show stat`, over one persistent interactive session.
+`show servers state`, `show stat`, over one persistent interactive session.
 
 HAProxy forgets runtime weights when it restarts (they fall back to the config file's), so a
 broken session is reopened and the caller re-reads rather than trusting what it set before.
@@ -159,13 +159,16 @@ class HAProxyBalancer:
 
     def apply(self, green_percent: int) -> None:
         target = weights_for(green_percent, self.blue, self.green)
-        state = self._state() if self.sticky else {}
-        current = {s: w for s, (w, _) in state.items()} if self.sticky else self.read().detail
-        for server, weight in sorted(target.items(), key=lambda item: _order(current.get(item[0]), item[1])):
-            maint = state.get(server, (0, False))[1]
-            if maint and weight:  # out of maintenance before it takes its share
+        state: dict[str, tuple[int | None, bool]] = {**self._state()}
+        for server, weight in sorted(target.items(),
+                                     key=lambda sw: _order(state.get(sw[0], (None, False))[0], sw[1])):
+            now, maint = state.get(server, (None, False))
+            # A server at weight 0 in maintenance is how a sticky stage leaves a colour at 0 %
+            # (with stickiness since switched off, too); one with a weight in maintenance was
+            # taken out by somebody else, and stays out.
+            if maint and weight and not now:
                 self._command(f"set server {self.backend}/{server} state ready")
-            if current.get(server) != weight:
+            if now != weight:
                 self._command(f"set weight {self.backend}/{server} {weight}")
             if self.sticky and not weight and not maint:  # its stuck clients move on now
                 self._command(f"set server {self.backend}/{server} state maint")
@@ -207,24 +210,15 @@ class HAProxyBalancer:
             raise TrafficError(f"HAProxy refused `{command}`: {reply.strip()}")
 
     def read(self) -> Split:
-        if self.sticky:  # weights and maintenance in one command
-            state = self._state()
-            missing = [s for s in (*self.blue, *self.green) if s not in state]
-            if missing:
-                raise TrafficError(f"HAProxy's backend {self.backend!r} has no server "
-                                   f"{', '.join(missing)}")
-            weights = {s: state[s][0] for s in (*self.blue, *self.green)}
-            persistent = tuple(s for s, (w, maint) in state.items() if s in weights and not w and not maint)
-            return Split(green_share(weights, self.green), weights, persistent)
-        weights = {}
-        for server in (*self.blue, *self.green):
-            reply = self.api.execute(f"get weight {self.backend}/{server}")
-            try:  # "100 (initial 100)"
-                weights[server] = int(reply.split()[0])
-            except (ValueError, IndexError):
-                raise TrafficError(f"HAProxy answered `get weight {self.backend}/{server}` with "
-                                   f"{reply.strip()!r}") from None
-        return Split(green_share(weights, self.green), weights)
+        state = self._state()  # weights and maintenance in one command
+        missing = [s for s in (*self.blue, *self.green) if s not in state]
+        if missing:
+            raise TrafficError(f"HAProxy's backend {self.backend!r} has no server "
+                               f"{', '.join(missing)}")
+        weights = {s: state[s][0] for s in (*self.blue, *self.green)}
+        persistent = () if not self.sticky else tuple(
+            s for s, (w, maint) in state.items() if s in weights and not w and not maint)
+        return Split(green_share(weights, self.green), weights, persistent)
 
     def _state(self) -> dict[str, tuple[int, bool]]:
         """Each server's weight and whether it is in maintenance (a server at weight 0 that is

@@ -237,6 +237,29 @@ def test_a_weight_of_zero_that_keeps_its_clients_is_read_back_as_still_serving(
     assert split.persistent != sticky.lb.expected(0).persistent
 
 
+def test_a_plain_run_after_a_sticky_one_takes_green_out_of_maintenance(lab: Lab) -> None:
+    """[traffic.sticky] switched off after a sticky rollback left green in maintenance: the
+    next shift gives green its weight and takes it out, so green serves its share."""
+    sticky, plain = sticky_balancer(lab), HAProxyBalancer(
+        HAProxySettings(socket=lab.state.haproxy_socket, backend=lab_haproxy_config.STICKY_BACKEND),
+        lab.state.servers_of("blue"), lab.state.servers_of("green"))
+    browsers = Browsers(lab.state.sticky_url)
+    try:
+        shift(sticky, 50, observe=False)
+        shift(sticky, 0, observe=False)
+        assert {s for s, (_, maint) in plain._state().items() if maint} == set(lab.state.servers_of("green"))
+        shift_as_clients_arrive(plain, browsers, 50)
+        assert not any(maint for _, maint in plain._state().values())
+        clients = [Client() for _ in range(200)]
+        browsers.run(clients, 1)
+        assert colours(clients)["green"] > 50
+    finally:
+        shift(sticky, 0, observe=False)
+        browsers.close()
+        sticky.close()
+        plain.close()
+
+
 def test_sticky_stages_on_a_backend_without_cookies_are_refused_naming_the_fix(lab: Lab) -> None:
     lb = sticky_balancer(lab, backend=lab_haproxy_config.BACKEND)
     try:

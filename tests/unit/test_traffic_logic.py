@@ -224,21 +224,37 @@ def test_nginx_read_back_refuses_a_server_it_did_not_write(tmp_path: Path) -> No
 
 
 class RecordingApi:
-    """Answers `get weight` from its own table and records every `set weight`."""
+    """Answers `show servers state` from its own table of weights and servers in maintenance,
+    and records every `set weight` and `set server ... state`."""
 
-    def __init__(self, weights: dict[str, int]) -> None:
-        self.weights = weights
+    def __init__(self, weights: dict[str, int], maint: set[str] | None = None) -> None:
+        self.weights, self.maint = weights, set(maint or ())
         self.sets: list[str] = []
+        self.states: list[str] = []
 
     def execute(self, command: str) -> str:
-        verb, _, rest = command.partition(" weight app/")
+        if command == "show servers state app":
+            rows = [f"3 app {n} {s} 127.0.0.1 2 {1 if s in self.maint else 0} {w}"
+                    for n, (s, w) in enumerate(self.weights.items())]
+            return "\n".join(["1", "# be_id be_name srv_id srv_name srv_addr ...", *rows])
+        verb, _, rest = command.partition(" app/")
         server, _, value = rest.partition(" ")
-        if verb == "get":
-            return f"{self.weights[server]} (initial 0)"
+        if verb == "set server":
+            self.states.append(f"{server} {value}")
+            (self.maint.add if value == "state maint" else self.maint.discard)(server)
+            return ""
+        assert verb == "set weight", command
         self.weights[server] = int(value)
         self.sets.append(server)
         assert any(self.weights.values()), f"every weight 0 after setting {server}: HAProxy answers 503"
         return ""
+
+
+def recording_haproxy(tmp_path: Path, api: RecordingApi, *, sticky: bool = False) -> HAProxyBalancer:
+    lb = HAProxyBalancer(HAProxySettings(socket=tmp_path / "s"), ["blue1", "blue2"], ["green1"],
+                         sticky=sticky)
+    lb.api = api  # type: ignore[assignment]
+    return lb
 
 
 @pytest.mark.parametrize(("start", "target", "first"), [
@@ -248,12 +264,26 @@ class RecordingApi:
 ])
 def test_haproxy_weights_never_all_zero_and_rollbacks_drop_green_first(
         tmp_path: Path, start: dict[str, int], target: int, first: str) -> None:
-    lb = HAProxyBalancer(HAProxySettings(socket=tmp_path / "s"), ["blue1", "blue2"], ["green1"])
     api = RecordingApi(dict(start))
-    lb.api = api  # type: ignore[assignment]
-    lb.apply(target)
+    recording_haproxy(tmp_path, api).apply(target)
     assert api.sets[0] == first
     assert green_share(api.weights, ["green1"]) == target
+
+
+@pytest.mark.parametrize("sticky", [True, False])
+def test_haproxy_lifts_the_maintenance_a_sticky_stage_left_but_not_somebody_elses(
+        tmp_path: Path, sticky: bool) -> None:
+    """A sticky rollback leaves green at weight 0 in maintenance; the next shift, sticky or not
+    (stickiness switched off since), takes it out. blue2, in maintenance with its weight, was
+    taken out by an operator: it keeps its weight and stays out."""
+    api = RecordingApi({"blue1": 1, "blue2": 1, "green1": 0}, maint={"green1", "blue2"})
+    lb = recording_haproxy(tmp_path, api, sticky=sticky)
+    lb.apply(50)
+    assert api.maint == {"blue2"}
+    assert api.states == ["green1 state ready"]
+    assert lb.read().green_percent == 50
+    lb.apply(0)
+    assert api.maint == ({"green1", "blue2"} if sticky else {"blue2"})
 
 
 class Broken(Scripted):
