@@ -1,6 +1,7 @@
 """The lab's sample app server: a small HTTP service over PostgreSQL (through PgBouncer).
 
-GET /api/health, GET|POST /api/items, GET /metrics (labelled by env), and a fault switch
+GET /api/health, GET|POST /api/items, GET /api/whoami (which colour and server answered,
+without the database: for tests of the balancer), GET /metrics (labelled by env), and a fault switch
 at GET|POST /admin/fault to make it misbehave: {"error_ratio": 0.5, "latency_ms": 200};
 {"hang": true} (requests are read and never answered); {"down_for": 10} (the server stops
 listening and drops its connections for 10 s: connection refused, as a dead server).
@@ -72,7 +73,7 @@ class App:
         if path == "/admin/fault":
             return self.fault(method, body)
         started = time.monotonic()
-        route = path if path in ("/api/health", "/api/items") else "other"
+        route = path if path in ("/api/health", "/api/items", "/api/whoami") else "other"
         status, payload = await self.api(method, path)
         self.latency.labels(self.env, self.name, route).observe(time.monotonic() - started)
         self.requests.labels(self.env, self.name, route, str(status)).inc()
@@ -85,6 +86,8 @@ class App:
             await asyncio.sleep(self.latency_ms / 1000)
         if self.error_ratio > 0 and random.random() < self.error_ratio:
             return 500, {"error": "injected fault", "env": self.env}
+        if path == "/api/whoami":
+            return 200, {"env": self.env, "server": self.name}
         try:
             if path == "/api/health":
                 await self.query("SELECT 1")

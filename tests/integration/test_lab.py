@@ -111,11 +111,13 @@ def test_fault_switch_makes_the_app_return_5xx_then_recovers(lab: Lab) -> None:
         set_resp = client.post("/admin/fault", json={"error_ratio": 1.0})
         assert set_resp.json() == {"error_ratio": 1.0, "latency_ms": 0.0, "hang": False}
         try:
-            codes = {client.get("/api/items").status_code for _ in range(10)}
+            codes = {client.get(p).status_code for _ in range(10) for p in ("/api/items", "/api/whoami")}
             assert codes == {500}
         finally:
             client.post("/admin/fault", json={})
         assert client.get("/api/items").status_code == 200
+        server = lab.state.servers_of("green")[0]
+        assert client.get("/api/whoami").json() == {"env": "green", "server": server}
 
 
 def test_fault_switch_adds_latency(lab: Lab) -> None:

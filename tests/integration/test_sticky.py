@@ -62,7 +62,7 @@ class Browsers:
                 client.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
                 self.clients.append(client)
             try:
-                client.conn.request("GET", "/api/health", headers=headers)
+                client.conn.request("GET", "/api/whoami", headers=headers)
                 response = client.conn.getresponse()
                 body = response.read()
                 break
@@ -284,9 +284,9 @@ def test_users_by_header_keep_their_colour_and_land_where_the_flag_hash_says(lab
                 # Like a browser: a kept-alive connection an nginx reload closed under the
                 # request is tried once more on a new one.
                 try:
-                    response = client.get("/api/health", headers={"X-User-Id": user})
+                    response = client.get("/api/whoami", headers={"X-User-Id": user})
                 except httpx.RemoteProtocolError:
-                    response = client.get("/api/health", headers={"X-User-Id": user})
+                    response = client.get("/api/whoami", headers={"X-User-Id": user})
                 response.raise_for_status()
                 return str(response.json()["env"])
 
