@@ -24,7 +24,7 @@ from controller.cli.common import out, print_table, styled
 from controller.daemon.loop import Daemon
 from controller.daemon.phases import Phase, State
 from controller.lab.lab import DEFAULT_BASE_PORT, Lab
-from controller.lab.load import HttpLoad, LoadReport
+from controller.lab.load import LoadProcess, LoadReport
 from controller.report.page import render_report
 from controller.state.store import open_store
 from sync import logical
@@ -54,7 +54,7 @@ def run_demo(root: Path, seconds: float, rate: float, keep: bool) -> bool:
         settings = demo_settings(lab)
         with psycopg.connect(lab.state.db_dsn("blue")) as conn:
             before = _count(conn)
-        with HttpLoad(lab.state.frontend_url, rate, write_ratio=0.2) as load:
+        with LoadProcess(lab.state.frontend_url, rate, write_ratio=0.2) as load:
             out.rule(styled((f"2. run 1 under load ({rate:g} req/s): sync, switch, 10 %, and green "
                              "breaks", "bold")))
             time.sleep(seconds)
@@ -160,7 +160,7 @@ class _StopLoadAtPromoted(_Director):
     daemon is paused meanwhile: a busy host can take longer to drain the load than the hold
     lasts, and a write that reached green after finalize would never reach blue."""
 
-    def __init__(self, load: HttpLoad, settings: Settings) -> None:
+    def __init__(self, load: LoadProcess, settings: Settings) -> None:
         super().__init__()
         self.load, self.settings = load, settings
 

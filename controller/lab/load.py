@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import re
 import subprocess
@@ -11,6 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -183,6 +186,66 @@ class PgbenchResult:
     failed: int
     tps: float
     output: str
+
+
+class LoadProcess:
+    """HttpLoad in a process of its own: the demo's daemon and its load no longer share one
+    interpreter lock, so a busy host slows neither by the other (in one process the load fell
+    seconds behind its schedule and the daemon's ticks overran)."""
+
+    def __init__(self, url: str, rate: float, write_ratio: float = 0.1) -> None:
+        self.args = (url, rate, write_ratio)
+        self._conn: Connection | None = None
+        self._process: BaseProcess | None = None
+        self._final: LoadReport | None = None
+
+    def __enter__(self) -> LoadProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        HttpLoad(*self.args)  # a bad URL fails here, not in the child
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_load, args=(child, *self.args), daemon=True,
+                                        name="lab-http-load")
+        self._process.start()
+        child.close()
+
+    def stop(self) -> LoadReport:
+        if self._final is None:
+            self._final = self._ask("stop")
+            assert self._process is not None
+            self._process.join(30)
+        return self._final
+
+    def report(self) -> LoadReport:
+        return self._final if self._final is not None else self._ask("report")
+
+    def _ask(self, what: str) -> LoadReport:
+        assert self._conn is not None, "the load was never started"
+        self._conn.send(what)
+        if not self._conn.poll(60):
+            raise LabError("the load generator's process did not answer within 60 s")
+        try:
+            report: LoadReport = self._conn.recv()
+        except EOFError:
+            assert self._process is not None
+            self._process.join(5)
+            raise LabError(f"the load generator's process ended (exit code {self._process.exitcode}) "
+                           "before it reported") from None
+        return report
+
+
+def _serve_load(conn: Connection, url: str, rate: float, write_ratio: float) -> None:
+    with HttpLoad(url, rate, write_ratio) as load:
+        while (what := conn.recv()) == "report":
+            conn.send(load.report())
+        assert what == "stop"
+        conn.send(load.stop())
 
 
 def pgbench_init(dsn: str, scale: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from controller.lab import haproxy
 from controller.lab.lab import Lab
-from controller.lab.load import HttpLoad, Pgbench, pgbench_init
+from controller.lab.load import HttpLoad, LoadProcess, Pgbench, pgbench_init
 from controller.lab.processes import LabError, is_running
 from tests.labfixtures import new_lab_dir
 
@@ -171,6 +171,21 @@ def test_http_load_generator_counts_every_request(lab: Lab) -> None:
     assert report.failed == 0
     assert report.by_env() == {"blue": report.total}
     assert report.latency_ms(99) < 1000  # counted from the due time: a stall of ours counts too
+
+
+def test_load_in_its_own_process_reports_while_running_and_once_stopped(lab: Lab) -> None:
+    with pytest.raises(LabError, match="plain http"):
+        LoadProcess("https://127.0.0.1:1", rate=1).start()
+    with LoadProcess(lab.state.frontend_url, rate=200, write_ratio=0.2) as load:
+        time.sleep(1)
+        midway = load.report()
+        time.sleep(1)
+        stopped = load.stop()
+    assert 0 < midway.total < stopped.total
+    assert 300 <= stopped.total <= 440
+    assert stopped.failed == 0
+    assert stopped.by_env() == {"blue": stopped.total}
+    assert load.report() == stopped  # the process is gone; what it reported stays
 
 
 def test_pgbench_through_pgbouncer_has_no_failures(lab: Lab) -> None:
