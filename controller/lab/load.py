@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from controller.lab.http11 import HttpError, encode, read_message
@@ -214,6 +215,7 @@ class LoadProcess:
                                         name="lab-http-load")
         self._process.start()
         child.close()
+        self._wait("started")  # its load is running when start() returns, as HttpLoad's is
 
     def stop(self) -> LoadReport:
         if self._final is None:
@@ -228,20 +230,25 @@ class LoadProcess:
     def _ask(self, what: str) -> LoadReport:
         assert self._conn is not None, "the load was never started"
         self._conn.send(what)
+        report: LoadReport = self._wait("reported")
+        return report
+
+    def _wait(self, what: str) -> Any:
+        assert self._conn is not None
+        assert self._process is not None
         if not self._conn.poll(60):
-            raise LabError("the load generator's process did not answer within 60 s")
+            raise LabError(f"the load generator's process had not {what} after 60 s")
         try:
-            report: LoadReport = self._conn.recv()
+            return self._conn.recv()
         except EOFError:
-            assert self._process is not None
             self._process.join(5)
             raise LabError(f"the load generator's process ended (exit code {self._process.exitcode}) "
-                           "before it reported") from None
-        return report
+                           f"before it {what}") from None
 
 
 def _serve_load(conn: Connection, url: str, rate: float, write_ratio: float) -> None:
     with HttpLoad(url, rate, write_ratio) as load:
+        conn.send("started")
         while (what := conn.recv()) == "report":
             conn.send(load.report())
         assert what == "stop"
