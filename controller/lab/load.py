@@ -57,6 +57,13 @@ class LoadReport:
         return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * percentile / 100))]
 
 
+def _address(url: str) -> tuple[str, int]:
+    parsed = urlsplit(url)
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise LabError(f"the load generator speaks plain http://host:port, got {url!r}")
+    return parsed.hostname, parsed.port or 80
+
+
 class HttpLoad:
     """Open-loop load: `rate` requests a second whatever the latency, like real users.
 
@@ -67,10 +74,7 @@ class HttpLoad:
     def __init__(self, url: str, rate: float, write_ratio: float = 0.1, connections: int = 32,
                  timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
         """headers: sent with every request (e.g. a match stage's X-Staff: 1)."""
-        parsed = urlsplit(url)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise LabError(f"the load generator speaks plain http://host:port, got {url!r}")
-        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.host, self.port = _address(url)
         self.rate, self.write_ratio = rate, write_ratio
         self.connections, self.timeout = connections, timeout
         self.headers = dict(headers or {})
@@ -208,7 +212,7 @@ class LoadProcess:
         self.stop()
 
     def start(self) -> None:
-        HttpLoad(*self.args)  # a bad URL fails here, not in the child
+        _address(self.args[0])  # a bad URL fails here, not in the child
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve_load, args=(child, *self.args), daemon=True,

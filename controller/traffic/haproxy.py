@@ -11,7 +11,7 @@ import csv
 import io
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -159,7 +159,7 @@ class HAProxyBalancer:
 
     def apply(self, green_percent: int) -> None:
         target = weights_for(green_percent, self.blue, self.green)
-        state: dict[str, tuple[int | None, bool]] = {**self._state()}
+        state: Mapping[str, tuple[int | None, bool]] = self._state()
         for server, weight in sorted(target.items(),
                                      key=lambda sw: _order(state.get(sw[0], (None, False))[0], sw[1])):
             now, maint = state.get(server, (None, False))
